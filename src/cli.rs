@@ -1,0 +1,40 @@
+//! The command line: one `Command` enum and the one dispatch `match`.
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// A production WebSocket service and the tool that deploys it.
+#[derive(Debug, Parser)]
+#[command(name = "wsctl", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the WebSocket service.
+    Serve(cmd::serve::ServeArgs),
+    /// Print a signed access token for `--require-auth`.
+    Token(cmd::token::TokenArgs),
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Token(args) => cmd::token::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,5 @@
+//! One file per subcommand: a clap `Args` struct and `run(args)`, which turns
+//! the arguments into a plain options struct and calls a domain module.
+
+pub mod serve;
+pub mod token;

@@ -1,0 +1,115 @@
+//! `wsctl serve`: flags and environment variables into a [`ServeConfig`],
+//! then the server.
+
+use clap::{ArgAction, Args, builder::BoolishValueParser};
+
+use crate::config::{self, ConfigError, ServeConfig};
+use crate::{logging, serve, signal};
+
+/// Every flag has an environment variable; a flag wins over its variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: String,
+    /// Port to bind (0 picks a free port and logs it).
+    #[arg(long, env = "PORT", default_value = "8000")]
+    port: u16,
+    /// Deployment colour shown in logs, /status, metrics and greetings.
+    #[arg(long, env = "COLOR", default_value = "blue", value_parser = config::parse_color)]
+    color: String,
+    /// Redis URL for sessions and broadcasts; unset keeps them in this process.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Debug-level logs (`true`/`1`).
+    #[arg(long, env = "DEBUG", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    debug: bool,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30", value_name = "SECONDS",
+          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    heartbeat_interval: std::time::Duration,
+    /// Seconds the graceful shutdown may take.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10", value_name = "SECONDS",
+          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    shutdown_timeout: std::time::Duration,
+    /// Seconds over which the shutdown spreads its goodbyes.
+    #[arg(long, env = "DRAIN_WINDOW", default_value = "2", value_name = "SECONDS",
+          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    drain_window: std::time::Duration,
+    /// Seconds a session's count is kept after its last activity.
+    #[arg(long, env = "SESSION_TTL", default_value = "3600", value_name = "SECONDS",
+          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+    session_ttl: std::time::Duration,
+    /// Largest accepted client message, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_SIZE", default_value = "65536", value_name = "BYTES",
+          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+    max_message_size: usize,
+    /// Messages per second per connection (burst: twice as many).
+    #[arg(long, env = "RATE_LIMIT", default_value = "100", value_parser = config::parse_rate,
+          allow_negative_numbers = true)]
+    rate_limit: f64,
+    /// WebSocket connections this process accepts; above it upgrades get 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "50000",
+          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+    max_connections: usize,
+    /// Comma-separated origins allowed to open a WebSocket; unset allows any.
+    #[arg(long, env = "ALLOWED_ORIGINS")]
+    allowed_origins: Option<String>,
+    /// Secret that signs access tokens.
+    #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Refuse WebSocket upgrades without a valid `?token=`.
+    #[arg(long, env = "REQUIRE_AUTH", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    require_auth: bool,
+    /// Serve the conformance echo endpoint /ws/echo.
+    #[arg(long, env = "ECHO_ENDPOINT", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    echo_endpoint: bool,
+    /// Broadcast frames kept for a slow connection before it is disconnected.
+    #[arg(long, env = "BROADCAST_BUFFER", default_value = "1024",
+          value_parser = |raw: &str| config::parse_count(raw, 16))]
+    broadcast_buffer: usize,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<ServeConfig, ConfigError> {
+        let allowed_origins = match self.allowed_origins.as_deref() {
+            Some(raw) if !raw.trim().is_empty() => Some(
+                config::parse_origins(raw)
+                    .map_err(|why| ConfigError(format!("invalid ALLOWED_ORIGINS: {why}")))?,
+            ),
+            _ => None,
+        };
+        ServeConfig {
+            host: self.host,
+            port: self.port,
+            color: self.color,
+            redis_url: self.redis_url.filter(|url| !url.is_empty()),
+            debug: self.debug,
+            heartbeat_interval: self.heartbeat_interval,
+            shutdown_timeout: self.shutdown_timeout,
+            drain_window: self.drain_window,
+            session_ttl: self.session_ttl,
+            max_message_size: self.max_message_size,
+            rate_limit: self.rate_limit,
+            max_connections: self.max_connections,
+            allowed_origins,
+            secret_key: self.secret_key.filter(|key| !key.is_empty()),
+            require_auth: self.require_auth,
+            echo_endpoint: self.echo_endpoint,
+            broadcast_buffer: self.broadcast_buffer,
+        }
+        .validate()
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    logging::init(config.debug, &config.color);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = serve::bind(&config).await?;
+        serve::run(listener, config, signal::shutdown_signal()).await
+    })
+}

@@ -1,0 +1,268 @@
+//! The validated configuration of `wsctl serve`.
+//!
+//! Configuration flows one way: clap reads flags and environment variables
+//! (`cmd/serve.rs`), the value parsers here turn each raw string into a typed
+//! value with a one-line error naming what is wrong, and [`ServeConfig::validate`]
+//! checks the rules that span several settings. Nothing here does I/O; the
+//! server receives a finished `ServeConfig`, and tests build one directly.
+
+use std::time::Duration;
+
+/// Everything `wsctl serve` needs to run, already checked.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to bind: an IP literal or a host name such as `localhost`.
+    pub host: String,
+    /// Port to bind; 0 asks the OS for a free one (tests use this).
+    pub port: u16,
+    /// Deployment colour shown in logs, `/status`, metrics and greetings.
+    pub color: String,
+    /// Redis URL for the shared session store and channel layer; `None` keeps
+    /// everything in this process.
+    pub redis_url: Option<String>,
+    /// Debug-level logs.
+    pub debug: bool,
+    /// Time between two heartbeats sent to every connection.
+    pub heartbeat_interval: Duration,
+    /// Upper bound for the whole graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// Window over which the shutdown spreads its goodbyes.
+    pub drain_window: Duration,
+    /// How long a session's count is kept after its last activity.
+    pub session_ttl: Duration,
+    /// Largest accepted client message (and frame), in bytes.
+    pub max_message_size: usize,
+    /// Messages per second per connection; the bucket holds twice as many.
+    pub rate_limit: f64,
+    /// WebSocket connections this process accepts at once.
+    pub max_connections: usize,
+    /// Origins allowed to open a WebSocket; `None` allows any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Secret that signs tokens; upgrades need one when `require_auth` is set.
+    pub secret_key: Option<String>,
+    /// Refuse upgrades without a valid token.
+    pub require_auth: bool,
+    /// Serve the conformance echo endpoint `/ws/echo`.
+    pub echo_endpoint: bool,
+    /// Frames the process-wide broadcast queue keeps for a slow connection
+    /// before that connection is disconnected (close 1013).
+    pub broadcast_buffer: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            color: "blue".into(),
+            redis_url: None,
+            debug: false,
+            heartbeat_interval: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            drain_window: Duration::from_secs(2),
+            session_ttl: Duration::from_secs(3600),
+            max_message_size: 65536,
+            rate_limit: 100.0,
+            max_connections: 50_000,
+            allowed_origins: None,
+            secret_key: None,
+            require_auth: false,
+            echo_endpoint: false,
+            broadcast_buffer: 1024,
+        }
+    }
+}
+
+/// A setting that cannot be used; the message names it and says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ServeConfig {
+    /// Checks the rules that involve more than one setting.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.drain_window >= self.shutdown_timeout {
+            return Err(ConfigError(format!(
+                "DRAIN_WINDOW ({}s) must be less than SHUTDOWN_TIMEOUT ({}s)",
+                self.drain_window.as_secs_f64(),
+                self.shutdown_timeout.as_secs_f64()
+            )));
+        }
+        if self.require_auth && self.secret_key.is_none() {
+            return Err(ConfigError(
+                "REQUIRE_AUTH is on but SECRET_KEY is not set: tokens cannot be checked".into(),
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            validate_redis_url(url)?;
+        }
+        Ok(self)
+    }
+}
+
+/// Rejects a `REDIS_URL` that cannot be parsed, at start, before any I/O.
+pub fn validate_redis_url(url: &str) -> Result<(), ConfigError> {
+    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    if !scheme_ok {
+        return Err(ConfigError(format!(
+            "REDIS_URL '{url}' is not a Redis URL (expected redis://host:port[/db])"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a strictly positive number of seconds (fractions allowed: `0.5`).
+pub fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    let seconds: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("'{raw}' must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{raw}' is too large"))
+}
+
+/// Parses a whole number that must be at least `min`.
+pub fn parse_count(raw: &str, min: usize) -> Result<usize, String> {
+    let value: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a whole number"))?;
+    if value < min {
+        return Err(format!("'{raw}' must be at least {min}"));
+    }
+    Ok(value)
+}
+
+/// Parses a positive rate (messages per second).
+pub fn parse_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number"))?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!(
+            "'{raw}' must be a positive number of messages per second"
+        ));
+    }
+    Ok(rate)
+}
+
+/// A colour is a short lower-case name: it ends up in container names,
+/// metric labels and log fields.
+pub fn parse_color(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 32
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(raw.to_string())
+    } else {
+        Err(format!(
+            "'{raw}' is not a colour name (1-32 characters of a-z, 0-9, '-', '_')"
+        ))
+    }
+}
+
+/// Parses a comma-separated list of origins such as
+/// `https://app.example.com,http://localhost:3000`.
+pub fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = raw
+        .split(',')
+        .map(|origin| normalize_origin(origin.trim()))
+        .filter(|origin| !origin.is_empty())
+        .collect();
+    for origin in &origins {
+        if origin != "null" && !origin.contains("://") {
+            return Err(format!(
+                "'{origin}' is not an origin (expected scheme://host[:port])"
+            ));
+        }
+    }
+    Ok(origins)
+}
+
+/// Origins compare case-insensitively and without a trailing slash.
+pub fn normalize_origin(origin: &str) -> String {
+    origin.trim_end_matches('/').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_zero_negative_and_text() {
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_seconds("0").unwrap_err().contains("positive"));
+        assert!(parse_seconds("-5").unwrap_err().contains("positive"));
+        assert!(parse_seconds("ten").unwrap_err().contains("not a number"));
+        assert!(parse_seconds("inf").is_err());
+    }
+
+    #[test]
+    fn counts_have_a_floor() {
+        assert_eq!(parse_count("65536", 1), Ok(65536));
+        assert!(parse_count("0", 1).is_err());
+        assert!(parse_count("-1", 1).is_err());
+    }
+
+    #[test]
+    fn colours_are_plain_names() {
+        assert!(parse_color("green").is_ok());
+        assert!(parse_color("Green").is_err());
+        assert!(parse_color("").is_err());
+        assert!(parse_color("a b").is_err());
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(
+            parse_origins("https://A.example.com/, http://localhost:3000").unwrap(),
+            vec!["https://a.example.com", "http://localhost:3000"]
+        );
+        assert!(parse_origins("example.com").is_err());
+    }
+
+    #[test]
+    fn drain_window_must_fit_in_shutdown_timeout() {
+        let config = ServeConfig {
+            drain_window: Duration::from_secs(10),
+            ..ServeConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("DRAIN_WINDOW"), "{error}");
+    }
+
+    #[test]
+    fn require_auth_needs_a_secret() {
+        let config = ServeConfig {
+            require_auth: true,
+            ..ServeConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("SECRET_KEY")
+        );
+    }
+
+    #[test]
+    fn redis_url_needs_a_redis_scheme() {
+        assert!(validate_redis_url("redis://127.0.0.1:6379/0").is_ok());
+        assert!(validate_redis_url("http://x").is_err());
+        assert!(validate_redis_url("not a url").is_err());
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert!(ServeConfig::default().validate().is_ok());
+    }
+}

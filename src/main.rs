@@ -1,0 +1,74 @@
+//! wsctl: a production WebSocket service and the tool that deploys it.
+//!
+//! # Layout
+//! - `cli.rs`: the `Command` enum and the one dispatch `match`.
+//! - `cmd/`: one file per subcommand; each turns its arguments into a plain
+//!   options struct and calls a domain module. Only `cmd/` knows clap.
+//! - `config.rs`: the validated `ServeConfig` and its value parsers.
+//! - `serve/`: the WebSocket service (HTTP routes, upgrade, the connection
+//!   loop, sessions, the channel layer, metrics, graceful drain).
+//! - `auth.rs`: signed access tokens. `logging.rs`: JSON-lines logs.
+//!   `signal.rs`: the process's shutdown trigger. `time.rs`: timestamps.
+//!
+//! Errors travel up as `anyhow::Error`; `main` prints the chain once, on one
+//! line, and maps it to an exit code here and nowhere else.
+
+mod auth;
+mod cli;
+mod cmd;
+mod config;
+mod logging;
+mod serve;
+mod signal;
+mod time;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+/// Exit codes shared by every subcommand (documented in the README).
+mod exit {
+    /// Bad flags, environment or configuration.
+    pub const USAGE: u8 = 2;
+    /// Anything else that failed at run time.
+    pub const FAILURE: u8 = 1;
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = error.print();
+                return if error.use_stderr() {
+                    ExitCode::from(exit::USAGE)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // clap's first line names the flag and the problem; the rest is
+            // usage text that drowns it in a log.
+            let rendered = error.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("wsctl: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wsctl: {error:#}");
+            if error.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::from(exit::FAILURE)
+            }
+        }
+    }
+}

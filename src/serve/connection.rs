@@ -1,0 +1,429 @@
+//! One WebSocket connection: a single task whose loop is a `select!` over
+//! the drain signal, its goodbye slot, the process hub and the socket.
+//!
+//! Replies are written inline, in the order the client's frames arrived, so
+//! "answered" means "counted" (the contract's closing rule): the loop never
+//! reads a frame after it has sent `goodbye`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Sleep, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use uuid::Uuid;
+
+use super::channel::{HubFrame, HubKind};
+use super::frames::{
+    ClientRequest, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame, seconds_number,
+};
+use super::rate_limit::TokenBucket;
+use super::session::OpenedSession;
+use super::state::{AppState, VERSION};
+
+pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A write that takes longer than this means the client stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long we wait for the client's half of a close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read buffer per connection. tungstenite's default (128 KiB, allocated up
+/// front) would cost ~1.3 GB for 10,000 idle sockets; larger messages still
+/// arrive, the buffer grows for them.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The tungstenite settings shared by `/ws/chat/` and `/ws/echo`.
+pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Write each frame at once; `send` flushes anyway.
+        .write_buffer_size(0)
+        // A client that never reads cannot grow our memory without bound.
+        .max_write_buffer_size(max_message_size.saturating_mul(4).saturating_add(64 * 1024))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+/// Close code for a client that cannot keep up with broadcasts and
+/// heartbeats (1013 "try again later": reconnecting is the remedy).
+pub const SLOW_CONSUMER: CloseCode = CloseCode::Again;
+
+/// What the loop does after handling a frame.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub struct ChatConnection {
+    state: Arc<AppState>,
+    ws: WsStream,
+    id: Uuid,
+    session: Uuid,
+    hub: broadcast::Receiver<HubFrame>,
+    bucket: TokenBucket,
+    /// The last count this connection saw, for a goodbye when the store is down.
+    last_count: u64,
+}
+
+impl ChatConnection {
+    pub fn new(
+        state: Arc<AppState>,
+        ws: WsStream,
+        id: Uuid,
+        session: Uuid,
+        hub: broadcast::Receiver<HubFrame>,
+    ) -> Self {
+        let bucket = TokenBucket::new(state.config.rate_limit, Instant::now());
+        ChatConnection {
+            state,
+            ws,
+            id,
+            session,
+            hub,
+            bucket,
+            last_count: 0,
+        }
+    }
+
+    /// Greets the client, then serves it until either side closes.
+    pub async fn run(mut self, opened: OpenedSession) {
+        self.last_count = opened.count;
+        let state = self.state.clone();
+        let config = &state.config;
+        let greeting = ServerFrame::ConnectionEstablished {
+            connection_id: self.id,
+            session_uuid: self.session,
+            count: opened.count,
+            resumed: opened.resumed,
+            color: &config.color,
+            version: VERSION,
+            heartbeat_interval: seconds_number(config.heartbeat_interval),
+        };
+        if self.send_frame(&greeting).await.is_err() {
+            return;
+        }
+        let mut goodbye_at: Option<Pin<Box<Sleep>>> = None;
+        loop {
+            tokio::select! {
+                // The drain began: take a slot in the goodbye schedule and
+                // keep serving until it comes.
+                _ = self.state.drain.cancelled(), if goodbye_at.is_none() => {
+                    let deadline = self.state.goodbye_deadline();
+                    goodbye_at = Some(Box::pin(sleep_until(deadline.into())));
+                }
+                // Our slot came: goodbye, close 1001.
+                _ = wait_for(&mut goodbye_at), if goodbye_at.is_some() => {
+                    self.goodbye(GoodbyeReason::ServerShutdown, CloseCode::Away).await;
+                    return;
+                }
+                // A broadcast or heartbeat for every local connection.
+                frame = self.hub.recv() => match frame {
+                    Ok(frame) => {
+                        if self.forward(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "client too slow for broadcasts, disconnecting");
+                        self.state.metrics.error("slow_consumer");
+                        self.close(SLOW_CONSUMER, "too slow").await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                // A frame from the client.
+                incoming = self.ws.next() => match incoming {
+                    Some(Ok(message)) => {
+                        if let Flow::Stop = self.handle(message).await {
+                            return;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        fail_connection(&mut self.ws, &self.state, error).await;
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Handles one client message.
+    async fn handle(&mut self, message: Message) -> Flow {
+        let received = Instant::now();
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                self.state.metrics.frame("binary", "in");
+                return self
+                    .refuse_if_allowed(
+                        received,
+                        ErrorCode::UnsupportedFrame,
+                        "binary frames are not supported; send JSON text",
+                    )
+                    .await;
+            }
+            // The client started the close handshake; tungstenite queued the
+            // reply, which finishing the stream flushes.
+            Message::Close(_) => {
+                finish_close(&mut self.ws).await;
+                return Flow::Stop;
+            }
+            // tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Flow::Continue,
+        };
+        if !self.bucket.try_take(received) {
+            return self
+                .refuse(
+                    ErrorCode::RateLimited,
+                    "rate limit exceeded; message dropped",
+                )
+                .await;
+        }
+        match parse_client_frame(&text) {
+            Ok(ClientRequest::Message(value)) => {
+                self.state.metrics.message_in.inc();
+                let count = match self.state.sessions.increment(self.session).await {
+                    Ok(count) => count,
+                    Err(error) => return self.unavailable(error).await,
+                };
+                self.counted(count);
+                let timestamp = crate::time::now_rfc3339();
+                let reply = ServerFrame::MessageResponse {
+                    count,
+                    message: value,
+                    connection_id: self.id,
+                    timestamp: &timestamp,
+                };
+                if self.send_frame(&reply).await.is_err() {
+                    return Flow::Stop;
+                }
+                self.state.metrics.message_response_out.inc();
+                self.state
+                    .metrics
+                    .message_duration
+                    .observe(received.elapsed().as_secs_f64());
+                Flow::Continue
+            }
+            Ok(ClientRequest::Broadcast(value)) => {
+                self.state.metrics.broadcast_in.inc();
+                let count = match self.state.sessions.increment(self.session).await {
+                    Ok(count) => count,
+                    Err(error) => return self.unavailable(error).await,
+                };
+                self.counted(count);
+                let timestamp = crate::time::now_rfc3339();
+                let frame = ServerFrame::Broadcast {
+                    from: self.id,
+                    message: value,
+                    timestamp: &timestamp,
+                };
+                if let Err(error) = self.state.channel.publish(frame.to_json()).await {
+                    return self.unavailable(error).await;
+                }
+                // The sender's answer is its own copy of the broadcast,
+                // which arrives through the hub like everyone else's.
+                self.state
+                    .metrics
+                    .message_duration
+                    .observe(received.elapsed().as_secs_f64());
+                Flow::Continue
+            }
+            Ok(ClientRequest::Bye) => {
+                self.state.metrics.bye_in.inc();
+                self.goodbye(GoodbyeReason::ClientRequest, CloseCode::Normal)
+                    .await;
+                Flow::Stop
+            }
+            Err(refusal) => {
+                self.state.metrics.frame("invalid", "in");
+                self.refuse(refusal.code, &refusal.detail).await
+            }
+        }
+    }
+
+    fn counted(&mut self, count: u64) {
+        self.last_count = count;
+        self.state.metrics.counted_in.inc();
+    }
+
+    /// A binary frame still spends a token, so that a flood of them is
+    /// limited like any other.
+    async fn refuse_if_allowed(
+        &mut self,
+        received: Instant,
+        code: ErrorCode,
+        detail: &str,
+    ) -> Flow {
+        if !self.bucket.try_take(received) {
+            return self
+                .refuse(
+                    ErrorCode::RateLimited,
+                    "rate limit exceeded; message dropped",
+                )
+                .await;
+        }
+        self.refuse(code, detail).await
+    }
+
+    async fn unavailable(&mut self, error: super::session::StoreUnavailable) -> Flow {
+        tracing::warn!(%error, "message not counted");
+        self.refuse(
+            ErrorCode::Unavailable,
+            "the session store is unavailable; the message was not counted, send it again later",
+        )
+        .await
+    }
+
+    /// Sends an `error` frame; the connection stays open.
+    async fn refuse(&mut self, code: ErrorCode, detail: &str) -> Flow {
+        self.state.metrics.error(code.as_str());
+        match self.send_frame(&ServerFrame::Error { code, detail }).await {
+            Ok(()) => Flow::Continue,
+            Err(()) => Flow::Stop,
+        }
+    }
+
+    /// Sends `goodbye` with the session's total, then closes with `code`.
+    async fn goodbye(&mut self, reason: GoodbyeReason, code: CloseCode) {
+        let count = match self.state.sessions.count(self.session).await {
+            Ok(count) => count.max(self.last_count),
+            Err(_) => self.last_count,
+        };
+        let frame = ServerFrame::Goodbye {
+            count,
+            reason,
+            connection_id: self.id,
+        };
+        if self.send_frame(&frame).await.is_ok() {
+            let why = match reason {
+                GoodbyeReason::ClientRequest => "bye",
+                GoodbyeReason::ServerShutdown => "server shutdown",
+            };
+            self.close(code, why).await;
+        }
+    }
+
+    async fn close(&mut self, code: CloseCode, reason: &'static str) {
+        close_with(&mut self.ws, code, reason).await;
+    }
+
+    async fn forward(&mut self, frame: HubFrame) -> Result<(), ()> {
+        let counter = match frame.kind {
+            HubKind::Broadcast => &self.state.metrics.broadcast_out,
+            HubKind::Heartbeat => &self.state.metrics.heartbeat_out,
+        };
+        counter.inc();
+        self.send_text(Message::Text(frame.text)).await
+    }
+
+    async fn send_frame(&mut self, frame: &ServerFrame<'_>) -> Result<(), ()> {
+        match frame {
+            ServerFrame::MessageResponse { .. } => {}
+            other => self.state.metrics.frame(other.kind(), "out"),
+        }
+        self.send_text(Message::text(frame.to_json())).await
+    }
+
+    async fn send_text(&mut self, message: Message) -> Result<(), ()> {
+        match timeout(WRITE_TIMEOUT, self.ws.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "write failed");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!("client stopped reading, disconnecting");
+                self.state.metrics.error("write_timeout");
+                Err(())
+            }
+        }
+    }
+}
+
+async fn wait_for(sleep: &mut Option<Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fails the connection after a read error with the RFC 6455 close code
+/// that names it: 1009 too big, 1007 invalid UTF-8, 1002 protocol error.
+pub async fn fail_connection(ws: &mut WsStream, state: &AppState, error: WsError) {
+    let (code, label, reason) = match &error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            (CloseCode::Size, "message_too_big", "message too big")
+        }
+        WsError::Capacity(_) => (CloseCode::Size, "message_too_big", "frame too big"),
+        WsError::Utf8(_) => (CloseCode::Invalid, "invalid_utf8", "invalid UTF-8"),
+        WsError::Protocol(_) => (CloseCode::Protocol, "protocol_error", "protocol error"),
+        // The peer went away or the socket broke: nothing to say.
+        _ => {
+            tracing::debug!(%error, "connection ended");
+            return;
+        }
+    };
+    tracing::info!(%error, close_code = u16::from(code), "failing the connection");
+    state.metrics.error(label);
+    close_with(ws, code, reason).await;
+}
+
+/// Sends a close frame and waits briefly for the client's close, reading
+/// (and discarding) whatever it still sends: nothing is processed after the
+/// server decided to close.
+pub async fn close_with(ws: &mut WsStream, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if timeout(WRITE_TIMEOUT.min(CLOSE_TIMEOUT), ws.close(Some(frame)))
+        .await
+        .is_ok()
+    {
+        finish_close(ws).await;
+    }
+}
+
+/// Drives the stream until the close handshake completes (or times out).
+pub async fn finish_close(ws: &mut WsStream) {
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let _ = timeout(CLOSE_TIMEOUT, drain).await;
+}
+
+/// `/ws/echo`: every text and binary message back unchanged, over the same
+/// stack and limits, for conformance suites.
+pub async fn run_echo(state: Arc<AppState>, mut ws: WsStream) {
+    loop {
+        tokio::select! {
+            _ = state.drain.cancelled() => {
+                close_with(&mut ws, CloseCode::Away, "server shutdown").await;
+                return;
+            }
+            incoming = ws.next() => match incoming {
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if timeout(WRITE_TIMEOUT, ws.send(message)).await.map_or(true, |sent| sent.is_err()) {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) => {
+                    finish_close(&mut ws).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    fail_connection(&mut ws, &state, error).await;
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! HTTP: the warp routes (probes, status, metrics, the two WebSocket paths)
+//! and the hyper glue that serves them on each accepted socket.
+//!
+//! The glue does the two things warp cannot: it stamps `X-Request-ID` on
+//! every request and answer (the `101` included), and it takes hyper's
+//! upgrade handle before warp sees the request (see `upgrade.rs`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+use warp::http::{HeaderValue, Request, StatusCode, header};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use super::state::{AppState, VERSION};
+use super::upgrade::{Endpoint, UpgradeSlot, upgrade};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A JSON body `{"error": message}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    warp::reply::with_status(warp::reply::json(&json!({ "error": message })), status)
+        .into_response()
+}
+
+/// Every route of the service.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({ "status": "ok" })).into_response());
+
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| match state.readiness() {
+            Ok(()) => warp::reply::json(&json!({ "status": "ready" })).into_response(),
+            Err(reason) => warp::reply::with_status(
+                warp::reply::json(&json!({ "status": "not_ready", "reason": reason })),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .into_response(),
+        });
+
+    let status = warp::path!("status")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| warp::reply::json(&status_body(&state)).into_response());
+
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| {
+            warp::reply::with_header(
+                state.metrics.render(),
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+            .into_response()
+        });
+
+    let upgrade_parts = warp::get()
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<UpgradeSlot>());
+
+    // `/ws/chat` and `/ws/chat/` are the same endpoint.
+    let chat = warp::path!("ws" / "chat")
+        .or(warp::path!("ws" / "chat" / ..).and(warp::path::end()))
+        .unify()
+        .and(with_state.clone())
+        .and(upgrade_parts)
+        .and_then(|state, headers, query, slot| {
+            upgrade(Endpoint::Chat, state, headers, query, slot)
+        });
+
+    let echo_enabled = state.config.echo_endpoint;
+    let echo = warp::path!("ws" / "echo")
+        .and(warp::any().and_then(move || async move {
+            if echo_enabled {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        }))
+        .untuple_one()
+        .and(with_state)
+        .and(upgrade_parts)
+        .and_then(|state, headers, query, slot| {
+            upgrade(Endpoint::Echo, state, headers, query, slot)
+        });
+
+    healthz
+        .or(readyz)
+        .unify()
+        .or(status)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(chat)
+        .unify()
+        .or(echo)
+        .unify()
+        .recover(answer_rejection)
+        .unify()
+}
+
+fn status_body(state: &AppState) -> serde_json::Value {
+    let metrics = &state.metrics;
+    json!({
+        "color": state.config.color,
+        "version": VERSION,
+        "started_at": state.started_at,
+        "uptime_seconds": state.uptime().as_secs_f64(),
+        "connections_active": metrics.connections_active.get(),
+        "connections_total": metrics.connections_total.get(),
+        "messages_total": metrics.counted_in.get(),
+        "channel_layer": state.backend.name(),
+        "redis": match state.backend.name() {
+            "redis" => Some(if state.backend.is_up() { "ok" } else { "down" }),
+            _ => None,
+        },
+        "ready": state.readiness().is_ok(),
+        "draining": state.is_draining(),
+        "pid": std::process::id(),
+        "hostname": state.hostname,
+    })
+}
+
+/// Unknown paths and wrong methods get JSON bodies too.
+async fn answer_rejection(rejection: Rejection) -> Result<Response, Infallible> {
+    Ok(if rejection.is_not_found() {
+        json_error(StatusCode::NOT_FOUND, "not found")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        json_error(StatusCode::BAD_REQUEST, "invalid query string")
+    } else {
+        json_error(StatusCode::BAD_REQUEST, &format!("{rejection:?}"))
+    })
+}
+
+/// Serves HTTP/1.1 on one accepted socket until the client leaves or `stop`
+/// fires (then in-flight requests finish and idle keep-alives close).
+pub async fn serve_socket<F>(stream: TcpStream, routes: F, stop: CancellationToken)
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let warp_service = warp::service(routes);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let mut warp_service = warp_service.clone();
+        async move { Ok::<_, Infallible>(answer(&mut warp_service, request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+        }
+    }
+}
+
+/// One request through warp, with its request id on the way in and out.
+async fn answer<S>(warp_service: &mut S, mut request: Request<Incoming>) -> Response
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|value| is_usable_request_id(value))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        });
+    request.headers_mut().insert(REQUEST_ID, request_id.clone());
+    if request.headers().contains_key(header::UPGRADE) {
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        request
+            .extensions_mut()
+            .insert(UpgradeSlot::new(on_upgrade));
+    }
+    let mut response = match warp_service.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+/// A client's id is echoed when it is short printable ASCII; otherwise
+/// (log injection, megabyte headers) a fresh one replaces it.
+fn is_usable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 200 && bytes.iter().all(|b| b.is_ascii_graphic())
+}

@@ -1,0 +1,201 @@
+//! `wsctl serve`: the WebSocket service.
+//!
+//! - `http.rs`: routes and the hyper glue; `upgrade.rs`: the checks before
+//!   `101` and the hand-over to a connection task; `connection.rs`: the
+//!   per-connection loop (and the echo endpoint).
+//! - `frames.rs`: the JSON frames; `rate_limit.rs`: the token bucket.
+//! - `session.rs`: the session store; `channel.rs`: the channel layer and
+//!   the process hub. `metrics.rs`: Prometheus. `state.rs`: what they share.
+//!
+//! [`run`] takes its listener and its shutdown trigger from the caller, so
+//! tests bind port 0 and pass their own trigger.
+
+mod channel;
+mod connection;
+mod frames;
+mod http;
+mod metrics;
+mod rate_limit;
+mod session;
+mod state;
+mod upgrade;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServeConfig;
+use channel::{HubFrame, HubKind, MemoryChannelLayer};
+use frames::ServerFrame;
+use session::MemorySessionStore;
+use state::{AppState, Backend, VERSION};
+
+/// Binds the configured address.
+pub async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
+    let address = format!("{}:{}", config.host, config.port);
+    TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("binding {address} (HOST/PORT)"))
+}
+
+/// Serves until `shutdown` resolves, then drains as the contract orders:
+/// `/readyz` 503 at once, no new WebSocket, every received message answered,
+/// goodbyes spread over `DRAIN_WINDOW`, return within `SHUTDOWN_TIMEOUT`.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let metrics = metrics::Metrics::new(&config.color, VERSION).context("registering metrics")?;
+    let (hub, _) = broadcast::channel::<HubFrame>(config.broadcast_buffer);
+    let memory_sessions = Arc::new(MemorySessionStore::new(config.session_ttl));
+    let state = Arc::new(AppState::new(
+        config,
+        metrics,
+        memory_sessions.clone(),
+        Arc::new(MemoryChannelLayer::new(hub.clone())),
+        Backend::Memory,
+        hub,
+    ));
+
+    // Background work, stopped with the listener.
+    let stop = CancellationToken::new();
+    let background = TaskTracker::new();
+    background.spawn(heartbeats(state.clone(), stop.clone()));
+    background.spawn(evict_sessions(
+        memory_sessions,
+        state.config.session_ttl,
+        stop.clone(),
+    ));
+
+    let address = listener.local_addr().context("reading the bound address")?;
+    let http_tasks = TaskTracker::new();
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        state.clone(),
+        http_tasks.clone(),
+        stop.clone(),
+    ));
+
+    let startup = start.elapsed();
+    state.metrics.startup_time.set(startup.as_secs_f64());
+    state.mark_started();
+    tracing::info!(
+        %address,
+        version = VERSION,
+        channel_layer = state.backend.name(),
+        startup_seconds = startup.as_secs_f64(),
+        "listening"
+    );
+
+    shutdown.await;
+    let drain_started = Instant::now();
+    let active = state.metrics.connections_active.get();
+    tracing::info!(connections = active, "draining");
+    state.begin_drain();
+    state.connections.close();
+    // Leave a margin for the last close handshakes and the exit itself.
+    let budget = state
+        .config
+        .shutdown_timeout
+        .saturating_sub(Duration::from_millis(500));
+    let drained = tokio::time::timeout(budget, state.connections.wait())
+        .await
+        .is_ok();
+
+    stop.cancel();
+    let _ = accept.await;
+    http_tasks.close();
+    background.close();
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        http_tasks.wait().await;
+        background.wait().await;
+    })
+    .await;
+
+    let took = drain_started.elapsed();
+    state.metrics.shutdown_time.set(took.as_secs_f64());
+    tracing::info!(
+        shutdown_seconds = took.as_secs_f64(),
+        connections_at_start = active,
+        connections_left = state.metrics.connections_active.get(),
+        complete = drained,
+        "shutdown complete"
+    );
+    Ok(())
+}
+
+/// Accepts sockets until `stop`; each gets an HTTP task. During the drain
+/// the listener stays open so that probes still get their 503.
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    http_tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let routes = http::routes(state);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                http_tasks.spawn(http::serve_socket(stream, routes.clone(), stop.clone()));
+            }
+            Err(error) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One timer per process: each tick serializes one heartbeat and the hub
+/// fans it out to every connection.
+async fn heartbeats(state: Arc<AppState>, stop: CancellationToken) {
+    let period = state.config.heartbeat_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let timestamp = crate::time::now_rfc3339();
+        let frame = ServerFrame::Heartbeat {
+            timestamp: &timestamp,
+            color: &state.config.color,
+        };
+        let _ = state.hub.send(HubFrame {
+            kind: HubKind::Heartbeat,
+            text: frame.to_json().into(),
+        });
+    }
+}
+
+/// Evicts expired sessions so that memory stays bounded by the sessions
+/// active within one TTL.
+async fn evict_sessions(store: Arc<MemorySessionStore>, ttl: Duration, stop: CancellationToken) {
+    let period = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let evicted = store.evict_expired(Instant::now());
+        if evicted > 0 {
+            tracing::debug!(evicted, "expired sessions evicted");
+        }
+    }
+}

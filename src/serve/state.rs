@@ -1,0 +1,150 @@
+//! What every part of the server shares: configuration, metrics, the session
+//! store, the channel layer, the hub and the drain state.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::channel::{ChannelLayer, Hub};
+use super::metrics::Metrics;
+use super::session::SessionStore;
+use crate::config::ServeConfig;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where sessions and broadcasts live.
+pub enum Backend {
+    /// In this process.
+    Memory,
+}
+
+impl Backend {
+    /// `channel_layer` in `/status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+        }
+    }
+
+    /// `false` only when Redis is configured and cannot be reached.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Backend::Memory => true,
+        }
+    }
+}
+
+pub struct AppState {
+    pub config: ServeConfig,
+    pub metrics: Metrics,
+    pub sessions: Arc<dyn SessionStore>,
+    pub channel: Arc<dyn ChannelLayer>,
+    pub backend: Backend,
+    pub hub: Hub,
+    /// Cancelled when the drain begins: every connection schedules its goodbye.
+    pub drain: CancellationToken,
+    /// Every WebSocket connection task, so the drain can wait for them.
+    pub connections: TaskTracker,
+    /// One permit per open WebSocket connection (`MAX_CONNECTIONS`).
+    pub connection_slots: Arc<Semaphore>,
+    pub started: Instant,
+    pub started_at: String,
+    pub hostname: String,
+    ready: AtomicBool,
+    schedule: DrainSchedule,
+}
+
+/// Spreads the goodbyes of a drain evenly over `DRAIN_WINDOW`: the n-th
+/// (1-based) of N connections says goodbye at `start + window * n / N`.
+#[derive(Default)]
+struct DrainSchedule {
+    started: OnceLock<Instant>,
+    connections: AtomicUsize,
+    next_slot: AtomicUsize,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: ServeConfig,
+        metrics: Metrics,
+        sessions: Arc<dyn SessionStore>,
+        channel: Arc<dyn ChannelLayer>,
+        backend: Backend,
+        hub: Hub,
+    ) -> Self {
+        let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+        AppState {
+            config,
+            metrics,
+            sessions,
+            channel,
+            backend,
+            hub,
+            drain: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            connection_slots,
+            started: Instant::now(),
+            started_at: crate::time::now_rfc3339(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            ready: AtomicBool::new(false),
+            schedule: DrainSchedule::default(),
+        }
+    }
+
+    /// Startup finished: `/readyz` may say ready.
+    pub fn mark_started(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
+    }
+
+    /// Ready to serve: started, not draining, and the backend reachable.
+    /// Returns the reason when not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            Err("starting")
+        } else if self.is_draining() {
+            Err("shutting_down")
+        } else if !self.backend.is_up() {
+            Err("redis")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Starts the drain: `/readyz` turns 503, upgrades are refused, and each
+    /// connection will take a slot in the goodbye schedule.
+    pub fn begin_drain(&self) {
+        let active = self.metrics.connections_active.get().max(0) as usize;
+        self.schedule
+            .connections
+            .store(active.max(1), Ordering::SeqCst);
+        let _ = self.schedule.started.set(Instant::now());
+        self.drain.cancel();
+    }
+
+    /// When this connection says goodbye: its slot in the drain window.
+    pub fn goodbye_deadline(&self) -> Instant {
+        let started = *self.schedule.started.get_or_init(Instant::now);
+        let slot = self.schedule.next_slot.fetch_add(1, Ordering::SeqCst);
+        let total = self.schedule.connections.load(Ordering::SeqCst).max(1);
+        let window = self.config.drain_window;
+        // Slots 1..=N of N: the last goodbye leaves at the end of the
+        // window, and even a lone connection gets time to answer what it
+        // had already received.
+        let offset = window.mul_f64((slot + 1).min(total) as f64 / total as f64);
+        started + offset
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}

@@ -1,0 +1,211 @@
+//! Shared test helpers: start the real `wsctl` binary on a free port and talk
+//! to it over real sockets.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Every environment variable of the contract, cleared so that the
+/// developer's shell cannot leak into a test.
+const CONTRACT_VARS: &[&str] = &[
+    "COLOR",
+    "REDIS_URL",
+    "DEBUG",
+    "SECRET_KEY",
+    "HOST",
+    "PORT",
+    "HEARTBEAT_INTERVAL",
+    "SHUTDOWN_TIMEOUT",
+    "DRAIN_WINDOW",
+    "SESSION_TTL",
+    "MAX_MESSAGE_SIZE",
+    "RATE_LIMIT",
+    "MAX_CONNECTIONS",
+    "ALLOWED_ORIGINS",
+    "REQUIRE_AUTH",
+    "ECHO_ENDPOINT",
+    "BROADCAST_BUFFER",
+    "RUST_LOG",
+];
+
+pub fn wsctl() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsctl"));
+    for var in CONTRACT_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// A running `wsctl serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `wsctl serve` on 127.0.0.1 and a free port with extra
+    /// environment variables, and waits for its `listening` log line.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let mut command = wsctl();
+        command
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("spawn wsctl serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(json) = serde_json::from_str::<Value>(&line) {
+                    if json["message"] == "listening" {
+                        let _ =
+                            addr_tx.send(json["address"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("wsctl serve did not log `listening` within 20 s");
+        Server { child, addr, logs }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.http(path))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("HTTP request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Opens `/ws/chat/` (with an optional query) and returns the stream and
+    /// its `connection_established` frame.
+    pub async fn connect(&self, query: &str) -> (Ws, Value) {
+        let (mut ws, _) = connect_async(self.ws_url(&format!("/ws/chat/{query}")))
+            .await
+            .expect("WebSocket upgrade");
+        let greeting = recv_json(&mut ws).await;
+        assert_eq!(greeting["type"], "connection_established", "{greeting}");
+        (ws, greeting)
+    }
+
+    pub fn send_signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its code and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return (status.code(), start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("wsctl did not exit within {limit:?}");
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The next text frame as JSON (pings and pongs skipped), within 5 s.
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    recv_json_within(ws, Duration::from_secs(5)).await
+}
+
+pub async fn recv_json_within(ws: &mut Ws, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no frame within the time limit");
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).expect("server frames are JSON");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// The next frame that is not a heartbeat.
+pub async fn recv_non_heartbeat(ws: &mut Ws) -> Value {
+    loop {
+        let frame = recv_json(ws).await;
+        if frame["type"] != "heartbeat" {
+            return frame;
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string()))
+        .await
+        .expect("send");
+}
+
+/// Reads until the server's close frame; returns its code (None when the
+/// socket ended without one). Text frames on the way are returned too.
+pub async fn recv_close(ws: &mut Ws) -> (Option<u16>, Vec<Value>) {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (frame.map(|f| u16::from(f.code)), frames);
+            }
+            Ok(Some(Ok(Message::Text(text)))) => {
+                frames.push(serde_json::from_str(&text).expect("JSON"));
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => return (None, frames),
+            Err(_) => panic!("no close within 15 s"),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The process around the service: configuration errors, JSON logs, the
+//! graceful SIGTERM drain, and a slow client.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, recv_close, recv_json, recv_non_heartbeat, send_json, wsctl};
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Runs `wsctl serve` that is expected to refuse its configuration; a
+/// server that starts anyway is killed after 10 s and fails the test.
+fn serve_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut child = wsctl()
+        .args(["serve", "--host", "127.0.0.1"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env(
+            "PORT",
+            env.iter()
+                .find(|(k, _)| *k == "PORT")
+                .map_or("0", |(_, v)| v),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run wsctl");
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("wsctl serve started with {env:?} {args:?}; expected a refusal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn invalid_configuration_exits_2_with_one_line_naming_the_setting() {
+    /// Environment, flags, and the setting the error must name.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: &[Case] = &[
+        (&[("PORT", "eighty")], &[], "port"),
+        (&[], &["--port", "99999"], "port"),
+        (&[("HEARTBEAT_INTERVAL", "-5")], &[], "heartbeat-interval"),
+        (&[], &["--shutdown-timeout", "0"], "shutdown-timeout"),
+        (&[("REDIS_URL", "http://not-redis")], &[], "REDIS_URL"),
+        (&[("DRAIN_WINDOW", "20")], &[], "DRAIN_WINDOW"),
+        (&[("MAX_MESSAGE_SIZE", "0")], &[], "max-message-size"),
+        (&[("RATE_LIMIT", "none")], &[], "rate-limit"),
+        (
+            &[("ALLOWED_ORIGINS", "example.com")],
+            &[],
+            "ALLOWED_ORIGINS",
+        ),
+        (&[("REQUIRE_AUTH", "true")], &[], "SECRET_KEY"),
+        (&[("COLOR", "Not A Colour")], &[], "color"),
+    ];
+    for (env, args, setting) in cases {
+        let output = serve_with(env, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?} {args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(setting), "{setting} not named in: {stderr}");
+    }
+}
+
+#[test]
+fn flag_wins_over_environment() {
+    let output = serve_with(
+        &[("PORT", "not-a-port"), ("SHUTDOWN_TIMEOUT", "5")],
+        &["--port", "0", "--shutdown-timeout", "x"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The port flag won (no complaint about PORT); the bad flag is named.
+    assert!(
+        stderr.contains("shutdown-timeout") && !stderr.contains("not-a-port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_flag_prints_the_version() {
+    let output = wsctl().arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("wsctl {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_with_the_contract_fields() {
+    let server = Server::start(&[("COLOR", "green")]);
+    let (mut ws, greeting) = server.connect("").await;
+    send_json(&mut ws, json!({"type": "bye"})).await;
+    recv_close(&mut ws).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = server.log_lines();
+    assert!(!lines.is_empty());
+    let mut saw_connection = false;
+    for line in &lines {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        for field in ["timestamp", "level", "logger", "message", "color"] {
+            assert!(entry.get(field).is_some(), "{field} missing in {line}");
+        }
+        assert_eq!(entry["color"], "green");
+        if entry["message"] == "connection opened" {
+            saw_connection = true;
+            assert_eq!(entry["connection_id"], greeting["connection_id"]);
+            assert_eq!(entry["session_uuid"], greeting["session_uuid"]);
+            assert!(entry["request_id"].is_string());
+        }
+    }
+    assert!(saw_connection, "no `connection opened` line in {lines:#?}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_with_goodbyes_spread_over_the_window_and_exits_0() {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "4"), ("DRAIN_WINDOW", "1")]);
+    const POLITE: usize = 8;
+    let mut polite = Vec::new();
+    for _ in 0..POLITE {
+        let (mut ws, _) = server.connect("").await;
+        send_json(&mut ws, json!({"message": "before"})).await;
+        assert_eq!(recv_non_heartbeat(&mut ws).await["count"], 1);
+        polite.push(ws);
+    }
+    // A client that ignores the close: it never reads or answers again.
+    let (_deaf, _) = server.connect("").await;
+
+    let signalled = Instant::now();
+    server.send_signal("TERM");
+    // /readyz turns 503 at once while the listener still answers probes.
+    let (code, body) = server.get_json("/readyz").await;
+    assert_eq!(code, 503);
+    assert_eq!(body["status"], "not_ready");
+    // New WebSocket connections are refused during the drain.
+    let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/chat/")).await;
+    assert!(refused.is_err(), "upgrade accepted during the drain");
+
+    // Every polite client reads at once; each notes when its goodbye came.
+    let goodbyes = polite.iter_mut().map(|ws| async move {
+        let goodbye = recv_non_heartbeat(ws).await;
+        let at = signalled.elapsed();
+        assert_eq!(goodbye["type"], "goodbye");
+        assert_eq!(goodbye["reason"], "server_shutdown");
+        assert_eq!(goodbye["count"], 1);
+        let (code, _) = recv_close(ws).await;
+        assert_eq!(code, Some(1001));
+        at
+    });
+    let mut goodbye_times = futures_util::future::join_all(goodbyes).await;
+    goodbye_times.sort();
+    let spread = goodbye_times[POLITE - 1] - goodbye_times[0];
+    assert!(
+        spread >= Duration::from_millis(500),
+        "goodbyes not spread: {goodbye_times:?}"
+    );
+
+    let (exit, _) = server.wait_exit(Duration::from_secs(6));
+    let took = signalled.elapsed();
+    assert_eq!(exit, Some(0));
+    assert!(
+        took < Duration::from_secs(4),
+        "exit after {took:?}, limit 4 s"
+    );
+    let lines = server.log_lines();
+    let done = lines
+        .iter()
+        .find(|l| l.contains("shutdown complete"))
+        .expect("shutdown log line");
+    let done: Value = serde_json::from_str(done).unwrap();
+    assert!(done["shutdown_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn messages_sent_before_sigterm_are_answered_before_goodbye() {
+    let mut server = Server::start(&[
+        ("SHUTDOWN_TIMEOUT", "3"),
+        ("DRAIN_WINDOW", "0.5"),
+        ("RATE_LIMIT", "10000"),
+    ]);
+    let (mut ws, _) = server.connect("").await;
+    for i in 0..200 {
+        ws.feed(Message::text(json!({"message": i}).to_string()))
+            .await
+            .unwrap();
+    }
+    ws.flush().await.unwrap();
+    server.send_signal("TERM");
+    // Every reply counts up without a gap until the goodbye, whose count is
+    // the last one answered: nothing counted went unanswered.
+    let mut last = 0;
+    loop {
+        let frame = recv_json(&mut ws).await;
+        match frame["type"].as_str() {
+            Some("message_response") => {
+                last += 1;
+                assert_eq!(frame["count"], last);
+            }
+            Some("goodbye") => {
+                assert_eq!(frame["count"], last);
+                break;
+            }
+            Some("heartbeat") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        last, 200,
+        "messages received before the signal were all answered"
+    );
+    assert_eq!(recv_close(&mut ws).await.0, Some(1001));
+    assert_eq!(server.wait_exit(Duration::from_secs(5)).0, Some(0));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
+    let server = Server::start(&[("RATE_LIMIT", "100000"), ("BROADCAST_BUFFER", "16")]);
+    let (mut fast, _) = server.connect("").await;
+    let (mut stalled, _) = server.connect("").await;
+    // 400 broadcasts of 60 KB: about 24 MB, more than the socket buffers of
+    // a client that never reads can hold.
+    let payload = "z".repeat(60_000);
+    let started = Instant::now();
+    for i in 0..400 {
+        send_json(
+            &mut fast,
+            json!({"type": "broadcast", "message": [i, payload]}),
+        )
+        .await;
+        let frame = recv_non_heartbeat(&mut fast).await;
+        assert_eq!(frame["type"], "broadcast");
+        assert_eq!(frame["message"][0], i);
+    }
+    let fast_took = started.elapsed();
+    assert!(
+        fast_took < Duration::from_secs(8),
+        "the fast client was held back: {fast_took:?}"
+    );
+    // The stalled client now reads: it finds fewer than 400 frames, then the
+    // end of its connection.
+    let mut received = 0;
+    let ended = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::StreamExt::next(&mut stalled),
+        )
+        .await
+        {
+            Ok(Some(Ok(Message::Text(_)))) => received += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => break None,
+            Err(_) => panic!("stalled client never cut off ({received} frames)"),
+        }
+    };
+    assert!(received < 400, "stalled client got everything ({received})");
+    if let Some(code) = ended {
+        assert_eq!(code, 1013);
+    }
+}
