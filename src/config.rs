@@ -100,17 +100,12 @@ impl ServeConfig {
     }
 }
 
-/// Rejects a `REDIS_URL` that cannot be parsed, at start, before any I/O.
+/// Rejects a `REDIS_URL` that cannot be parsed, at start, before any I/O
+/// (redis's own parser: it reads the URL and connects to nothing).
 pub fn validate_redis_url(url: &str) -> Result<(), ConfigError> {
-    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if !scheme_ok {
-        return Err(ConfigError(format!(
-            "REDIS_URL '{url}' is not a Redis URL (expected redis://host:port[/db])"
-        )));
-    }
-    Ok(())
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|error| ConfigError(format!("REDIS_URL '{url}' is not a Redis URL: {error}")))
 }
 
 /// Parses a strictly positive number of seconds (fractions allowed: `0.5`).

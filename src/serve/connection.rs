@@ -214,19 +214,24 @@ impl ChatConnection {
             }
             Ok(ClientRequest::Broadcast(value)) => {
                 self.state.metrics.broadcast_in.inc();
-                let count = match self.state.sessions.increment(self.session).await {
-                    Ok(count) => count,
-                    Err(error) => return self.unavailable(error).await,
-                };
-                self.counted(count);
                 let timestamp = crate::time::now_rfc3339();
                 let frame = ServerFrame::Broadcast {
                     from: self.id,
                     message: value,
                     timestamp: &timestamp,
                 };
-                if let Err(error) = self.state.channel.publish(frame.to_json()).await {
-                    return self.unavailable(error).await;
+                let counted = self
+                    .state
+                    .sessions
+                    .increment_and_broadcast(
+                        self.session,
+                        frame.to_json(),
+                        self.state.channel.as_ref(),
+                    )
+                    .await;
+                match counted {
+                    Ok(count) => self.counted(count),
+                    Err(error) => return self.unavailable(error).await,
                 }
                 // The sender's answer is its own copy of the broadcast,
                 // which arrives through the hub like everyone else's.

@@ -4,8 +4,8 @@
 //! counting a frame is one atomic add.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -25,6 +25,8 @@ pub struct Metrics {
     pub message_response_out: IntCounter,
     pub broadcast_out: IntCounter,
     pub heartbeat_out: IntCounter,
+    redis_duration: HistogramVec,
+    redis_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,6 +81,26 @@ impl Metrics {
             "websocket_counted_messages_total",
             "Client messages accepted and counted into a session",
         )?;
+        let redis_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "redis_command_duration_seconds",
+                "Round-trip time of Redis commands, by command",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+            &["command"],
+        )?;
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "redis_errors_total",
+                "Failed Redis operations by kind (down, timeout, connection, command, late)",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(redis_duration.clone()))?;
+        registry.register(Box::new(redis_errors.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
         registry.register(Box::new(messages.clone()))?;
@@ -106,6 +128,8 @@ impl Metrics {
             startup_time,
             shutdown_time,
             counted_in,
+            redis_duration,
+            redis_errors,
         })
     }
 
@@ -117,6 +141,16 @@ impl Metrics {
     /// Counts an error by its code.
     pub fn error(&self, code: &str) {
         self.errors.with_label_values(&[code]).inc();
+    }
+
+    pub fn redis_round_trip(&self, command: &str, took: std::time::Duration) {
+        self.redis_duration
+            .with_label_values(&[command])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn redis_error(&self, kind: &str) {
+        self.redis_errors.with_label_values(&[kind]).inc();
     }
 
     /// The text exposition format.

@@ -16,6 +16,7 @@ mod frames;
 mod http;
 mod metrics;
 mod rate_limit;
+mod redis;
 mod session;
 mod state;
 mod upgrade;
@@ -30,7 +31,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ServeConfig;
+use crate::config::{ConfigError, ServeConfig};
 use channel::{HubFrame, HubKind, MemoryChannelLayer};
 use frames::ServerFrame;
 use session::MemorySessionStore;
@@ -53,27 +54,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
-    let metrics = metrics::Metrics::new(&config.color, VERSION).context("registering metrics")?;
+    let metrics =
+        Arc::new(metrics::Metrics::new(&config.color, VERSION).context("registering metrics")?);
     let (hub, _) = broadcast::channel::<HubFrame>(config.broadcast_buffer);
-    let memory_sessions = Arc::new(MemorySessionStore::new(config.session_ttl));
-    let state = Arc::new(AppState::new(
-        config,
-        metrics,
-        memory_sessions.clone(),
-        Arc::new(MemoryChannelLayer::new(hub.clone())),
-        Backend::Memory,
-        hub,
-    ));
 
     // Background work, stopped with the listener.
     let stop = CancellationToken::new();
     let background = TaskTracker::new();
+    let state = match config.redis_url.clone() {
+        None => {
+            let sessions = Arc::new(MemorySessionStore::new(config.session_ttl));
+            let ttl = config.session_ttl;
+            background.spawn(evict_sessions(sessions.clone(), ttl, stop.clone()));
+            let channel = Arc::new(MemoryChannelLayer::new(hub.clone()));
+            AppState::new(config, metrics, sessions, channel, Backend::Memory, hub)
+        }
+        Some(url) => {
+            let layer = Arc::new(
+                redis::RedisLayer::new(&url, config.session_ttl, metrics.clone())
+                    .map_err(|error| ConfigError(format!("REDIS_URL: {error}")))?,
+            );
+            background.spawn(layer.clone().watch_health(stop.clone()));
+            background.spawn(layer.clone().relay_broadcasts(hub.clone(), stop.clone()));
+            let backend = Backend::Redis {
+                up: layer.up_flag(),
+            };
+            AppState::new(config, metrics, layer.clone(), layer, backend, hub)
+        }
+    };
+    let state = Arc::new(state);
     background.spawn(heartbeats(state.clone(), stop.clone()));
-    background.spawn(evict_sessions(
-        memory_sessions,
-        state.config.session_ttl,
-        stop.clone(),
-    ));
 
     let address = listener.local_addr().context("reading the bound address")?;
     let http_tasks = TaskTracker::new();

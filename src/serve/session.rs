@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::channel::ChannelLayer;
+
 /// A session as a connection finds it when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenedSession {
@@ -34,6 +36,20 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn increment(&self, session: Uuid) -> Result<u64, StoreUnavailable>;
     /// The session's count now (0 when it is unknown).
     async fn count(&self, session: Uuid) -> Result<u64, StoreUnavailable>;
+
+    /// Counts a `broadcast` and publishes its frame. A store that can do
+    /// both at once (Redis, in one script) overrides this, so that a
+    /// broadcast is never counted without being sent or sent uncounted.
+    async fn increment_and_broadcast(
+        &self,
+        session: Uuid,
+        frame: String,
+        channel: &dyn ChannelLayer,
+    ) -> Result<u64, StoreUnavailable> {
+        let count = self.increment(session).await?;
+        channel.publish(frame).await?;
+        Ok(count)
+    }
 }
 
 /// Counts in this process, behind one mutex (each operation is a hash-map

@@ -21,6 +21,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum Backend {
     /// In this process.
     Memory,
+    /// In Redis; `up` follows the health of the command connection.
+    Redis { up: Arc<AtomicBool> },
 }
 
 impl Backend {
@@ -28,6 +30,7 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Memory => "memory",
+            Backend::Redis { .. } => "redis",
         }
     }
 
@@ -35,13 +38,14 @@ impl Backend {
     pub fn is_up(&self) -> bool {
         match self {
             Backend::Memory => true,
+            Backend::Redis { up } => up.load(Ordering::Relaxed),
         }
     }
 }
 
 pub struct AppState {
     pub config: ServeConfig,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub sessions: Arc<dyn SessionStore>,
     pub channel: Arc<dyn ChannelLayer>,
     pub backend: Backend,
@@ -72,7 +76,7 @@ impl AppState {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: ServeConfig,
-        metrics: Metrics,
+        metrics: Arc<Metrics>,
         sessions: Arc<dyn SessionStore>,
         channel: Arc<dyn ChannelLayer>,
         backend: Backend,
