@@ -13,7 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).cloned().unwrap_or("ws://127.0.0.1:8000/ws/chat/".into());
+    let url = args
+        .get(1)
+        .cloned()
+        .unwrap_or("ws://127.0.0.1:8000/ws/chat/".into());
     let connections: usize = args.get(2).map_or(Ok(100), |s| s.parse())?;
     let in_flight: usize = args.get(3).map_or(Ok(8), |s| s.parse())?;
     let seconds: u64 = args.get(4).map_or(Ok(10), |s| s.parse())?;

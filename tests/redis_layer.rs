@@ -118,18 +118,7 @@ async fn concurrent_messages_from_two_instances_on_one_session_count_exactly_onc
     let (a, greeting) = blue.connect("").await;
     let session = greeting["session_uuid"].as_str().unwrap().to_string();
     let (b, _) = green.connect(&format!("?session_uuid={session}")).await;
-    const EACH: usize = 1500;
-    let drive = |mut ws: Ws| async move {
-        let mut counts = Vec::with_capacity(EACH);
-        for i in 0..EACH {
-            counts.push(message(&mut ws, json!(i)).await["count"].as_u64().unwrap());
-        }
-        counts
-    };
-    let (from_a, from_b) = tokio::join!(drive(a), drive(b));
-    let mut all: Vec<u64> = from_a.into_iter().chain(from_b).collect();
-    all.sort_unstable();
-    assert_eq!(all, (1..=(2 * EACH) as u64).collect::<Vec<_>>());
+    common::assert_counted_exactly_once(a, b, 1500).await;
 }
 
 #[tokio::test]

@@ -483,19 +483,7 @@ async fn two_connections_on_one_session_count_each_message_exactly_once() {
     let (a, greeting) = server.connect("").await;
     let session = greeting["session_uuid"].as_str().unwrap().to_string();
     let (b, _) = server.connect(&format!("?session_uuid={session}")).await;
-    const EACH: usize = 500;
-    let drive = |mut ws: common::Ws| async move {
-        let mut counts = Vec::new();
-        for i in 0..EACH {
-            send_json(&mut ws, json!({"message": i})).await;
-            counts.push(recv_non_heartbeat(&mut ws).await["count"].as_u64().unwrap());
-        }
-        counts
-    };
-    let (from_a, from_b) = tokio::join!(drive(a), drive(b));
-    let mut all: Vec<u64> = from_a.into_iter().chain(from_b).collect();
-    all.sort_unstable();
-    assert_eq!(all, (1..=(2 * EACH) as u64).collect::<Vec<_>>());
+    common::assert_counted_exactly_once(a, b, 500).await;
 }
 
 #[tokio::test]

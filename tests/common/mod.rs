@@ -210,3 +210,25 @@ pub async fn recv_close(ws: &mut Ws) -> (Option<u16>, Vec<Value>) {
         }
     }
 }
+
+/// Sends `each` messages on both connections (which share one session) at
+/// the same time and checks that the counts they got back are exactly
+/// 1..=2*each: every message counted once, none lost or doubled.
+pub async fn assert_counted_exactly_once(a: Ws, b: Ws, each: usize) {
+    let drive = |mut ws: Ws| async move {
+        let mut counts = Vec::with_capacity(each);
+        for i in 0..each {
+            send_json(&mut ws, serde_json::json!({"message": i})).await;
+            counts.push(
+                recv_non_heartbeat(&mut ws).await["count"]
+                    .as_u64()
+                    .expect("count"),
+            );
+        }
+        counts
+    };
+    let (from_a, from_b) = tokio::join!(drive(a), drive(b));
+    let mut all: Vec<u64> = from_a.into_iter().chain(from_b).collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=(2 * each) as u64).collect::<Vec<_>>());
+}
