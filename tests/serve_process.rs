@@ -135,10 +135,23 @@ async fn sigterm_drains_with_goodbyes_spread_over_the_window_and_exits_0() {
 
     let signalled = Instant::now();
     server.send_signal("TERM");
-    // /readyz turns 503 at once while the listener still answers probes.
-    let (code, body) = server.get_json("/readyz").await;
-    assert_eq!(code, 503);
+    // /readyz turns 503 at once (as soon as the process has the signal)
+    // while the listener still answers probes.
+    let (code, body) = loop {
+        let (code, body) = server.get_json("/readyz").await;
+        if code != 200 || signalled.elapsed() > Duration::from_millis(500) {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        code,
+        503,
+        "readyz still 200 after {:?}",
+        signalled.elapsed()
+    );
     assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["reason"], "shutting_down");
     // New WebSocket connections are refused during the drain.
     let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/chat/")).await;
     assert!(refused.is_err(), "upgrade accepted during the drain");
@@ -264,4 +277,39 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
     if let Some(code) = ended {
         assert_eq!(code, 1013);
     }
+}
+
+#[tokio::test]
+async fn debug_switches_logs_to_debug_level() {
+    let server = Server::start(&[("DEBUG", "1"), ("HEARTBEAT_INTERVAL", "0.2")]);
+    let (_ws, _) = server.connect("").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let debug_lines = server
+        .log_lines()
+        .iter()
+        .filter(|line| line.contains(r#""level":"DEBUG""#))
+        .count();
+    assert!(debug_lines > 0, "no debug line with DEBUG=1");
+
+    let quiet = Server::start(&[("HEARTBEAT_INTERVAL", "0.2")]);
+    let (_ws, _) = quiet.connect("").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        quiet
+            .log_lines()
+            .iter()
+            .all(|line| !line.contains(r#""level":"DEBUG""#))
+    );
+}
+
+#[tokio::test]
+async fn sigint_drains_like_sigterm() {
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT", "3"), ("DRAIN_WINDOW", "0.2")]);
+    let (mut ws, _) = server.connect("").await;
+    server.send_signal("INT");
+    let goodbye = recv_non_heartbeat(&mut ws).await;
+    assert_eq!(goodbye["type"], "goodbye");
+    assert_eq!(goodbye["reason"], "server_shutdown");
+    assert_eq!(recv_close(&mut ws).await.0, Some(1001));
+    assert_eq!(server.wait_exit(Duration::from_secs(4)).0, Some(0));
 }

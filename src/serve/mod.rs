@@ -186,10 +186,11 @@ async fn heartbeats(state: Arc<AppState>, stop: CancellationToken) {
             timestamp: &timestamp,
             color: &state.config.color,
         };
-        let _ = state.hub.send(HubFrame {
+        let receivers = state.hub.send(HubFrame {
             kind: HubKind::Heartbeat,
             text: frame.to_json().into(),
         });
+        tracing::debug!(connections = receivers.unwrap_or(0), "heartbeat sent");
     }
 }
 
