@@ -231,8 +231,9 @@ async fn rate_limit_refuses_messages_over_the_bucket() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    // A burst of twice the rate (10) passes; a little refill may add one.
-    assert!((10..=11).contains(&counted.len()), "{counted:?}");
+    // A burst of twice the rate (10) passes; refill while sending (5/s)
+    // may add one or two on a loaded machine.
+    assert!((10..=12).contains(&counted.len()), "{counted:?}");
     assert_eq!(limited, 15 - counted.len());
     assert_eq!(counted, (1..=counted.len() as u64).collect::<Vec<_>>());
 }
