@@ -115,19 +115,19 @@ impl RedisLayer {
         self.up.clone()
     }
 
-    /// Runs a script with the round-trip metric and the error taxonomy.
-    async fn invoke<T: FromRedisValue>(
+    /// Runs one Redis operation with the health check, the round-trip
+    /// metric and the error taxonomy that every command shares.
+    async fn timed<T>(
         &self,
         name: &'static str,
-        invocation: ScriptInvocation<'_>,
+        operation: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreUnavailable> {
         if !self.up.load(Ordering::Relaxed) {
             self.metrics.redis_error("down");
             return Err(StoreUnavailable("redis is down".into()));
         }
         let started = Instant::now();
-        let mut connection = self.commands.clone();
-        let result = invocation.invoke_async(&mut connection).await;
+        let result = operation.await;
         self.metrics.redis_round_trip(name, started.elapsed());
         result.map_err(|error| {
             let kind = if error.is_timeout() {
@@ -143,6 +143,16 @@ impl RedisLayer {
             self.metrics.redis_error(kind);
             StoreUnavailable(format!("redis {name}: {error}"))
         })
+    }
+
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        name: &'static str,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, StoreUnavailable> {
+        let mut connection = self.commands.clone();
+        self.timed(name, invocation.invoke_async(&mut connection))
+            .await
     }
 
     async fn count_once(
@@ -264,12 +274,10 @@ impl SessionStore for RedisLayer {
 
     async fn count(&self, session: Uuid) -> Result<u64, StoreUnavailable> {
         let mut connection = self.commands.clone();
-        let count: Option<u64> = redis::cmd("GET")
-            .arg(session_key(session))
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| StoreUnavailable(error.to_string()))?;
-        Ok(count.unwrap_or(0))
+        let mut get = redis::cmd("GET");
+        get.arg(session_key(session));
+        let query = get.query_async::<Option<u64>>(&mut connection);
+        Ok(self.timed("get", query).await?.unwrap_or(0))
     }
 }
 
@@ -277,12 +285,9 @@ impl SessionStore for RedisLayer {
 impl ChannelLayer for RedisLayer {
     async fn publish(&self, text: String) -> Result<(), StoreUnavailable> {
         let mut connection = self.commands.clone();
-        redis::cmd("PUBLISH")
-            .arg(BROADCAST_CHANNEL)
-            .arg(text)
-            .query_async::<i64>(&mut connection)
-            .await
-            .map(|_| ())
-            .map_err(|error| StoreUnavailable(error.to_string()))
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(BROADCAST_CHANNEL).arg(text);
+        let query = publish.query_async::<i64>(&mut connection);
+        self.timed("publish", query).await.map(|_| ())
     }
 }
