@@ -18,6 +18,14 @@ fn instance(redis: &RedisServer, color: &str) -> Server {
     ])
 }
 
+/// A blue and a green instance on one Redis, both ready.
+async fn two_instances(redis: &RedisServer) -> (Server, Server) {
+    let (blue, green) = (instance(redis, "blue"), instance(redis, "green"));
+    wait_ready(&blue, true).await;
+    wait_ready(&green, true).await;
+    (blue, green)
+}
+
 async fn wait_ready(server: &Server, ready: bool) -> Value {
     let started = Instant::now();
     loop {
@@ -60,11 +68,9 @@ async fn status_reports_the_redis_layer() {
 #[tokio::test]
 async fn a_session_resumes_on_the_other_instance_with_its_count() {
     let redis = RedisServer::start();
-    let (blue, green) = (instance(&redis, "blue"), instance(&redis, "green"));
-    wait_ready(&blue, true).await;
-    wait_ready(&green, true).await;
+    let (blue, green) = two_instances(&redis).await;
     let (mut ws, greeting) = blue.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     for expected in 1..=3 {
         assert_eq!(message(&mut ws, json!(expected)).await["count"], expected);
     }
@@ -79,9 +85,7 @@ async fn a_session_resumes_on_the_other_instance_with_its_count() {
 #[tokio::test]
 async fn a_broadcast_reaches_every_connection_of_both_instances_exactly_once() {
     let redis = RedisServer::start();
-    let (blue, green) = (instance(&redis, "blue"), instance(&redis, "green"));
-    wait_ready(&blue, true).await;
-    wait_ready(&green, true).await;
+    let (blue, green) = two_instances(&redis).await;
     // Give both subscriptions a moment to be in place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut sender, greeting) = blue.connect("").await;
@@ -112,11 +116,9 @@ async fn a_broadcast_reaches_every_connection_of_both_instances_exactly_once() {
 #[tokio::test]
 async fn concurrent_messages_from_two_instances_on_one_session_count_exactly_once() {
     let redis = RedisServer::start();
-    let (blue, green) = (instance(&redis, "blue"), instance(&redis, "green"));
-    wait_ready(&blue, true).await;
-    wait_ready(&green, true).await;
+    let (blue, green) = two_instances(&redis).await;
     let (a, greeting) = blue.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     let (b, _) = green.connect(&format!("?session_uuid={session}")).await;
     common::assert_counted_exactly_once(a, b, 1500).await;
 }
@@ -127,7 +129,7 @@ async fn a_paused_redis_gives_unavailable_and_nothing_is_counted_late() {
     let server = instance(&redis, "blue");
     wait_ready(&server, true).await;
     let (mut ws, greeting) = server.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     assert_eq!(message(&mut ws, json!("one")).await["count"], 1);
 
     redis.pause();
@@ -161,7 +163,7 @@ async fn a_redis_that_lost_its_data_starts_sessions_again_from_zero() {
     let server = instance(&redis, "blue");
     wait_ready(&server, true).await;
     let (mut ws, greeting) = server.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     message(&mut ws, json!(1)).await;
     message(&mut ws, json!(2)).await;
     drop(ws);

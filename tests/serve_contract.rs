@@ -126,7 +126,7 @@ async fn bye_gets_goodbye_with_client_request_then_close_1000() {
 async fn resume_with_session_uuid_continues_the_count() {
     let server = Server::start(&[]);
     let (mut ws, greeting) = server.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     for _ in 0..3 {
         send_json(&mut ws, json!({"type": "message", "message": "x"})).await;
         recv_non_heartbeat(&mut ws).await;
@@ -154,7 +154,7 @@ async fn an_unknown_session_uuid_is_kept_and_starts_at_zero() {
 async fn session_expires_after_session_ttl() {
     let server = Server::start(&[("SESSION_TTL", "1")]);
     let (mut ws, greeting) = server.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     send_json(&mut ws, json!({"message": 1})).await;
     recv_non_heartbeat(&mut ws).await;
     drop(ws);
@@ -482,7 +482,7 @@ async fn unknown_paths_get_404_with_a_json_body() {
 async fn two_connections_on_one_session_count_each_message_exactly_once() {
     let server = Server::start(&[("RATE_LIMIT", "100000")]);
     let (a, greeting) = server.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     let (b, _) = server.connect(&format!("?session_uuid={session}")).await;
     common::assert_counted_exactly_once(a, b, 500).await;
 }
@@ -491,7 +491,7 @@ async fn two_connections_on_one_session_count_each_message_exactly_once() {
 async fn nothing_is_processed_after_goodbye() {
     let server = Server::start(&[]);
     let (mut ws, greeting) = server.connect("").await;
-    let session = greeting["session_uuid"].as_str().unwrap().to_string();
+    let session = common::session_of(&greeting);
     // bye and a message in one burst: the message must not be counted.
     send_json(&mut ws, json!({"type": "message", "message": 1})).await;
     send_json(&mut ws, json!({"type": "bye"})).await;

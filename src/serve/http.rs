@@ -131,10 +131,7 @@ fn status_body(state: &AppState) -> serde_json::Value {
         "connections_total": metrics.connections_total.get(),
         "messages_total": metrics.counted_in.get(),
         "channel_layer": state.backend.name(),
-        "redis": match state.backend.name() {
-            "redis" => Some(if state.backend.is_up() { "ok" } else { "down" }),
-            _ => None,
-        },
+        "redis": state.backend.redis_status(),
         "ready": state.readiness().is_ok(),
         "draining": state.is_draining(),
         "pid": std::process::id(),

@@ -34,6 +34,15 @@ impl Backend {
         }
     }
 
+    /// `redis` in `/status`: `ok` or `down`, `None` without Redis.
+    pub fn redis_status(&self) -> Option<&'static str> {
+        match self {
+            Backend::Memory => None,
+            Backend::Redis { up } if up.load(Ordering::Relaxed) => Some("ok"),
+            Backend::Redis { .. } => Some("down"),
+        }
+    }
+
     /// `false` only when Redis is configured and cannot be reached.
     pub fn is_up(&self) -> bool {
         match self {

@@ -155,6 +155,14 @@ impl Drop for Server {
     }
 }
 
+/// The `session_uuid` of a `connection_established` frame.
+pub fn session_of(greeting: &Value) -> String {
+    greeting["session_uuid"]
+        .as_str()
+        .expect("session_uuid in the greeting")
+        .to_string()
+}
+
 /// The next text frame as JSON (pings and pongs skipped), within 5 s.
 pub async fn recv_json(ws: &mut Ws) -> Value {
     recv_json_within(ws, Duration::from_secs(5)).await
