@@ -17,5 +17,32 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# A short correctness check of the load path against a release build:
+# zero connect failures, drops, lost replies and count violations (wsctl
+# bench exits 1 on any). No timing is asserted.
+echo "==> load-path check (release build)"
+cargo build --release --locked --bin wsctl
+ulimit -n "$(ulimit -Hn)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+./target/release/wsctl serve --host 127.0.0.1 --port "$port" >/dev/null &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+PY
+url="ws://127.0.0.1:$port/ws/chat/"
+./target/release/wsctl bench hold -n 5000 --duration 3 --url "$url" --server-pid "$server"
+./target/release/wsctl bench rtt -n 500 --rate 1000 --duration 3 --url "$url"
+kill -TERM "$server"
+wait "$server"
+trap - EXIT
+
 echo "==> tests"
 cargo nextest run --locked --no-fail-fast "$@"
+

@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the WebSocket service.
     Serve(cmd::serve::ServeArgs),
+    /// Load the service: hold, rtt, flood or fanout.
+    Bench(cmd::bench::BenchArgs),
     /// Print a signed access token for `--require-auth`.
     Token(cmd::token::TokenArgs),
 }
@@ -23,6 +25,7 @@ pub enum Command {
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Token(args) => cmd::token::run(args),
     }

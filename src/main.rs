@@ -7,6 +7,7 @@
 //! - `config.rs`: the validated `ServeConfig` and its value parsers.
 //! - `serve/`: the WebSocket service (HTTP routes, upgrade, the connection
 //!   loop, sessions, the channel layer, metrics, graceful drain).
+//! - `bench/`: the load tool behind `wsctl bench` (a client of the service).
 //! - `auth.rs`: signed access tokens. `logging.rs`: JSON-lines logs.
 //!   `signal.rs`: the process's shutdown trigger. `time.rs`: timestamps.
 //!
@@ -14,6 +15,7 @@
 //! line, and maps it to an exit code here and nowhere else.
 
 mod auth;
+mod bench;
 mod cli;
 mod cmd;
 mod config;

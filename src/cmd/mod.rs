@@ -1,5 +1,6 @@
 //! One file per subcommand: a clap `Args` struct and `run(args)`, which turns
 //! the arguments into a plain options struct and calls a domain module.
 
+pub mod bench;
 pub mod serve;
 pub mod token;

@@ -37,13 +37,39 @@ use frames::ServerFrame;
 use session::MemorySessionStore;
 use state::{AppState, Backend, VERSION};
 
-/// Binds the configured address.
+/// Binds the configured address with a deep accept queue: thousands of
+/// clients reconnecting at once after a deploy would overflow the usual 1024
+/// and wait a full SYN retransmit (1 s) each.
 pub async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
     let address = format!("{}:{}", config.host, config.port);
-    TcpListener::bind(&address)
+    let mut last_error = None;
+    for candidate in tokio::net::lookup_host(&address)
         .await
-        .with_context(|| format!("binding {address} (HOST/PORT)"))
+        .with_context(|| format!("resolving {address} (HOST)"))?
+    {
+        let socket = if candidate.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(candidate)
+            .and_then(|()| socket.listen(ACCEPT_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "binding {address} (HOST/PORT): {}",
+        last_error.map_or("no address".to_string(), |error| error.to_string())
+    ))
 }
+
+/// Connections the kernel may queue before we accept them (capped by
+/// `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 8192;
 
 /// Serves until `shutdown` resolves, then drains as the contract orders:
 /// `/readyz` 503 at once, no new WebSocket, every received message answered,

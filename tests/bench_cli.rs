@@ -1,0 +1,99 @@
+//! `wsctl bench` against the real service: every mode runs clean against a
+//! healthy server, and problems show up in the report and the exit code.
+
+mod common;
+
+use common::{Server, wsctl};
+use serde_json::Value;
+
+fn bench(server: &Server, args: &[&str]) -> (Option<i32>, Value) {
+    let output = wsctl()
+        .args(["bench"])
+        .args(args)
+        .args([
+            "--json",
+            "--url",
+            &server.ws_url("/ws/chat/"),
+            "--sources",
+            "4",
+        ])
+        .output()
+        .expect("run wsctl bench");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+#[test]
+fn every_mode_runs_clean_against_a_healthy_server() {
+    let server = Server::start(&[("RATE_LIMIT", "100000")]);
+    let pid = server.child.id().to_string();
+    let (code, hold) = bench(
+        &server,
+        &[
+            "hold",
+            "-n",
+            "200",
+            "--duration",
+            "0.5",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(code, Some(0), "{hold}");
+    assert_eq!(hold["connections_opened"], 200);
+    assert!(
+        hold["server_rss_per_connection_bytes"].as_f64().is_some(),
+        "{hold}"
+    );
+    assert!(
+        hold.get("connect_histogram").is_none(),
+        "internal field leaked"
+    );
+
+    let (code, rtt) = bench(
+        &server,
+        &["rtt", "-n", "50", "--rate", "200", "--duration", "1"],
+    );
+    assert_eq!(code, Some(0), "{rtt}");
+    assert!(rtt["messages_answered"].as_u64().unwrap() >= 150, "{rtt}");
+    assert_eq!(rtt["messages_answered"], rtt["messages_sent"]);
+    assert!(rtt["round_trip"]["p99_ms"].as_f64().unwrap() > 0.0);
+
+    let (code, flood) = bench(
+        &server,
+        &["flood", "-n", "10", "--in-flight", "4", "--duration", "1"],
+    );
+    assert_eq!(code, Some(0), "{flood}");
+    assert!(flood["messages_per_second"].as_f64().unwrap() > 0.0);
+
+    let (code, fanout) = bench(&server, &["fanout", "-n", "50", "--rounds", "2"]);
+    assert_eq!(code, Some(0), "{fanout}");
+    assert_eq!(fanout["messages_answered"], 100);
+    assert_eq!(fanout["fanout"]["samples"], 100);
+}
+
+#[test]
+fn refused_messages_are_reported_and_fail_the_run() {
+    // A rate limit of 1/s refuses most of what rtt sends.
+    let server = Server::start(&[("RATE_LIMIT", "1")]);
+    let (code, report) = bench(
+        &server,
+        &["rtt", "-n", "5", "--rate", "100", "--duration", "1"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(report["errors_received"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn refused_connections_are_counted_by_kind() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "10")]);
+    let (code, report) = bench(&server, &["hold", "-n", "15", "--duration", "0.3"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["connections_opened"], 10);
+    assert_eq!(report["connect_failures"]["http_503"], 5, "{report}");
+}
