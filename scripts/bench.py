@@ -172,6 +172,10 @@ def write_markdown(r):
         "load generator, server and Redis on the same machine, over loopback.",
         "The yardstick is `examples/bare_server.rs`: tokio-tungstenite with the same 4 KiB read "
         "buffer and counter/echo work, and nothing else (no metrics, sessions, heartbeats, limits).",
+        "Each row is a single run. On this shared 2-core machine, where the load generator competes "
+        "with the server for the same cores, tail latencies and throughput move by a third or more "
+        "between runs (p99 ratios of 0.67x and 1.40x were seen in two runs of the same code): "
+        "compare ratios within one run, not figures across runs.",
         "",
         "## 1. Idle connections: server RSS per connection",
         "",

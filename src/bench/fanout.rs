@@ -28,6 +28,9 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
         anyhow::anyhow!("the broadcasting connection failed: {}", failure.label())
     })?;
     let rounds = options.rounds.max(1) as u64;
+    // Let the server finish greeting the last connections, so that the
+    // first round measures a broadcast and not the tail of the connects.
+    tokio::time::sleep(GAP).await;
     let origin = Instant::now();
     let give_up = tokio::time::Instant::now() + GAP * (rounds as u32) + Duration::from_secs(10);
     let receivers: Vec<_> = opened

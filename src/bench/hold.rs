@@ -64,12 +64,15 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
 
     let bar = progress_bar(options, options.duration.as_secs().max(1), "holding");
     let hold_until = tokio::time::Instant::now() + options.duration;
+    let opened_count = holders.len();
     while tokio::time::Instant::now() < hold_until {
-        tokio::time::sleep_until(
-            hold_until.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1)),
-        )
-        .await;
+        let next = hold_until.min(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+        tokio::time::sleep_until(next).await;
         bar.inc(1);
+        // The server closed everything (a drain): nothing left to hold.
+        if opened_count > 0 && ends.dropped.load(Ordering::Relaxed) == opened_count {
+            break;
+        }
     }
     bar.finish_and_clear();
 
