@@ -12,6 +12,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+if [ "${CI:-}" = true ] && ! docker version >/dev/null 2>&1; then
+  echo "CI=true and the Docker Engine is unreachable: the Docker tests will fail" >&2
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -42,6 +45,11 @@ url="ws://127.0.0.1:$port/ws/chat/"
 kill -TERM "$server"
 wait "$server"
 trap - EXIT
+
+# The Docker tests package the statically linked binary (wsctl build).
+echo "==> static build for the image tests"
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
 
 echo "==> tests"
 cargo nextest run --locked --no-fail-fast "$@"

@@ -18,6 +18,10 @@ pub enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Load the service: hold, rtt, flood or fanout.
     Bench(cmd::bench::BenchArgs),
+    /// Package this binary into a FROM scratch image through the Docker API.
+    Build(cmd::build::BuildArgs),
+    /// Exit 0 when a URL (default: this host's /readyz) answers 2xx.
+    Probe(cmd::probe::ProbeArgs),
     /// Print a signed access token for `--require-auth`.
     Token(cmd::token::TokenArgs),
 }
@@ -26,6 +30,8 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Build(args) => cmd::build::run(args),
+        Command::Probe(args) => cmd::probe::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Token(args) => cmd::token::run(args),
     }

@@ -8,6 +8,8 @@
 //! - `serve/`: the WebSocket service (HTTP routes, upgrade, the connection
 //!   loop, sessions, the channel layer, metrics, graceful drain).
 //! - `bench/`: the load tool behind `wsctl bench` (a client of the service).
+//! - `docker.rs`: the Docker Engine API (bollard), one `connect()`.
+//!   `image.rs`: `wsctl build`, this binary as a scratch image.
 //! - `auth.rs`: signed access tokens. `logging.rs`: JSON-lines logs.
 //!   `signal.rs`: the process's shutdown trigger. `time.rs`: timestamps.
 //!
@@ -19,6 +21,8 @@ mod bench;
 mod cli;
 mod cmd;
 mod config;
+mod docker;
+mod image;
 mod logging;
 mod serve;
 mod signal;
@@ -35,6 +39,8 @@ mod exit {
     pub const USAGE: u8 = 2;
     /// Anything else that failed at run time.
     pub const FAILURE: u8 = 1;
+    /// The Docker Engine could not be reached.
+    pub const ENGINE_UNREACHABLE: u8 = 8;
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
             eprintln!("wsctl: {error:#}");
             if error.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(exit::USAGE)
+            } else if error.downcast_ref::<docker::EngineUnreachable>().is_some() {
+                ExitCode::from(exit::ENGINE_UNREACHABLE)
             } else {
                 ExitCode::from(exit::FAILURE)
             }

@@ -2,5 +2,7 @@
 //! the arguments into a plain options struct and calls a domain module.
 
 pub mod bench;
+pub mod build;
+pub mod probe;
 pub mod serve;
 pub mod token;

@@ -1,0 +1,41 @@
+//! `wsctl probe [URL]`: exit 0 when URL answers 2xx within the timeout.
+//! The image's `HEALTHCHECK` runs it (a scratch image has no curl).
+
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// URL to check; default: this container's own `/readyz`.
+    url: Option<String>,
+    /// Port of the default URL.
+    #[arg(long, env = "PORT", default_value = "8000")]
+    port: u16,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value = "2", value_parser = crate::config::parse_seconds)]
+    timeout: Duration,
+}
+
+pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    let url = args
+        .url
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}/readyz", args.port));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        reqwest::Client::builder()
+            .timeout(args.timeout)
+            .build()?
+            .get(&url)
+            .send()
+            .await
+            .map(|response| response.status())
+    })?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {status}")
+    }
+}

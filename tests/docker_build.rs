@@ -1,0 +1,201 @@
+//! `wsctl build` against the real Docker Engine: the static binary becomes
+//! a FROM scratch image that serves, carries its labels, and reports
+//! healthy through its own HEALTHCHECK. With CI=true a missing engine
+//! fails the test; elsewhere it is skipped with a line saying so.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+
+async fn docker_or_skip() -> Option<Docker> {
+    let connected = async {
+        let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+        docker.ping().await?;
+        Ok::<_, bollard::errors::Error>(docker)
+    }
+    .await;
+    match connected {
+        Ok(docker) => Some(docker),
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true and the Docker Engine is unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("SKIPPED: Docker Engine unreachable ({error})");
+            None
+        }
+    }
+}
+
+/// The statically linked wsctl that `scripts/test.sh` builds.
+fn static_wsctl() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/release/wsctl");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test.sh (it builds the static binary)",
+        path.display()
+    );
+    path
+}
+
+/// Removes the test's container and image when dropped, also on failure.
+struct Cleanup {
+    container: String,
+    image: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (container, image) = (self.container.clone(), self.image.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(docker) = Docker::connect_with_defaults() else {
+                    return;
+                };
+                let Ok(docker) = docker.negotiate_version().await else {
+                    return;
+                };
+                let _ = docker
+                    .remove_container(
+                        &container,
+                        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+                    )
+                    .await;
+                let _ = docker
+                    .remove_image(
+                        &image,
+                        Some(RemoveImageOptionsBuilder::default().force(true).build()),
+                        None,
+                    )
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+#[test]
+fn build_refuses_a_dynamically_linked_binary() {
+    let output = common::wsctl()
+        .args(["build", "--tag", "wsctl-never:built"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("dynamically linked") && stderr.contains("crt-static"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn build_makes_a_scratch_image_that_serves_and_reports_healthy() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let unique = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let image = format!("wsctl-test-{unique}:build");
+    let container = format!("wsctl-test-{unique}");
+    let _cleanup = Cleanup {
+        container: container.clone(),
+        image: image.clone(),
+    };
+
+    let output = std::process::Command::new(static_wsctl())
+        .args(["build", "--tag", &image])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let inspected = docker.inspect_image(&image).await.unwrap();
+    let labels = inspected
+        .config
+        .and_then(|config| config.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(!labels["org.opencontainers.image.revision"].is_empty());
+    assert!(labels["org.opencontainers.image.created"].ends_with('Z'));
+
+    let bindings = HashMap::from([(
+        "8000/tcp".to_string(),
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(String::new()),
+        }]),
+    )]);
+    docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&container)
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(image.clone()),
+                env: Some(vec!["COLOR=green".into()]),
+                host_config: Some(HostConfig {
+                    port_bindings: Some(bindings),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&container, None).await.unwrap();
+
+    // Traffic only through the port published on loopback.
+    let state = docker.inspect_container(&container, None).await.unwrap();
+    let port = state
+        .network_settings
+        .and_then(|settings| settings.ports)
+        .and_then(|ports| ports.get("8000/tcp").cloned().flatten())
+        .and_then(|bindings| bindings.first().and_then(|b| b.host_port.clone()))
+        .expect("published port");
+    let status_url = format!("http://127.0.0.1:{port}/status");
+    let started = Instant::now();
+    let status: serde_json::Value = loop {
+        if let Ok(response) = reqwest::get(&status_url).await {
+            break response.json().await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "container never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["color"], "green");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+
+    // The engine reports health from the image's own HEALTHCHECK.
+    loop {
+        let state = docker.inspect_container(&container, None).await.unwrap();
+        let health = state.state.and_then(|s| s.health).and_then(|h| h.status);
+        if health == Some(HealthStatusEnum::HEALTHY) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never healthy: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
