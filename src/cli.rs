@@ -22,6 +22,8 @@ pub enum Command {
     Build(cmd::build::BuildArgs),
     /// Exit 0 when a URL (default: this host's /readyz) answers 2xx.
     Probe(cmd::probe::ProbeArgs),
+    /// Smoke-test a running service (probes, status, metrics, a session).
+    Smoke(cmd::smoke::SmokeArgs),
     /// Print a signed access token for `--require-auth`.
     Token(cmd::token::TokenArgs),
 }
@@ -33,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => cmd::build::run(args),
         Command::Probe(args) => cmd::probe::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Smoke(args) => cmd::smoke::run(args),
         Command::Token(args) => cmd::token::run(args),
     }
 }

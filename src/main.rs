@@ -10,6 +10,7 @@
 //! - `bench/`: the load tool behind `wsctl bench` (a client of the service).
 //! - `docker.rs`: the Docker Engine API (bollard), one `connect()`.
 //!   `image.rs`: `wsctl build`, this binary as a scratch image.
+//! - `smoke.rs`: the smoke test behind `wsctl smoke` (a client of the service).
 //! - `auth.rs`: signed access tokens. `logging.rs`: JSON-lines logs.
 //!   `signal.rs`: the process's shutdown trigger. `time.rs`: timestamps.
 //!
@@ -26,6 +27,7 @@ mod image;
 mod logging;
 mod serve;
 mod signal;
+mod smoke;
 mod time;
 
 use std::process::ExitCode;

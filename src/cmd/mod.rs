@@ -5,4 +5,5 @@ pub mod bench;
 pub mod build;
 pub mod probe;
 pub mod serve;
+pub mod smoke;
 pub mod token;

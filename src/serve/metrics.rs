@@ -15,6 +15,24 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// The `type` labels of `websocket_errors_total`: the refusal codes of the
+/// contract and the ways a connection fails.
+const ERROR_KINDS: &[&str] = &[
+    "invalid_json",
+    "invalid_message",
+    "unsupported_frame",
+    "rate_limited",
+    "unavailable",
+    "message_too_big",
+    "protocol_error",
+    "invalid_utf8",
+    "slow_consumer",
+    "write_timeout",
+    "max_connections",
+    "origin_forbidden",
+    "unauthorized",
+];
+
 pub struct Metrics {
     registry: Registry,
     pub connections_total: IntCounter,
@@ -112,6 +130,11 @@ impl Metrics {
         registry.register(Box::new(app_info.clone()))?;
         registry.register(Box::new(counted_in.clone()))?;
         app_info.with_label_values(&[color, version]).set(1);
+        // Every error code exists from the start at 0, so that queries and
+        // alerts on websocket_errors_total see a series before the first error.
+        for code in ERROR_KINDS {
+            errors.with_label_values(&[code]);
+        }
         let counter = |kind: &str, direction: &str| messages.with_label_values(&[kind, direction]);
         Ok(Metrics {
             message_in: counter("message", "in"),

@@ -1,0 +1,75 @@
+//! `wsctl smoke --url URL`: smoke-test a running service. Exit 0 when every
+//! check passed, 1 otherwise.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::smoke;
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// Base URL of the service.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// One JSON object per check, then a summary object.
+    #[arg(long)]
+    json: bool,
+    /// Also write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
+/// Some checks failed (the report says which); exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} smoke checks failed")]
+pub struct SmokeFailed {
+    pub failed: usize,
+    pub total: usize,
+}
+
+pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checks = runtime.block_on(smoke::run(&args.url));
+    for check in &checks {
+        if args.json {
+            let mut line = serde_json::to_value(check)?;
+            line["event"] = "check".into();
+            println!("{line}");
+        } else {
+            let mark = if check.ok { "ok  " } else { "FAIL" };
+            let detail = if check.ok {
+                String::new()
+            } else {
+                format!(": {}", check.detail)
+            };
+            println!(
+                "{mark} {:<18} {:>8.1} ms{detail}",
+                check.name, check.duration_ms
+            );
+        }
+    }
+    let failed = checks.iter().filter(|check| !check.ok).count();
+    if args.json {
+        let summary = serde_json::json!({
+            "event": "smoke", "url": args.url, "ok": failed == 0,
+            "checks": checks.len(), "failed": failed,
+        });
+        println!("{summary}");
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, smoke::junit(&args.url, &checks)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if failed > 0 {
+        return Err(SmokeFailed {
+            failed,
+            total: checks.len(),
+        }
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Smoke test of a running service: the probes, `/status`, `/metrics`, and
+//! one real WebSocket session (greeting, counts 1 and 2, resume continues
+//! the count, `bye` gets `goodbye`). Used by `wsctl smoke` and by deploys
+//! before they switch traffic.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fields `/status` must carry.
+const STATUS_FIELDS: &[&str] = &[
+    "color",
+    "version",
+    "started_at",
+    "uptime_seconds",
+    "connections_active",
+    "connections_total",
+    "messages_total",
+    "channel_layer",
+    "redis",
+    "ready",
+    "draining",
+    "pid",
+    "hostname",
+];
+/// Metric names `/metrics` must expose.
+const METRIC_NAMES: &[&str] = &[
+    "websocket_connections_total",
+    "websocket_connections_active",
+    "websocket_messages_total",
+    "websocket_errors_total",
+    "websocket_message_duration_seconds",
+    "app_startup_time_seconds",
+    "app_shutdown_time_seconds",
+    "app_info",
+];
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub duration_ms: f64,
+    /// What failed, in one sentence (empty when ok).
+    pub detail: String,
+}
+
+/// Runs every check against `base` (`http://host:port`), in order; all run
+/// even after a failure, so the report is complete.
+pub async fn run(base: &str) -> Vec<Check> {
+    let base = base.trim_end_matches('/');
+    let http = match reqwest::Client::builder().timeout(STEP_TIMEOUT).build() {
+        Ok(client) => client,
+        Err(error) => {
+            return vec![Check {
+                name: "client",
+                ok: false,
+                duration_ms: 0.0,
+                detail: error.to_string(),
+            }];
+        }
+    };
+    let mut checks = Vec::new();
+    checks.push(timed("healthz", healthz(&http, base)).await);
+    checks.push(timed("readyz", readyz(&http, base)).await);
+    checks.push(timed("status", status(&http, base)).await);
+    checks.push(timed("metrics", metrics(&http, base)).await);
+    checks.push(timed("websocket_session", session(base)).await);
+    checks
+}
+
+async fn timed(name: &'static str, check: impl Future<Output = anyhow::Result<()>>) -> Check {
+    let started = Instant::now();
+    let result = tokio::time::timeout(STEP_TIMEOUT * 3, check)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
+    Check {
+        name,
+        ok: result.is_ok(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        detail: result
+            .err()
+            .map(|error| format!("{error:#}"))
+            .unwrap_or_default(),
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Value)> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .json()
+        .await
+        .with_context(|| format!("GET {url}: body is not JSON"))?;
+    Ok((status, body))
+}
+
+async fn healthz(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let (status, body) = get_json(http, &format!("{base}/healthz")).await?;
+    ensure!(
+        status == 200 && body == json!({"status": "ok"}),
+        "/healthz answered {status} {body}"
+    );
+    Ok(())
+}
+
+async fn readyz(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let (status, body) = get_json(http, &format!("{base}/readyz")).await?;
+    ensure!(
+        status == 200 && body["status"] == "ready",
+        "/readyz answered {status} {body}"
+    );
+    Ok(())
+}
+
+async fn status(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let (status, body) = get_json(http, &format!("{base}/status")).await?;
+    ensure!(status == 200, "/status answered {status}");
+    let missing: Vec<&str> = STATUS_FIELDS
+        .iter()
+        .copied()
+        .filter(|field| body.get(field).is_none())
+        .collect();
+    ensure!(missing.is_empty(), "/status lacks {}", missing.join(", "));
+    Ok(())
+}
+
+async fn metrics(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let url = format!("{base}/metrics");
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    ensure!(
+        response.status().is_success(),
+        "/metrics answered {}",
+        response.status()
+    );
+    let text = response.text().await?;
+    let missing: Vec<&str> = METRIC_NAMES
+        .iter()
+        .copied()
+        .filter(|name| !text.contains(&format!("# TYPE {name} ")))
+        .collect();
+    ensure!(missing.is_empty(), "/metrics lacks {}", missing.join(", "));
+    Ok(())
+}
+
+/// The next frame that is not a heartbeat.
+async fn next_frame(socket: &mut Socket) -> anyhow::Result<Value> {
+    loop {
+        let frame = tokio::time::timeout(STEP_TIMEOUT, socket.next())
+            .await
+            .context("no frame within 5 s")?;
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value = serde_json::from_str(&text).context("a frame is not JSON")?;
+                if value["type"] != "heartbeat" {
+                    return Ok(value);
+                }
+            }
+            Some(Ok(Message::Close(close))) => bail!("closed by the server: {close:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("the connection ended"),
+        }
+    }
+}
+
+async fn expect_count(socket: &mut Socket, expected: u64) -> anyhow::Result<()> {
+    let probe = format!("smoke {expected}");
+    socket
+        .send(Message::text(
+            json!({"type": "message", "message": probe}).to_string(),
+        ))
+        .await?;
+    let reply = next_frame(socket).await?;
+    ensure!(
+        reply["type"] == "message_response"
+            && reply["count"] == expected
+            && reply["message"] == probe,
+        "expected message_response with count {expected}, got {reply}"
+    );
+    Ok(())
+}
+
+async fn session(base: &str) -> anyhow::Result<()> {
+    let ws_base = base.replacen("http", "ws", 1);
+    let (mut socket, _) = connect_async(format!("{ws_base}/ws/chat/"))
+        .await
+        .context("opening /ws/chat/")?;
+    let greeting = next_frame(&mut socket).await?;
+    ensure!(
+        greeting["type"] == "connection_established" && greeting["count"] == 0,
+        "expected connection_established with count 0, got {greeting}"
+    );
+    let session = greeting["session_uuid"]
+        .as_str()
+        .context("no session_uuid")?
+        .to_string();
+    expect_count(&mut socket, 1).await?;
+    expect_count(&mut socket, 2).await?;
+    let _ = socket.close(None).await;
+
+    let (mut socket, _) = connect_async(format!("{ws_base}/ws/chat/?session_uuid={session}"))
+        .await
+        .context("resuming the session")?;
+    let greeting = next_frame(&mut socket).await?;
+    ensure!(
+        greeting["resumed"] == true && greeting["count"] == 2,
+        "expected a resumed session at count 2, got {greeting}"
+    );
+    expect_count(&mut socket, 3).await?;
+    socket.send(Message::text(r#"{"type":"bye"}"#)).await?;
+    let goodbye = next_frame(&mut socket).await?;
+    ensure!(
+        goodbye["type"] == "goodbye"
+            && goodbye["reason"] == "client_request"
+            && goodbye["count"] == 3,
+        "expected goodbye (client_request, count 3), got {goodbye}"
+    );
+    Ok(())
+}
+
+/// The checks as a JUnit report, for CI systems that read one.
+pub fn junit(base: &str, checks: &[Check]) -> anyhow::Result<String> {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new(format!("wsctl smoke {base}"));
+    for check in checks {
+        let status = if check.ok {
+            TestCaseStatus::success()
+        } else {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(check.detail.clone());
+            status
+        };
+        let mut case = TestCase::new(check.name, status);
+        case.set_time(Duration::from_secs_f64(check.duration_ms / 1000.0));
+        suite.add_test_case(case);
+    }
+    let mut report = Report::new("wsctl smoke");
+    report.add_test_suite(suite);
+    Ok(report.to_string()?)
+}
