@@ -118,6 +118,10 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, open fds.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(redis_duration.clone()))?;
         registry.register(Box::new(redis_errors.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
