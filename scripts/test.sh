@@ -52,6 +52,10 @@ echo "==> static build for the image tests"
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
 
+# Deploy tests need the local Nginx and Redis images (no registry here).
+echo "==> images"
+bash scripts/build-images.sh
+
 echo "==> tests"
 cargo nextest run --locked --no-fail-fast "$@"
 

@@ -24,6 +24,18 @@ pub enum Command {
     Probe(cmd::probe::ProbeArgs),
     /// Smoke-test a running service (probes, status, metrics, a session).
     Smoke(cmd::smoke::SmokeArgs),
+    /// Deploy the standby colour and move traffic to it.
+    Deploy(cmd::deploy::DeployArgs),
+    /// Move traffic to a colour (checked healthy first).
+    Switch(cmd::deploy::SwitchArgs),
+    /// Go back to the colour that was live before.
+    Rollback(cmd::deploy::RollbackArgs),
+    /// Live colour, each colour's container, the last deploys.
+    Status(cmd::deploy::StatusArgs),
+    /// Break the stack's deploy lock.
+    Unlock(cmd::deploy::UnlockArgs),
+    /// Write a commented wsctl.yaml with the defaults.
+    Init(cmd::deploy::InitArgs),
     /// Print a signed access token for `--require-auth`.
     Token(cmd::token::TokenArgs),
 }
@@ -34,6 +46,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Build(args) => cmd::build::run(args),
         Command::Probe(args) => cmd::probe::run(args),
+        Command::Deploy(args) => cmd::deploy::deploy(args),
+        Command::Switch(args) => cmd::deploy::switch(args),
+        Command::Rollback(args) => cmd::deploy::rollback(args),
+        Command::Status(args) => cmd::deploy::status(args),
+        Command::Unlock(args) => cmd::deploy::unlock(args),
+        Command::Init(args) => cmd::deploy::init(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Smoke(args) => cmd::smoke::run(args),
         Command::Token(args) => cmd::token::run(args),

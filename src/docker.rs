@@ -70,3 +70,238 @@ pub async fn build_image(
         .with_context(|| format!("inspecting the image {tag} just built"))?;
     Ok(image.id.unwrap_or_default())
 }
+
+/// The HTTP status of an engine error, for idempotent calls (404 on remove
+/// = already gone, 304 on start/stop = already there, 409 = name taken).
+pub fn status_of(error: &bollard::errors::Error) -> Option<u16> {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Makes sure `image` is present, pulling it (with progress lines on
+/// stderr) when it is not; every pull message is checked for an error.
+pub async fn ensure_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
+    match docker.inspect_image(image).await {
+        Ok(_) => return Ok(()),
+        Err(error) if status_of(&error) == Some(404) => {}
+        Err(error) => return Err(error).with_context(|| format!("inspecting image {image}")),
+    }
+    let (name, tag) = image
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .unwrap_or((image, "latest"));
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_image(name)
+        .tag(tag)
+        .build();
+    let mut pull = docker.create_image(Some(options), None, None);
+    while let Some(message) = pull.next().await {
+        let message = message.with_context(|| {
+            format!("pulling {image} (no registry? build it locally: scripts/build-images.sh)")
+        })?;
+        if let Some(error) = message.error_detail.and_then(|detail| detail.message) {
+            anyhow::bail!("pulling {image}: {error}");
+        }
+        if let Some(status) = message.status {
+            eprintln!("pull {image}: {status}");
+        }
+    }
+    Ok(())
+}
+
+/// Creates the network unless it exists.
+pub async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    match docker.inspect_network(name, None).await {
+        Ok(_) => Ok(()),
+        Err(error) if status_of(&error) == Some(404) => {
+            let request = bollard::models::NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                ..Default::default()
+            };
+            match docker.create_network(request).await {
+                Ok(_) => Ok(()),
+                Err(error) if status_of(&error) == Some(409) => Ok(()),
+                Err(error) => Err(error).with_context(|| format!("creating network {name}")),
+            }
+        }
+        Err(error) => Err(error).with_context(|| format!("inspecting network {name}")),
+    }
+}
+
+/// What wsctl needs to know about a container.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub state: String,
+    pub running: bool,
+    /// `healthy`, `unhealthy`, `starting`, or `none` without a HEALTHCHECK.
+    pub health: String,
+    pub image: String,
+    pub started_at: Option<String>,
+    pub exit_code: Option<i64>,
+    pub labels: HashMap<String, String>,
+}
+
+/// The container's state, or `None` when it does not exist.
+pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<ContainerInfo>> {
+    let container = match docker.inspect_container(name, None).await {
+        Ok(container) => container,
+        Err(error) if status_of(&error) == Some(404) => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("inspecting {name}")),
+    };
+    let state = container.state.unwrap_or_default();
+    let config = container.config.unwrap_or_default();
+    Ok(Some(ContainerInfo {
+        name: name.to_string(),
+        state: state
+            .status
+            .map(|status| status.to_string())
+            .unwrap_or_default(),
+        running: state.running.unwrap_or(false),
+        health: state
+            .health
+            .and_then(|health| health.status)
+            .map(|status| status.to_string())
+            .unwrap_or_else(|| "none".into()),
+        image: config.image.unwrap_or_default(),
+        started_at: state.started_at,
+        exit_code: state.exit_code,
+        labels: config.labels.unwrap_or_default(),
+    }))
+}
+
+/// Removes a container, running or not; gone already is fine.
+pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(error) if status_of(&error) == Some(404) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing {name}")),
+    }
+}
+
+/// Starts a container; already running is fine.
+pub async fn start(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    match docker.start_container(name, None).await {
+        Ok(()) => Ok(()),
+        Err(error) if status_of(&error) == Some(304) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("starting {name}")),
+    }
+}
+
+/// Stops a container with SIGTERM, then SIGKILL after `grace`; already
+/// stopped or gone is fine.
+pub async fn stop(docker: &Docker, name: &str, grace: std::time::Duration) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::StopContainerOptionsBuilder::default()
+        .t(grace.as_secs().max(1) as i32)
+        .build();
+    match docker.stop_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(error) if matches!(status_of(&error), Some(304) | Some(404)) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("stopping {name}")),
+    }
+}
+
+/// Runs `command` inside a running container; returns its exit code and
+/// combined output. No shell is involved (the images are FROM scratch).
+pub async fn exec(
+    docker: &Docker,
+    container: &str,
+    command: &[&str],
+) -> anyhow::Result<(i64, String)> {
+    let config = bollard::models::ExecConfig {
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(command.iter().map(|part| part.to_string()).collect()),
+        ..Default::default()
+    };
+    let created = docker
+        .create_exec(container, config)
+        .await
+        .with_context(|| format!("exec {command:?} in {container}"))?;
+    let mut output = String::new();
+    if let bollard::exec::StartExecResults::Attached {
+        output: mut stream, ..
+    } = docker.start_exec(&created.id, None).await?
+    {
+        while let Some(chunk) = stream.next().await {
+            output.push_str(&chunk?.to_string());
+        }
+    }
+    let inspected = docker.inspect_exec(&created.id).await?;
+    Ok((inspected.exit_code.unwrap_or(-1), output))
+}
+
+/// Writes one file into a container (`dir` must exist there).
+pub async fn upload_file(
+    docker: &Docker,
+    container: &str,
+    dir: &str,
+    file: &str,
+    contents: &[u8],
+) -> anyhow::Result<()> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(contents.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive.append_data(&mut header, file, contents)?;
+    let tarball = archive.into_inner()?;
+    let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
+        .path(dir)
+        .build();
+    docker
+        .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
+        .await
+        .with_context(|| format!("uploading {dir}/{file} into {container}"))
+}
+
+/// Reads one file from a container; `None` when it does not exist.
+pub async fn download_file(
+    docker: &Docker,
+    container: &str,
+    path: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(container, Some(options));
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => archive.extend_from_slice(&bytes),
+            Err(error) if status_of(&error) == Some(404) => return Ok(None),
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading {path} in {container}"));
+            }
+        }
+    }
+    let mut entries = tar::Archive::new(archive.as_slice());
+    // The archive holds the one file asked for.
+    let Some(entry) = entries.entries()?.next() else {
+        return Ok(None);
+    };
+    let mut contents = Vec::new();
+    std::io::Read::read_to_end(&mut entry?, &mut contents)?;
+    Ok(Some(contents))
+}
+
+/// The last `lines` lines of a container's output, for failure reports.
+pub async fn logs_tail(docker: &Docker, container: &str, lines: usize) -> String {
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
+    let mut stream = docker.logs(container, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&chunk.to_string());
+    }
+    text
+}

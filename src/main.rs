@@ -8,6 +8,8 @@
 //! - `serve/`: the WebSocket service (HTTP routes, upgrade, the connection
 //!   loop, sessions, the channel layer, metrics, graceful drain).
 //! - `bench/`: the load tool behind `wsctl bench` (a client of the service).
+//! - `deploy/`: blue-green deploys (steps, lock, upstream, history);
+//!   `stack.rs`: the stack from `wsctl.yaml`.
 //! - `docker.rs`: the Docker Engine API (bollard), one `connect()`.
 //!   `image.rs`: `wsctl build`, this binary as a scratch image.
 //! - `smoke.rs`: the smoke test behind `wsctl smoke` (a client of the service).
@@ -22,12 +24,14 @@ mod bench;
 mod cli;
 mod cmd;
 mod config;
+mod deploy;
 mod docker;
 mod image;
 mod logging;
 mod serve;
 mod signal;
 mod smoke;
+mod stack;
 mod time;
 
 use std::process::ExitCode;
@@ -76,6 +80,8 @@ fn main() -> ExitCode {
             eprintln!("wsctl: {error:#}");
             if error.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(exit::USAGE)
+            } else if let Some(failure) = error.downcast_ref::<deploy::DeployError>() {
+                ExitCode::from(failure.exit_code())
             } else if error.downcast_ref::<docker::EngineUnreachable>().is_some() {
                 ExitCode::from(exit::ENGINE_UNREACHABLE)
             } else {

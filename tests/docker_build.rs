@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::docker::{docker_or_skip, static_wsctl};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -14,37 +15,6 @@ use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig, PortBin
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
-
-async fn docker_or_skip() -> Option<Docker> {
-    let connected = async {
-        let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
-        docker.ping().await?;
-        Ok::<_, bollard::errors::Error>(docker)
-    }
-    .await;
-    match connected {
-        Ok(docker) => Some(docker),
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and the Docker Engine is unreachable: {error}")
-        }
-        Err(error) => {
-            eprintln!("SKIPPED: Docker Engine unreachable ({error})");
-            None
-        }
-    }
-}
-
-/// The statically linked wsctl that `scripts/test.sh` builds.
-fn static_wsctl() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-gnu/release/wsctl");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/test.sh (it builds the static binary)",
-        path.display()
-    );
-    path
-}
 
 /// Removes the test's container and image when dropped, also on failure.
 struct Cleanup {

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod deploy;
 pub mod probe;
 pub mod serve;
 pub mod smoke;

@@ -12,6 +12,9 @@ pub struct ProbeArgs {
     /// Port of the default URL.
     #[arg(long, env = "PORT", default_value = "8000")]
     port: u16,
+    /// Print the answer's body on stdout.
+    #[arg(long)]
+    print: bool,
     /// Seconds to wait for the answer.
     #[arg(long, default_value = "2", value_parser = crate::config::parse_seconds)]
     timeout: Duration,
@@ -24,15 +27,19 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let status = runtime.block_on(async {
-        reqwest::Client::builder()
+    let (status, body) = runtime.block_on(async {
+        let response = reqwest::Client::builder()
             .timeout(args.timeout)
             .build()?
             .get(&url)
             .send()
-            .await
-            .map(|response| response.status())
+            .await?;
+        let status = response.status();
+        reqwest::Result::Ok((status, response.text().await?))
     })?;
+    if args.print {
+        println!("{body}");
+    }
     if status.is_success() {
         Ok(())
     } else {

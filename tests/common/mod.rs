@@ -2,6 +2,7 @@
 //! to it over real sockets.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod raw;
 pub mod redis;
 

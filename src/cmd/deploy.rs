@@ -1,0 +1,198 @@
+//! `wsctl deploy`, `switch`, `rollback`, `status`, `unlock`, `init`: the
+//! commands that drive a stack through the Docker API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::ConfigError;
+use crate::deploy::{self, Events, Stack};
+use crate::stack::{INIT_FILE, StackConfig};
+
+/// Options every stack command takes.
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    /// The stack's configuration (absent: every default).
+    #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
+    config: PathBuf,
+    /// One JSON object per line (events, then a summary) for CI pipelines.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for another deploy's lock before giving up.
+    #[arg(long, default_value = "0", value_name = "SECS")]
+    lock_wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Colour to deploy (default: the one not serving).
+    #[arg(long)]
+    color: Option<String>,
+    /// Image for the new colour (default: images.app from the config).
+    #[arg(long)]
+    image: Option<String>,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// Colour to send traffic to.
+    #[arg(long)]
+    color: String,
+    /// Switch even when the colour is not healthy.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Required: breaking a lock can let two deploys collide.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the file.
+    #[arg(default_value = "wsctl.yaml")]
+    path: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Loads the config (and its template), connects to the engine, then runs `body`.
+fn with_stack(
+    args: &StackArgs,
+    body: impl AsyncFnOnce(&mut Stack) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let config = StackConfig::load(&args.config)?;
+    let template = match &config.upstream_template {
+        Some(path) => std::fs::read_to_string(path).map_err(|error| {
+            ConfigError(format!("upstream_template {}: {error}", path.display()))
+        })?,
+        None => deploy::DEFAULT_TEMPLATE.to_string(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let docker = crate::docker::connect().await?;
+        let mut stack = Stack {
+            docker,
+            config,
+            events: Events::new(args.json),
+            template,
+            lock_wait: Duration::from_secs(args.lock_wait),
+        };
+        body(&mut stack).await
+    })
+}
+
+pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    with_stack(&args.stack, async |stack| {
+        deploy::deploy(stack, args.color, args.image).await
+    })
+}
+
+pub fn switch(args: SwitchArgs) -> anyhow::Result<()> {
+    with_stack(&args.stack, async |stack| {
+        deploy::switch(stack, args.color, args.force).await
+    })
+}
+
+pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    with_stack(&args.stack, async |stack| deploy::rollback(stack).await)
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let json = args.stack.json;
+    with_stack(&args.stack, async |stack| {
+        let status = deploy::status(stack).await?;
+        if json {
+            println!("{status}");
+        } else {
+            print_status(&status);
+        }
+        Ok(())
+    })
+}
+
+fn print_status(status: &serde_json::Value) {
+    println!("live: {}", status["live"].as_str().unwrap_or("none"));
+    for color in crate::stack::COLORS {
+        let c = &status["colors"][color];
+        println!(
+            "{color:<6} {:<10} health {:<9} image {:<24} version {:<8} uptime {:>6} s  connections {}",
+            c["state"].as_str().unwrap_or("-"),
+            c["health"].as_str().unwrap_or("-"),
+            c["image"].as_str().unwrap_or("-"),
+            c["version"].as_str().unwrap_or("-"),
+            c["uptime_seconds"]
+                .as_i64()
+                .map_or("-".into(), |s| s.to_string()),
+            c["connections"]
+                .as_i64()
+                .map_or("-".into(), |n| n.to_string()),
+        );
+    }
+    for entry in status["history"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<8} {} -> {}  {}",
+            entry["at"].as_str().unwrap_or(""),
+            entry["action"].as_str().unwrap_or(""),
+            entry["from"].as_str().unwrap_or("none"),
+            entry["to"].as_str().unwrap_or(""),
+            entry["image"].as_str().unwrap_or(""),
+        );
+    }
+}
+
+pub fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
+    if !args.force {
+        return Err(ConfigError(
+            "unlock needs --force: breaking a lock can let two deploys collide".into(),
+        )
+        .into());
+    }
+    with_stack(&args.stack, async |stack| {
+        match deploy::force_unlock(&stack.docker, &stack.config).await? {
+            Some(holder) => println!("lock held by {holder} broken"),
+            None => println!("no lock was held"),
+        }
+        Ok(())
+    })
+}
+
+pub fn init(args: InitArgs) -> anyhow::Result<()> {
+    if args.path.exists() && !args.force {
+        return Err(ConfigError(format!(
+            "{} exists (use --force to overwrite)",
+            args.path.display()
+        ))
+        .into());
+    }
+    std::fs::write(&args.path, INIT_FILE)
+        .with_context(|| format!("writing {}", args.path.display()))?;
+    println!("wrote {}", args.path.display());
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! What a deploy tells its user: each step with a spinner and its duration
+//! on a terminal, or one JSON object per line with `--json` (the format is
+//! documented in the README and stable).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+pub struct Events {
+    json: bool,
+    spinner: Option<ProgressBar>,
+    step: &'static str,
+    started: Instant,
+    /// Each finished step and its duration, for the summary.
+    pub durations: Vec<(&'static str, Duration)>,
+}
+
+impl Events {
+    pub fn new(json: bool) -> Events {
+        Events {
+            json,
+            spinner: None,
+            step: "",
+            started: Instant::now(),
+            durations: Vec::new(),
+        }
+    }
+
+    pub fn begin(&mut self, step: &'static str, what: &str) {
+        self.step = step;
+        self.started = Instant::now();
+        if self.json {
+            self.emit(json!({"event": "step", "step": step, "status": "started", "detail": what}));
+        } else if std::io::stderr().is_terminal() {
+            let spinner = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+                spinner.set_style(style);
+            }
+            spinner.set_message(format!("{step:<10} {what}"));
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            self.spinner = Some(spinner);
+        }
+    }
+
+    /// Updates the running step's line (drain progress).
+    pub fn progress(&mut self, what: &str) {
+        if let Some(spinner) = &self.spinner {
+            spinner.set_message(format!("{:<10} {what}", self.step));
+        } else if self.json {
+            self.emit(json!({"event": "progress", "step": self.step, "detail": what}));
+        }
+    }
+
+    pub fn ok(&mut self, detail: &str) {
+        self.finish("ok", detail);
+    }
+
+    pub fn fail(&mut self, detail: &str) {
+        self.finish("failed", detail);
+    }
+
+    fn finish(&mut self, status: &str, detail: &str) {
+        let took = self.started.elapsed();
+        self.durations.push((self.step, took));
+        if let Some(spinner) = self.spinner.take() {
+            spinner.finish_and_clear();
+        }
+        if self.json {
+            self.emit(json!({
+                "event": "step", "step": self.step, "status": status,
+                "duration_ms": (took.as_secs_f64() * 1000.0).round(), "detail": detail,
+            }));
+        } else {
+            let mark = if status == "ok" { "ok  " } else { "FAIL" };
+            println!(
+                "{mark} {:<10} {:>7.2} s  {detail}",
+                self.step,
+                took.as_secs_f64()
+            );
+        }
+    }
+
+    /// A final or informational object (JSON mode) or line (terminal).
+    pub fn emit(&self, value: Value) {
+        if self.json {
+            println!("{value}");
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+}

@@ -1,0 +1,240 @@
+//! The stack `wsctl deploy` drives, read from `wsctl.yaml`.
+//!
+//! Every key has a default, so no file is needed: one Docker network, the
+//! containers `redis`, `nginx` (publishing the public port) and `app_blue`
+//! / `app_green`. A malformed file or an unknown key is an error naming the
+//! line. `prefix` is prepended to every name, so several stacks (or test
+//! runs) can share one engine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+pub const COLORS: [&str; 2] = ["blue", "green"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StackConfig {
+    /// Prepended to every container and network name.
+    pub prefix: String,
+    pub network: String,
+    /// Where Nginx listens on the host: `127.0.0.1:8080`.
+    pub public_address: String,
+    pub images: Images,
+    /// Port the service listens on inside its container.
+    pub app_port: u16,
+    /// Extra environment for both colours (`COLOR` and `REDIS_URL` are set by wsctl).
+    pub app_env: BTreeMap<String, String>,
+    /// Seconds the standby may take to become healthy.
+    pub ready_timeout: u64,
+    /// Seconds the old colour gets to drain (SIGTERM, then SIGKILL).
+    pub drain_timeout: u64,
+    /// Seconds after which a lock left by a crashed run may be broken.
+    pub lock_ttl: u64,
+    /// An upstream template of your own (default: templates/upstream.conf.j2).
+    pub upstream_template: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Images {
+    pub app: String,
+    pub nginx: String,
+    pub redis: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Images {
+            app: "wsctl:local".into(),
+            nginx: "wsctl-nginx:local".into(),
+            redis: "wsctl-redis:local".into(),
+        }
+    }
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            prefix: String::new(),
+            network: "wsctl".into(),
+            public_address: "127.0.0.1:8080".into(),
+            images: Images::default(),
+            app_port: 8000,
+            app_env: BTreeMap::new(),
+            ready_timeout: 30,
+            drain_timeout: 15,
+            lock_ttl: 600,
+            upstream_template: None,
+        }
+    }
+}
+
+/// What `wsctl init` writes: every key with its default, commented.
+pub const INIT_FILE: &str = r#"# wsctl.yaml: the stack `wsctl deploy` drives. Every key is optional.
+
+# Prepended to every container and network name below.
+prefix: ""
+# The Docker network all containers share.
+network: wsctl
+# Where Nginx publishes the service on the host.
+public_address: "127.0.0.1:8080"
+images:
+  # The service image (`wsctl build --tag wsctl:local`); pulled when absent.
+  app: "wsctl:local"
+  nginx: "wsctl-nginx:local"
+  redis: "wsctl-redis:local"
+# Port wsctl serve listens on inside its container.
+app_port: 8000
+# Extra environment for both colours; COLOR and REDIS_URL are set by wsctl.
+app_env: {}
+# Seconds the standby colour may take to become healthy.
+ready_timeout: 30
+# Seconds the old colour gets to drain (its clients get goodbye and 1001).
+drain_timeout: 15
+# Seconds after which a lock left by a crashed run may be broken.
+lock_ttl: 600
+# An upstream template of your own; it must start with
+# `# wsctl live colour: {{ color }}` (default: the shipped template).
+upstream_template: null
+"#;
+
+impl StackConfig {
+    /// Reads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<StackConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => StackConfig::parse(&text, &path.display().to_string()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(StackConfig::default())
+            }
+            Err(error) => Err(ConfigError(format!("reading {}: {error}", path.display()))),
+        }
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<StackConfig, ConfigError> {
+        let config: StackConfig = serde_yaml::from_str(text).map_err(|error| {
+            let at = error
+                .location()
+                .map(|location| format!(" line {}", location.line()))
+                .unwrap_or_default();
+            ConfigError(format!("{origin}{at}: {error}"))
+        })?;
+        config.validate(origin)
+    }
+
+    fn validate(self, origin: &str) -> Result<StackConfig, ConfigError> {
+        if self.public_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError(format!(
+                "{origin}: public_address '{}' is not IP:PORT",
+                self.public_address
+            )));
+        }
+        for (key, value) in [
+            ("ready_timeout", self.ready_timeout),
+            ("drain_timeout", self.drain_timeout),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: {key} must be at least 1 second"
+                )));
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn name(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    pub fn app(&self, color: &str) -> String {
+        self.name(&format!("app_{color}"))
+    }
+
+    pub fn network_name(&self) -> String {
+        self.name(&self.network)
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}:6379/0", self.name("redis"))
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.ready_timeout)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout)
+    }
+
+    /// The host side of Nginx's published port.
+    pub fn public_socket(&self) -> std::net::SocketAddr {
+        // Checked in `validate`.
+        self.public_address
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// The other colour.
+pub fn other(color: &str) -> &'static str {
+    if color == "blue" { "green" } else { "blue" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_defaults_and_the_init_file_is_the_defaults() {
+        let defaults = StackConfig::default();
+        let init = StackConfig::parse(INIT_FILE, "wsctl.yaml").unwrap();
+        assert_eq!(format!("{defaults:?}"), format!("{init:?}"));
+        assert_eq!(defaults.app("green"), "app_green");
+        assert_eq!(defaults.redis_url(), "redis://redis:6379/0");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let error = StackConfig::parse("prefix: x\nnetwrok: y\n", "wsctl.yaml")
+            .unwrap_err()
+            .0;
+        assert!(
+            error.contains("line 2") && error.contains("netwrok"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn malformed_yaml_and_bad_values_are_refused() {
+        assert!(
+            StackConfig::parse("images: [", "f")
+                .unwrap_err()
+                .0
+                .contains("f")
+        );
+        assert!(
+            StackConfig::parse("public_address: nowhere", "f")
+                .unwrap_err()
+                .0
+                .contains("public_address")
+        );
+        assert!(
+            StackConfig::parse("ready_timeout: 0", "f")
+                .unwrap_err()
+                .0
+                .contains("ready_timeout")
+        );
+    }
+
+    #[test]
+    fn prefix_applies_to_every_name() {
+        let config = StackConfig::parse("prefix: t1_", "f").unwrap();
+        assert_eq!(config.app("blue"), "t1_app_blue");
+        assert_eq!(config.network_name(), "t1_wsctl");
+        assert_eq!(config.redis_url(), "redis://t1_redis:6379/0");
+    }
+}

@@ -1,0 +1,160 @@
+//! A throwaway wsctl stack on the real Docker Engine: unique names (a
+//! per-test prefix), a free public port, its own app image built from the
+//! static binary, and removal of everything it made when dropped, also when
+//! the test fails. With CI=true a missing engine fails the test; elsewhere
+//! it is skipped with a line saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+
+pub async fn docker_or_skip() -> Option<Docker> {
+    let connected = async {
+        let docker = Docker::connect_with_defaults()?.negotiate_version().await?;
+        docker.ping().await?;
+        Ok::<_, bollard::errors::Error>(docker)
+    }
+    .await;
+    match connected {
+        Ok(docker) => Some(docker),
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true and the Docker Engine is unreachable: {error}")
+        }
+        Err(error) => {
+            eprintln!("SKIPPED: Docker Engine unreachable ({error})");
+            None
+        }
+    }
+}
+
+/// The statically linked wsctl that `scripts/test.sh` builds.
+pub fn static_wsctl() -> PathBuf {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/release/wsctl");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test.sh (it builds the static binary)",
+        path.display()
+    );
+    path
+}
+
+pub struct TestStack {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub public: String,
+    pub app_image: String,
+}
+
+impl TestStack {
+    /// Builds the app image and writes `wsctl.yaml` with `extra` lines.
+    pub fn new(extra: &str) -> TestStack {
+        let unique = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let prefix = format!("t{unique}_");
+        let dir = std::env::temp_dir().join(format!("wsctl-stack-{unique}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let app_image = format!("wsctl-test-{unique}:app");
+        let built = Command::new(static_wsctl())
+            .args(["build", "--tag", &app_image])
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let stack = TestStack {
+            prefix,
+            dir,
+            public: format!("127.0.0.1:{port}"),
+            app_image,
+        };
+        stack.write_config(extra);
+        stack
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        let ready = if extra.contains("ready_timeout") {
+            ""
+        } else {
+            "ready_timeout: 20\n"
+        };
+        let yaml = format!(
+            "prefix: \"{}\"\npublic_address: \"{}\"\nimages:\n  app: \"{}\"\n{ready}drain_timeout: 5\n{extra}",
+            self.prefix, self.public, self.app_image
+        );
+        std::fs::write(self.dir.join("wsctl.yaml"), yaml).unwrap();
+    }
+
+    /// Runs `wsctl ARGS` against this stack.
+    pub fn wsctl(&self, args: &[&str]) -> Output {
+        super::wsctl()
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.join("wsctl.yaml"))
+            .output()
+            .expect("run wsctl")
+    }
+
+    /// `/status` through the public Nginx address.
+    pub async fn public_status(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/status", self.public))
+            .await
+            .expect("public address answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let (prefix, image, dir) = (
+            self.prefix.clone(),
+            self.app_image.clone(),
+            self.dir.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(docker) = Docker::connect_with_defaults() else {
+                    return;
+                };
+                let Ok(docker) = docker.negotiate_version().await else {
+                    return;
+                };
+                let filters = std::collections::HashMap::from([("name", vec![prefix.as_str()])]);
+                let options = ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build();
+                for container in docker
+                    .list_containers(Some(options))
+                    .await
+                    .unwrap_or_default()
+                {
+                    if let Some(id) = container.id {
+                        let force = RemoveContainerOptionsBuilder::default().force(true).build();
+                        let _ = docker.remove_container(&id, Some(force)).await;
+                    }
+                }
+                let _ = docker.remove_network(&format!("{prefix}wsctl")).await;
+                let force = RemoveImageOptionsBuilder::default().force(true).build();
+                let _ = docker.remove_image(&image, Some(force), None).await;
+            });
+        })
+        .join();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

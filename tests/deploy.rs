@@ -1,0 +1,222 @@
+//! Blue-green deploys against the real Docker Engine: the happy path with
+//! status, switch and rollback; a standby that never becomes ready; a
+//! failing `nginx -t`; a deploy refused while another holds the lock.
+//! Images: wsctl-nginx:local and wsctl-redis:local (scripts/build-images.sh,
+//! run by scripts/test.sh) and an app image per test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::docker::{TestStack, docker_or_skip};
+use serde_json::Value;
+
+fn code(output: &std::process::Output) -> Option<i32> {
+    output.status.code()
+}
+
+fn explain(output: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn status_json(stack: &TestStack) -> Value {
+    let output = stack.wsctl(&["status", "--json"]);
+    assert_eq!(code(&output), Some(0), "{}", explain(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+
+    let first = stack.wsctl(&["deploy", "--json"]);
+    assert_eq!(code(&first), Some(0), "{}", explain(&first));
+    assert_eq!(stack.public_status().await["color"], "blue");
+    let summary: Value = serde_json::from_str(
+        String::from_utf8_lossy(&first.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["event"], "deploy");
+    assert_eq!(summary["to"], "blue");
+    for step in ["preflight", "start", "health", "smoke", "switch"] {
+        assert!(
+            summary["steps_ms"][step].is_number(),
+            "{step} missing in {summary}"
+        );
+    }
+
+    let second = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&second), Some(0), "{}", explain(&second));
+    assert_eq!(stack.public_status().await["color"], "green");
+    let status = status_json(&stack);
+    assert_eq!(status["live"], "green");
+    assert_eq!(status["colors"]["green"]["state"], "running");
+    assert_eq!(status["colors"]["green"]["health"], "healthy");
+    assert_eq!(
+        status["colors"]["green"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        status["colors"]["blue"]["state"], "exited",
+        "kept, stopped, for rollback"
+    );
+    assert_eq!(status["history"][0]["from"], "blue");
+    assert_eq!(status["history"][0]["to"], "green");
+
+    // The stopped colour is not healthy: a switch to it is refused.
+    let refused = stack.wsctl(&["switch", "--color", "blue"]);
+    assert_eq!(code(&refused), Some(3), "{}", explain(&refused));
+    assert_eq!(stack.public_status().await["color"], "green");
+
+    let rollback = stack.wsctl(&["rollback"]);
+    assert_eq!(code(&rollback), Some(0), "{}", explain(&rollback));
+    assert_eq!(stack.public_status().await["color"], "blue");
+    let status = status_json(&stack);
+    assert_eq!(status["live"], "blue");
+    assert_eq!(status["colors"]["green"]["state"], "exited");
+    assert_eq!(status["history"][0]["action"], "rollback");
+
+    // Forced onto a stopped colour, `nginx -t` fails (no such host): the
+    // previous upstream is restored and traffic stays on blue.
+    let forced = stack.wsctl(&["switch", "--color", "green", "--force"]);
+    assert_eq!(code(&forced), Some(5), "{}", explain(&forced));
+    assert_eq!(stack.public_status().await["color"], "blue");
+
+    // With green running and healthy again, a switch goes through.
+    let green = format!("{}app_green", stack.prefix);
+    docker.start_container(&green, None).await.unwrap();
+    let started = std::time::Instant::now();
+    while status_json(&stack)["colors"]["green"]["health"] != "healthy" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "green never healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let switched = stack.wsctl(&["switch", "--color", "green"]);
+    assert_eq!(code(&switched), Some(0), "{}", explain(&switched));
+    assert_eq!(stack.public_status().await["color"], "green");
+    assert_eq!(status_json(&stack)["history"][0]["action"], "switch");
+}
+
+#[tokio::test]
+async fn a_standby_that_never_becomes_ready_fails_at_health_and_traffic_stays() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let first = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&first), Some(0), "{}", explain(&first));
+
+    // A Redis that does not exist: the standby starts but never gets ready.
+    stack.write_config(
+        "app_env:\n  REDIS_URL: \"redis://nowhere.invalid:6379/0\"\nready_timeout: 4\n",
+    );
+    let failed = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&failed), Some(3), "{}", explain(&failed));
+    let out = explain(&failed);
+    assert!(
+        out.contains("health") && out.contains("last log lines"),
+        "{out}"
+    );
+    assert_eq!(stack.public_status().await["color"], "blue");
+    let standby = format!("{}app_green", stack.prefix);
+    assert!(
+        docker.inspect_container(&standby, None).await.is_err(),
+        "standby left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_nginx_test_keeps_the_previous_upstream_live() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let first = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&first), Some(0), "{}", explain(&first));
+
+    let broken = stack.dir.join("broken.conf.j2");
+    std::fs::write(
+        &broken,
+        "# wsctl live colour: {{ color }}\nupstream wsctl_live {\n    server {{ host }}:{{ port }} no_such_parameter;\n}\n",
+    )
+    .unwrap();
+    stack.write_config(&format!("upstream_template: \"{}\"\n", broken.display()));
+    let failed = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&failed), Some(5), "{}", explain(&failed));
+    assert!(
+        explain(&failed).contains("nginx -t"),
+        "{}",
+        explain(&failed)
+    );
+    assert_eq!(stack.public_status().await["color"], "blue");
+    assert_eq!(status_json(&stack)["live"], "blue");
+    let standby = format!("{}app_green", stack.prefix);
+    assert!(
+        docker.inspect_container(&standby, None).await.is_err(),
+        "standby left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_second_deploy_while_one_holds_the_lock_is_refused() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let config = stack.dir.join("wsctl.yaml");
+    let mut first = common::wsctl()
+        .args(["deploy", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first deploy holds the lock (its container exists).
+    let lock = format!("{}wsctl_lock", stack.prefix);
+    let docker = docker_or_skip().await.unwrap();
+    let started = std::time::Instant::now();
+    while docker.inspect_container(&lock, None).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first deploy never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&second), Some(7), "{}", explain(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("locked by") && stderr.contains("pid") && stderr.contains("deploy"),
+        "{stderr}"
+    );
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    // Released: the next one goes through.
+    let third = stack.wsctl(&["deploy"]);
+    assert_eq!(code(&third), Some(0), "{}", explain(&third));
+}
+
+#[test]
+fn an_unreachable_engine_exits_8() {
+    let output = common::wsctl()
+        .args(["status"])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
