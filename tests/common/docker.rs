@@ -83,13 +83,18 @@ impl TestStack {
     }
 
     pub fn write_config(&self, extra: &str) {
-        let ready = if extra.contains("ready_timeout") {
-            ""
-        } else {
-            "ready_timeout: 20\n"
-        };
+        // Defaults for tests, unless `extra` sets them itself.
+        let mut defaults = String::new();
+        for (key, line) in [
+            ("ready_timeout", "ready_timeout: 20\n"),
+            ("drain_timeout", "drain_timeout: 5\n"),
+        ] {
+            if !extra.contains(key) {
+                defaults.push_str(line);
+            }
+        }
         let yaml = format!(
-            "prefix: \"{}\"\npublic_address: \"{}\"\nimages:\n  app: \"{}\"\n{ready}drain_timeout: 5\n{extra}",
+            "prefix: \"{}\"\npublic_address: \"{}\"\nimages:\n  app: \"{}\"\n{defaults}{extra}",
             self.prefix, self.public, self.app_image
         );
         std::fs::write(self.dir.join("wsctl.yaml"), yaml).unwrap();
