@@ -155,12 +155,24 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
                 .unwrap()
         })
     };
-    let deploy = wsctl(&["deploy"]).await.unwrap();
+    let deploy = wsctl(&["deploy", "--json"]).await.unwrap();
     assert!(
         deploy.status.success(),
         "{}",
         String::from_utf8_lossy(&deploy.stderr)
     );
+    // The built-in cutover probe saw what our clients saw: nothing lost.
+    let stdout = String::from_utf8_lossy(&deploy.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let continuity = &summary["continuity"];
+    assert!(
+        continuity["messages_answered"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert_eq!(continuity["messages_lost"], 0, "{summary}");
+    assert_eq!(continuity["messages_duplicated"], 0, "{summary}");
+    assert_eq!(continuity["http_failed"], 0, "{summary}");
+    println!("deploy under load: {}", stdout.lines().last().unwrap());
     assert_eq!(stack.public_status().await["color"], "green");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rollback = wsctl(&["rollback"]).await.unwrap();

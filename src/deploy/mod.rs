@@ -17,6 +17,7 @@
 mod events;
 mod history;
 mod lock;
+mod probe;
 mod upstream;
 
 use std::collections::HashMap;
@@ -172,15 +173,31 @@ pub async fn deploy(
             start_colour(stack, &standby, &image).await?;
             wait_healthy(stack, &standby, true).await?;
             smoke(stack, &standby, true).await?;
+            let probe = live
+                .as_ref()
+                .map(|_| probe::Probe::start(&stack.config.public_address));
             if let Err(error) = switch_to(stack, &standby).await {
+                report_continuity(stack, probe).await;
                 // Traffic stayed where it was: nothing half-done is left.
                 docker::remove(&stack.docker, &stack.config.app(&standby)).await?;
                 return Err(error);
             }
-            if let Some(old) = &live {
-                drain(stack, old).await?;
-            }
-            record(stack, "deploy", live.clone(), &standby, &image, started).await?;
+            let drained = match &live {
+                Some(old) => drain(stack, old).await,
+                None => Ok(()),
+            };
+            let continuity = report_continuity(stack, probe).await;
+            drained?;
+            record(
+                stack,
+                "deploy",
+                live.clone(),
+                &standby,
+                &image,
+                started,
+                continuity,
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -500,12 +517,25 @@ async fn drain(stack: &mut Stack, color: &str) -> anyhow::Result<()> {
     stack
         .events
         .begin("drain", &format!("{name} (timeout {} s)", grace.as_secs()));
-    if let Some(connections) = connections(stack, &name).await {
-        stack
-            .events
-            .progress(&format!("{name}: {connections} connections to drain"));
+    let stopping = {
+        let (docker, name) = (stack.docker.clone(), name.clone());
+        tokio::spawn(async move { docker::stop(&docker, &name, grace).await })
+    };
+    tokio::pin!(stopping);
+    loop {
+        if let Some(left) = connections(stack, &name).await {
+            stack
+                .events
+                .progress(&format!("{name}: {left} connections left"));
+        }
+        tokio::select! {
+            stopped = &mut stopping => {
+                stopped??;
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
-    docker::stop(&stack.docker, &name, grace).await?;
     let info = docker::inspect(&stack.docker, &name).await?;
     match info.and_then(|info| info.exit_code) {
         Some(0) | None => {
@@ -537,6 +567,25 @@ async fn connections(stack: &Stack, name: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(output.trim()).ok()?["connections_active"].as_i64()
 }
 
+/// Stops the cutover probe (if one ran) and reports what clients saw.
+async fn report_continuity(
+    stack: &mut Stack,
+    probe: Option<probe::Probe>,
+) -> Option<probe::Continuity> {
+    let probe = probe?;
+    // A moment for the last reconnects to land on the new colour.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let continuity = probe.finish().await;
+    if stack.events.is_json() {
+        let mut event = serde_json::to_value(&continuity).unwrap_or_default();
+        event["event"] = "continuity".into();
+        stack.events.emit(event);
+    } else {
+        println!("continuity: {}", continuity.summary());
+    }
+    Some(continuity)
+}
+
 async fn record(
     stack: &mut Stack,
     action: &str,
@@ -544,6 +593,7 @@ async fn record(
     to: &str,
     image: &str,
     started: Instant,
+    continuity: Option<probe::Continuity>,
 ) -> anyhow::Result<()> {
     let entry = history::Entry {
         at: crate::time::now_rfc3339(),
@@ -567,7 +617,7 @@ async fn record(
         .collect();
     stack.events.emit(json!({
         "event": action, "ok": true, "from": from, "to": to, "image": image,
-        "seconds": started.elapsed().as_secs_f64(), "steps_ms": steps,
+        "seconds": started.elapsed().as_secs_f64(), "steps_ms": steps, "continuity": continuity,
     }));
     if !stack.events.is_json() {
         println!(
@@ -612,9 +662,14 @@ pub async fn switch(stack: &mut Stack, color: String, force: bool) -> anyhow::Re
             } else {
                 "not healthy, forced"
             });
-            switch_to(stack, &color).await?;
+            let probe = live
+                .as_ref()
+                .map(|_| probe::Probe::start(&stack.config.public_address));
+            let switched = switch_to(stack, &color).await;
+            let continuity = report_continuity(stack, probe).await;
+            switched?;
             let image = info_image(stack, &name).await;
-            record(stack, "switch", live, &color, &image, started).await
+            record(stack, "switch", live, &color, &image, started, continuity).await
         })
         .await
 }
@@ -669,11 +724,29 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
             }
             wait_healthy(stack, &previous, false).await?;
             smoke(stack, &previous, false).await?;
-            switch_to(stack, &previous).await?;
-            if let Some(current) = &live {
-                drain(stack, current).await?;
+            let probe = live
+                .as_ref()
+                .map(|_| probe::Probe::start(&stack.config.public_address));
+            if let Err(error) = switch_to(stack, &previous).await {
+                report_continuity(stack, probe).await;
+                return Err(error);
             }
-            record(stack, "rollback", live.clone(), &previous, &image, started).await
+            let drained = match &live {
+                Some(current) => drain(stack, current).await,
+                None => Ok(()),
+            };
+            let continuity = report_continuity(stack, probe).await;
+            drained?;
+            record(
+                stack,
+                "rollback",
+                live.clone(),
+                &previous,
+                &image,
+                started,
+                continuity,
+            )
+            .await
         })
         .await
 }
