@@ -71,7 +71,7 @@ if exists wsctl-nginx:local; then echo "wsctl-nginx:local exists"; else
   echo 'group: files' >> "$ctx/etc/nsswitch.conf"
   cp nginx/nginx.conf "$ctx/etc/nginx/nginx.conf"
   # Until the first switch renders the real upstream: nothing is live.
-  printf 'upstream wsctl_live {\n    server 127.0.0.1:8000 down;\n}\n' > "$ctx/etc/nginx/conf.d/upstream.conf"
+  cp nginx/bootstrap-upstream.conf "$ctx/etc/nginx/conf.d/upstream.conf"
   cat > "$ctx/Dockerfile" <<DOCKER
 FROM scratch
 COPY . /
