@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -45,9 +45,9 @@ const METRIC_NAMES: &[&str] = &[
 ];
 
 /// One check's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
     pub duration_ms: f64,
     /// What failed, in one sentence (empty when ok).
@@ -62,7 +62,7 @@ pub async fn run(base: &str) -> Vec<Check> {
         Ok(client) => client,
         Err(error) => {
             return vec![Check {
-                name: "client",
+                name: "client".into(),
                 ok: false,
                 duration_ms: 0.0,
                 detail: error.to_string(),
@@ -78,13 +78,13 @@ pub async fn run(base: &str) -> Vec<Check> {
     checks
 }
 
-async fn timed(name: &'static str, check: impl Future<Output = anyhow::Result<()>>) -> Check {
+async fn timed(name: &str, check: impl Future<Output = anyhow::Result<()>>) -> Check {
     let started = Instant::now();
     let result = tokio::time::timeout(STEP_TIMEOUT * 3, check)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")));
     Check {
-        name,
+        name: name.to_string(),
         ok: result.is_ok(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         detail: result
@@ -248,7 +248,7 @@ pub fn junit(base: &str, checks: &[Check]) -> anyhow::Result<String> {
             status.set_message(check.detail.clone());
             status
         };
-        let mut case = TestCase::new(check.name, status);
+        let mut case = TestCase::new(check.name.as_str(), status);
         case.set_time(Duration::from_secs_f64(check.duration_ms / 1000.0));
         suite.add_test_case(case);
     }

@@ -97,3 +97,62 @@ fn refused_connections_are_counted_by_kind() {
     assert_eq!(report["connections_opened"], 10);
     assert_eq!(report["connect_failures"]["http_503"], 5, "{report}");
 }
+
+#[test]
+fn hold_splits_across_child_processes_beyond_the_open_file_limit() {
+    // With at most 600 open files per process, 1,200 connections need
+    // three processes; the parent merges their reports.
+    let server = Server::start(&[]);
+    let pid = server.child.id().to_string();
+    let output = std::process::Command::new("prlimit")
+        .args([
+            "--nofile=600:600",
+            env!("CARGO_BIN_EXE_wsctl"),
+            "bench",
+            "hold",
+            "-n",
+            "1200",
+        ])
+        .args([
+            "--duration",
+            "1",
+            "--json",
+            "--sources",
+            "4",
+            "--server-pid",
+            &pid,
+        ])
+        .args(["--url", &server.ws_url("/ws/chat/")])
+        .output()
+        .expect("prlimit (util-linux)");
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(report["processes"], 3, "{report}");
+    assert_eq!(report["connections_opened"], 1200);
+    assert_eq!(report["connect_latency"]["samples"], 1200);
+    assert!(report["server_rss_per_connection_bytes"].as_f64().is_some());
+}
+
+#[test]
+fn modes_other_than_hold_say_up_front_when_the_limit_is_too_low() {
+    let server = Server::start(&[]);
+    let output = std::process::Command::new("prlimit")
+        .args([
+            "--nofile=600:600",
+            env!("CARGO_BIN_EXE_wsctl"),
+            "bench",
+            "rtt",
+            "-n",
+            "1200",
+        ])
+        .args(["--url", &server.ws_url("/ws/chat/")])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("more open files than one process may hold"),
+        "{stderr}"
+    );
+}

@@ -55,6 +55,18 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
         );
     }
 
+    // Smoke a colour from inside its container (not through Nginx).
+    let smoke = stack.wsctl(&["smoke", "--color", "blue", "--json"]);
+    assert_eq!(code(&smoke), Some(0), "{}", explain(&smoke));
+    assert!(String::from_utf8_lossy(&smoke.stdout).contains(r#""name":"websocket_session""#));
+    let absent = stack.wsctl(&["smoke", "--color", "green"]);
+    assert_eq!(code(&absent), Some(1), "{}", explain(&absent));
+    assert!(
+        explain(&absent).contains("not running"),
+        "{}",
+        explain(&absent)
+    );
+
     let second = stack.wsctl(&["deploy"]);
     assert_eq!(code(&second), Some(0), "{}", explain(&second));
     assert_eq!(stack.public_status().await["color"], "green");

@@ -11,8 +11,19 @@ use crate::smoke;
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
     /// Base URL of the service.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8000",
+        conflicts_with = "color"
+    )]
     url: String,
+    /// Smoke a colour of the stack instead, from inside its container
+    /// (straight at its port, not through Nginx; works with a remote engine).
+    #[arg(long)]
+    color: Option<String>,
+    /// The stack's configuration (with --color).
+    #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
+    config: PathBuf,
     /// One JSON object per check, then a summary object.
     #[arg(long)]
     json: bool,
@@ -30,10 +41,15 @@ pub struct SmokeFailed {
 }
 
 pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let checks = runtime.block_on(smoke::run(&args.url));
+    let checks = match &args.color {
+        Some(color) => smoke_colour(&args.config, color)?,
+        None => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(smoke::run(&args.url))
+        }
+    };
     for check in &checks {
         if args.json {
             let mut line = serde_json::to_value(check)?;
@@ -55,7 +71,7 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|check| !check.ok).count();
     if args.json {
         let summary = serde_json::json!({
-            "event": "smoke", "url": args.url, "ok": failed == 0,
+            "event": "smoke", "url": args.url, "color": args.color, "ok": failed == 0,
             "checks": checks.len(), "failed": failed,
         });
         println!("{summary}");
@@ -72,4 +88,42 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Runs `wsctl smoke --json` inside the colour's container and reads its
+/// checks back.
+fn smoke_colour(config: &std::path::Path, color: &str) -> anyhow::Result<Vec<smoke::Check>> {
+    let stack = crate::stack::StackConfig::load(config)?;
+    let container = stack.app(color);
+    let url = format!("http://127.0.0.1:{}", stack.app_port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let output = runtime.block_on(async {
+        let docker = crate::docker::connect().await?;
+        if crate::docker::inspect(&docker, &container)
+            .await?
+            .is_none_or(|info| !info.running)
+        {
+            anyhow::bail!("{container} is not running");
+        }
+        let (_, output) = crate::docker::exec(
+            &docker,
+            &container,
+            &["/wsctl", "smoke", "--json", "--url", &url],
+        )
+        .await?;
+        Ok(output)
+    })?;
+    let checks: Vec<smoke::Check> = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["event"] == "check")
+        .filter_map(|line| serde_json::from_value(line).ok())
+        .collect();
+    anyhow::ensure!(
+        !checks.is_empty(),
+        "no smoke report from {container}: {output}"
+    );
+    Ok(checks)
 }
