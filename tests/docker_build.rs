@@ -10,11 +10,8 @@ use common::docker::{docker_or_skip, static_wsctl};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HealthStatusEnum, HostConfig, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 /// Removes the test's container and image when dropped, also on failure.
 struct Cleanup {
@@ -24,34 +21,12 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let (container, image) = (self.container.clone(), self.image.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Runtime::new() else {
-                return;
-            };
-            runtime.block_on(async {
-                let Ok(docker) = Docker::connect_with_defaults() else {
-                    return;
-                };
-                let Ok(docker) = docker.negotiate_version().await else {
-                    return;
-                };
-                let _ = docker
-                    .remove_container(
-                        &container,
-                        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-                    )
-                    .await;
-                let _ = docker
-                    .remove_image(
-                        &image,
-                        Some(RemoveImageOptionsBuilder::default().force(true).build()),
-                        None,
-                    )
-                    .await;
-            });
-        })
-        .join();
+        common::docker::remove_everything(
+            None,
+            vec![self.container.clone()],
+            vec![self.image.clone()],
+            Vec::new(),
+        );
     }
 }
 

@@ -173,32 +173,17 @@ pub async fn deploy(
             start_colour(stack, &standby, &image).await?;
             wait_healthy(stack, &standby, true).await?;
             smoke(stack, &standby, true).await?;
-            let probe = live
-                .as_ref()
-                .map(|_| probe::Probe::start(&stack.config.public_address));
-            if let Err(error) = switch_to(stack, &standby).await {
-                report_continuity(stack, probe).await;
-                // Traffic stayed where it was: nothing half-done is left.
-                docker::remove(&stack.docker, &stack.config.app(&standby)).await?;
-                return Err(error);
-            }
-            let drained = match &live {
-                Some(old) => drain(stack, old).await,
-                None => Ok(()),
-            };
-            let continuity = report_continuity(stack, probe).await;
-            drained?;
-            record(
+            cut_over(
                 stack,
                 "deploy",
-                live.clone(),
+                live,
                 &standby,
                 &image,
                 started,
-                continuity,
+                AfterSwitch::Drain,
+                OnFailure::RemoveStandby,
             )
-            .await?;
-            Ok(())
+            .await
         })
         .await
 }
@@ -567,6 +552,54 @@ async fn connections(stack: &Stack, name: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(output.trim()).ok()?["connections_active"].as_i64()
 }
 
+/// What happens to the old colour once traffic has moved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterSwitch {
+    Drain,
+    KeepOld,
+}
+
+/// What happens to the new colour when the switch fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// A deploy's standby goes: nothing half-done is left.
+    RemoveStandby,
+    Keep,
+}
+
+/// The part every traffic move shares: switch to `to` with the cutover
+/// probe running (when something was live), drain the old colour, report
+/// continuity and record the move in the history.
+#[allow(clippy::too_many_arguments)]
+async fn cut_over(
+    stack: &mut Stack,
+    action: &str,
+    from: Option<String>,
+    to: &str,
+    image: &str,
+    started: Instant,
+    after: AfterSwitch,
+    on_failure: OnFailure,
+) -> anyhow::Result<()> {
+    let probe = from
+        .as_ref()
+        .map(|_| probe::Probe::start(&stack.config.public_address));
+    if let Err(error) = switch_to(stack, to).await {
+        report_continuity(stack, probe).await;
+        if on_failure == OnFailure::RemoveStandby {
+            docker::remove(&stack.docker, &stack.config.app(to)).await?;
+        }
+        return Err(error);
+    }
+    let drained = match (&from, after) {
+        (Some(old), AfterSwitch::Drain) => drain(stack, old).await,
+        _ => Ok(()),
+    };
+    let continuity = report_continuity(stack, probe).await;
+    drained?;
+    record(stack, action, from, to, image, started, continuity).await
+}
+
 /// Stops the cutover probe (if one ran) and reports what clients saw.
 async fn report_continuity(
     stack: &mut Stack,
@@ -662,14 +695,18 @@ pub async fn switch(stack: &mut Stack, color: String, force: bool) -> anyhow::Re
             } else {
                 "not healthy, forced"
             });
-            let probe = live
-                .as_ref()
-                .map(|_| probe::Probe::start(&stack.config.public_address));
-            let switched = switch_to(stack, &color).await;
-            let continuity = report_continuity(stack, probe).await;
-            switched?;
             let image = info_image(stack, &name).await;
-            record(stack, "switch", live, &color, &image, started, continuity).await
+            cut_over(
+                stack,
+                "switch",
+                live,
+                &color,
+                &image,
+                started,
+                AfterSwitch::KeepOld,
+                OnFailure::Keep,
+            )
+            .await
         })
         .await
 }
@@ -724,27 +761,15 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
             }
             wait_healthy(stack, &previous, false).await?;
             smoke(stack, &previous, false).await?;
-            let probe = live
-                .as_ref()
-                .map(|_| probe::Probe::start(&stack.config.public_address));
-            if let Err(error) = switch_to(stack, &previous).await {
-                report_continuity(stack, probe).await;
-                return Err(error);
-            }
-            let drained = match &live {
-                Some(current) => drain(stack, current).await,
-                None => Ok(()),
-            };
-            let continuity = report_continuity(stack, probe).await;
-            drained?;
-            record(
+            cut_over(
                 stack,
                 "rollback",
-                live.clone(),
+                live,
                 &previous,
                 &image,
                 started,
-                continuity,
+                AfterSwitch::Drain,
+                OnFailure::Keep,
             )
             .await
         })

@@ -123,43 +123,62 @@ impl TestStack {
 
 impl Drop for TestStack {
     fn drop(&mut self) {
-        let (prefix, image, dir) = (
-            self.prefix.clone(),
-            self.app_image.clone(),
-            self.dir.clone(),
+        remove_everything(
+            Some(self.prefix.clone()),
+            Vec::new(),
+            vec![self.app_image.clone()],
+            vec![format!("{}wsctl", self.prefix)],
         );
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes containers (those named, and all whose name contains `prefix`),
+/// images and networks, ignoring what is already gone. Runs on its own
+/// thread and runtime so that it works from `Drop`, also while a test's
+/// runtime is unwinding.
+pub fn remove_everything(
+    prefix: Option<String>,
+    containers: Vec<String>,
+    images: Vec<String>,
+    networks: Vec<String>,
+) {
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(docker) = Docker::connect_with_defaults() else {
                 return;
             };
-            runtime.block_on(async {
-                let Ok(docker) = Docker::connect_with_defaults() else {
-                    return;
-                };
-                let Ok(docker) = docker.negotiate_version().await else {
-                    return;
-                };
+            let Ok(docker) = docker.negotiate_version().await else {
+                return;
+            };
+            let mut doomed = containers;
+            if let Some(prefix) = &prefix {
                 let filters = std::collections::HashMap::from([("name", vec![prefix.as_str()])]);
                 let options = ListContainersOptionsBuilder::default()
                     .all(true)
                     .filters(&filters)
                     .build();
-                for container in docker
+                let listed = docker
                     .list_containers(Some(options))
                     .await
-                    .unwrap_or_default()
-                {
-                    if let Some(id) = container.id {
-                        let force = RemoveContainerOptionsBuilder::default().force(true).build();
-                        let _ = docker.remove_container(&id, Some(force)).await;
-                    }
-                }
-                let _ = docker.remove_network(&format!("{prefix}wsctl")).await;
+                    .unwrap_or_default();
+                doomed.extend(listed.into_iter().filter_map(|container| container.id));
+            }
+            for container in doomed {
+                let force = RemoveContainerOptionsBuilder::default().force(true).build();
+                let _ = docker.remove_container(&container, Some(force)).await;
+            }
+            for network in networks {
+                let _ = docker.remove_network(&network).await;
+            }
+            for image in images {
                 let force = RemoveImageOptionsBuilder::default().force(true).build();
                 let _ = docker.remove_image(&image, Some(force), None).await;
-            });
-        })
-        .join();
-        let _ = std::fs::remove_dir_all(dir);
-    }
+            }
+        });
+    })
+    .join();
 }
