@@ -83,6 +83,11 @@ impl TestStack {
     }
 
     pub fn write_config(&self, extra: &str) {
+        self.write_config_for(&self.app_image, extra);
+    }
+
+    /// The config with `app` as the service image.
+    pub fn write_config_for(&self, app: &str, extra: &str) {
         // Defaults for tests, unless `extra` sets them itself.
         let mut defaults = String::new();
         for (key, line) in [
@@ -95,7 +100,7 @@ impl TestStack {
         }
         let yaml = format!(
             "prefix: \"{}\"\npublic_address: \"{}\"\nimages:\n  app: \"{}\"\n{defaults}{extra}",
-            self.prefix, self.public, self.app_image
+            self.prefix, self.public, app
         );
         std::fs::write(self.dir.join("wsctl.yaml"), yaml).unwrap();
     }
