@@ -30,9 +30,13 @@ pub enum Command {
     Switch(cmd::deploy::SwitchArgs),
     /// Go back to the colour that was live before.
     Rollback(cmd::deploy::RollbackArgs),
-    /// Live colour, each colour's container, the last deploys.
+    /// Bring a stack left by a killed run to a consistent state.
+    Recover(cmd::deploy::RecoverArgs),
+    /// Live colour, each colour's container, the lock, the last runs.
     Status(cmd::deploy::StatusArgs),
-    /// Break the stack's deploy lock.
+    /// The stack's deploy lock: status, acquire -m MESSAGE, release.
+    Lock(cmd::deploy::LockArgs),
+    /// Break the stack's deploy lock, whoever holds it.
     Unlock(cmd::deploy::UnlockArgs),
     /// Write a commented wsctl.yaml with the defaults.
     Init(cmd::deploy::InitArgs),
@@ -49,7 +53,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => cmd::deploy::deploy(args),
         Command::Switch(args) => cmd::deploy::switch(args),
         Command::Rollback(args) => cmd::deploy::rollback(args),
+        Command::Recover(args) => cmd::deploy::recover(args),
         Command::Status(args) => cmd::deploy::status(args),
+        Command::Lock(args) => cmd::deploy::lock(args),
         Command::Unlock(args) => cmd::deploy::unlock(args),
         Command::Init(args) => cmd::deploy::init(args),
         Command::Serve(args) => cmd::serve::run(args),

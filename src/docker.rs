@@ -111,6 +111,25 @@ pub async fn ensure_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The engine's own clock: leases (the deploy lock) are judged on it, so a
+/// wrong clock on one machine driving the engine cannot break them.
+pub async fn engine_time(docker: &Docker) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let info = docker
+        .info()
+        .await
+        .context("asking the engine for its time")?;
+    let stamp = info.system_time.unwrap_or_default();
+    parse_time(&stamp).with_context(|| format!("the engine's time '{stamp}'"))
+}
+
+/// An engine timestamp (RFC 3339 with nanoseconds); `None` for Go's zero time.
+pub fn parse_time(stamp: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .ok()
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .filter(|at| chrono::Datelike::year(at) > 1)
+}
+
 /// Creates the network unless it exists.
 pub async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
     match docker.inspect_network(name, None).await {
@@ -134,7 +153,10 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
 /// What wsctl needs to know about a container.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ContainerInfo {
+    pub id: String,
     pub name: String,
+    /// When the engine created it (RFC 3339, the engine's clock).
+    pub created: Option<String>,
     pub state: String,
     pub running: bool,
     /// `healthy`, `unhealthy`, `starting`, or `none` without a HEALTHCHECK.
@@ -155,7 +177,9 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
     let state = container.state.unwrap_or_default();
     let config = container.config.unwrap_or_default();
     Ok(Some(ContainerInfo {
+        id: container.id.unwrap_or_default(),
         name: name.to_string(),
+        created: container.created,
         state: state
             .status
             .map(|status| status.to_string())

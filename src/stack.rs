@@ -14,7 +14,51 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
-pub const COLORS: [&str; 2] = ["blue", "green"];
+/// A deployment colour: the stack runs the service as `app_blue` and
+/// `app_green`, and Nginx routes to one of them. A typed value, so a wrong
+/// colour is refused by the command line before any I/O.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub const ALL: [Color; 2] = [Color::Blue, Color::Green];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+
+    /// The other colour: the standby when this one is live.
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+
+    /// `blue` or `green` as written in an upstream file or `/status`.
+    pub fn parse(text: &str) -> Option<Color> {
+        match text.trim() {
+            "blue" => Some(Color::Blue),
+            "green" => Some(Color::Green),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Color {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,7 +77,8 @@ pub struct StackConfig {
     pub ready_timeout: u64,
     /// Seconds the old colour gets to drain (SIGTERM, then SIGKILL).
     pub drain_timeout: u64,
-    /// Seconds after which a lock left by a crashed run may be broken.
+    /// Seconds a run's lock lives without renewal; a running wsctl renews it
+    /// every third of that, so only a crashed run's lock expires.
     pub lock_ttl: u64,
     /// An upstream template of your own (default: templates/upstream.conf.j2).
     pub upstream_template: Option<std::path::PathBuf>,
@@ -68,7 +113,7 @@ impl Default for StackConfig {
             app_env: BTreeMap::new(),
             ready_timeout: 30,
             drain_timeout: 15,
-            lock_ttl: 600,
+            lock_ttl: 60,
             upstream_template: None,
         }
     }
@@ -96,8 +141,9 @@ app_env: {}
 ready_timeout: 30
 # Seconds the old colour gets to drain (its clients get goodbye and 1001).
 drain_timeout: 15
-# Seconds after which a lock left by a crashed run may be broken.
-lock_ttl: 600
+# Seconds a deploy's lock lives without renewal (the running deploy renews
+# it), so a crashed deploy's lock frees itself after this long.
+lock_ttl: 60
 # An upstream template of your own; it must start with
 # `# wsctl live colour: {{ color }}` (default: the shipped template).
 upstream_template: null
@@ -136,6 +182,7 @@ impl StackConfig {
         for (key, value) in [
             ("ready_timeout", self.ready_timeout),
             ("drain_timeout", self.drain_timeout),
+            ("lock_ttl", self.lock_ttl),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!(
@@ -150,7 +197,7 @@ impl StackConfig {
         format!("{}{base}", self.prefix)
     }
 
-    pub fn app(&self, color: &str) -> String {
+    pub fn app(&self, color: Color) -> String {
         self.name(&format!("app_{color}"))
     }
 
@@ -179,11 +226,6 @@ impl StackConfig {
     }
 }
 
-/// The other colour.
-pub fn other(color: &str) -> &'static str {
-    if color == "blue" { "green" } else { "blue" }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +235,7 @@ mod tests {
         let defaults = StackConfig::default();
         let init = StackConfig::parse(INIT_FILE, "wsctl.yaml").unwrap();
         assert_eq!(format!("{defaults:?}"), format!("{init:?}"));
-        assert_eq!(defaults.app("green"), "app_green");
+        assert_eq!(defaults.app(Color::Green), "app_green");
         assert_eq!(defaults.redis_url(), "redis://redis:6379/0");
     }
 
@@ -233,7 +275,7 @@ mod tests {
     #[test]
     fn prefix_applies_to_every_name() {
         let config = StackConfig::parse("prefix: t1_", "f").unwrap();
-        assert_eq!(config.app("blue"), "t1_app_blue");
+        assert_eq!(config.app(Color::Blue), "t1_app_blue");
         assert_eq!(config.network_name(), "t1_wsctl");
         assert_eq!(config.redis_url(), "redis://t1_redis:6379/0");
     }

@@ -1,15 +1,16 @@
-//! `wsctl deploy`, `switch`, `rollback`, `status`, `unlock`, `init`: the
-//! commands that drive a stack through the Docker API.
+//! `wsctl deploy`, `switch`, `rollback`, `recover`, `status`, `lock`,
+//! `unlock`, `init`: the commands that drive a stack through the Docker API.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::config::ConfigError;
-use crate::deploy::{self, Events, Stack};
-use crate::stack::{INIT_FILE, StackConfig};
+use crate::deploy::{self, Events, Journal, Stack};
+use crate::signal::Interrupt;
+use crate::stack::{Color, INIT_FILE, StackConfig};
 
 /// Options every stack command takes.
 #[derive(Debug, Args)]
@@ -28,8 +29,8 @@ pub struct StackArgs {
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// Colour to deploy (default: the one not serving).
-    #[arg(long)]
-    color: Option<String>,
+    #[arg(long, value_enum)]
+    color: Option<Color>,
     /// Image for the new colour (default: images.app from the config).
     #[arg(long)]
     image: Option<String>,
@@ -40,8 +41,8 @@ pub struct DeployArgs {
 #[derive(Debug, Args)]
 pub struct SwitchArgs {
     /// Colour to send traffic to.
-    #[arg(long)]
-    color: String,
+    #[arg(long, value_enum)]
+    color: Color,
     /// Switch even when the colour is not healthy.
     #[arg(long)]
     force: bool,
@@ -53,6 +54,34 @@ pub struct SwitchArgs {
 pub struct RollbackArgs {
     #[command(flatten)]
     stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(subcommand)]
+    command: LockCommand,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the stack's lock, since when, until when.
+    Status,
+    /// Hold the lock by hand (deploys refuse) until `wsctl lock release`.
+    Acquire {
+        /// Why: shown to everyone the lock refuses.
+        #[arg(long, short = 'm')]
+        message: String,
+    },
+    /// Let go of a lock taken with `wsctl lock acquire`.
+    Release,
 }
 
 #[derive(Debug, Args)]
@@ -80,9 +109,16 @@ pub struct InitArgs {
     force: bool,
 }
 
-/// Loads the config (and its template), connects to the engine, then runs `body`.
+/// What the second SIGINT/SIGTERM leaves behind (the first one undoes).
+const ON_SECOND_SIGNAL: &str =
+    "the journal shows the run unfinished; the next deploy or `wsctl recover` repairs the stack";
+
+/// Loads the config (and its template), connects to the engine, then runs
+/// `body`. Commands that move traffic (`interruptible`) catch the first
+/// SIGINT/SIGTERM and stop at a safe point; the others die as usual.
 fn with_stack(
     args: &StackArgs,
+    interruptible: bool,
     body: impl AsyncFnOnce(&mut Stack) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let config = StackConfig::load(&args.config)?;
@@ -96,37 +132,52 @@ fn with_stack(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let interrupt = if interruptible {
+            Interrupt::install(ON_SECOND_SIGNAL)?
+        } else {
+            Interrupt::default()
+        };
         let docker = crate::docker::connect().await?;
         let mut stack = Stack {
             docker,
+            journal: Journal::new(&config),
             config,
             events: Events::new(args.json),
             template,
             lock_wait: Duration::from_secs(args.lock_wait),
+            interrupt,
         };
         body(&mut stack).await
     })
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, async |stack| {
+    with_stack(&args.stack, true, async |stack| {
         deploy::deploy(stack, args.color, args.image).await
     })
 }
 
 pub fn switch(args: SwitchArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, async |stack| {
+    with_stack(&args.stack, true, async |stack| {
         deploy::switch(stack, args.color, args.force).await
     })
 }
 
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, async |stack| deploy::rollback(stack).await)
+    with_stack(&args.stack, true, async |stack| {
+        deploy::rollback(stack).await
+    })
+}
+
+pub fn recover(args: RecoverArgs) -> anyhow::Result<()> {
+    with_stack(&args.stack, true, async |stack| {
+        deploy::recover(stack).await
+    })
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let json = args.stack.json;
-    with_stack(&args.stack, async |stack| {
+    with_stack(&args.stack, false, async |stack| {
         let status = deploy::status(stack).await?;
         if json {
             println!("{status}");
@@ -139,8 +190,36 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 fn print_status(status: &serde_json::Value) {
     println!("live: {}", status["live"].as_str().unwrap_or("none"));
-    for color in crate::stack::COLORS {
-        let c = &status["colors"][color];
+    if let Some(disagreement) = status["disagreement"].as_str() {
+        println!("WARNING: {disagreement}: run `wsctl recover`");
+    }
+    if let Some(holder) = status["lock"]["holder"].as_str() {
+        let stale = if status["lock"]["stale"] == true {
+            " (stale: the next run breaks it)"
+        } else {
+            ""
+        };
+        println!(
+            "locked by {holder} since {}{stale}",
+            status["lock"]["since"].as_str().unwrap_or("?")
+        );
+    }
+    for run in status["unfinished"].as_array().into_iter().flatten() {
+        let what = if run["running"] == true {
+            "running now"
+        } else {
+            "did not finish: the next deploy or `wsctl recover` repairs it"
+        };
+        println!(
+            "run {} ({} -> {}, state {}) {what}",
+            run["id"].as_str().unwrap_or(""),
+            run["action"].as_str().unwrap_or(""),
+            run["to"].as_str().unwrap_or(""),
+            run["state"].as_str().unwrap_or(""),
+        );
+    }
+    for color in Color::ALL {
+        let c = &status["colors"][color.as_str()];
         println!(
             "{color:<6} {:<10} health {:<9} image {:<24} version {:<8} uptime {:>6} s  connections {}",
             c["state"].as_str().unwrap_or("-"),
@@ -157,14 +236,60 @@ fn print_status(status: &serde_json::Value) {
     }
     for entry in status["history"].as_array().into_iter().flatten() {
         println!(
-            "{}  {:<8} {} -> {}  {}",
+            "{}  {:<8} {} -> {}  {:<13} {}  by {}",
             entry["at"].as_str().unwrap_or(""),
             entry["action"].as_str().unwrap_or(""),
             entry["from"].as_str().unwrap_or("none"),
             entry["to"].as_str().unwrap_or(""),
+            entry["outcome"].as_str().unwrap_or(""),
             entry["image"].as_str().unwrap_or(""),
+            entry["performer"].as_str().unwrap_or(""),
         );
     }
+}
+
+pub fn lock(args: LockArgs) -> anyhow::Result<()> {
+    let json = args.stack.json;
+    with_stack(&args.stack, false, async |stack| match args.command {
+        LockCommand::Status => {
+            let holder = deploy::lock_holder(&stack.docker, &stack.config).await?;
+            if json {
+                println!("{}", serde_json::json!({ "lock": holder }));
+            } else {
+                match holder {
+                    None => println!("the lock is free"),
+                    Some(held) => println!(
+                        "locked by {} since {}{}{}",
+                        held.holder,
+                        held.since,
+                        if held.message.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", held.message)
+                        },
+                        match (&held.expires_at, held.stale) {
+                            (_, true) => " (stale: the next run breaks it)".to_string(),
+                            (Some(end), false) => format!(" (lease until {end})"),
+                            (None, false) => " (until `wsctl lock release`)".to_string(),
+                        }
+                    ),
+                }
+            }
+            Ok(())
+        }
+        LockCommand::Acquire { message } => {
+            deploy::acquire_manual_lock(stack, &message).await?;
+            println!("lock acquired: {message}");
+            Ok(())
+        }
+        LockCommand::Release => {
+            match deploy::release_manual_lock(&stack.docker, &stack.config).await? {
+                Some(held) => println!("released the lock of {}", held.holder),
+                None => println!("the lock is free"),
+            }
+            Ok(())
+        }
+    })
 }
 
 pub fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
@@ -174,7 +299,7 @@ pub fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    with_stack(&args.stack, async |stack| {
+    with_stack(&args.stack, false, async |stack| {
         match deploy::force_unlock(&stack.docker, &stack.config).await? {
             Some(holder) => println!("lock held by {holder} broken"),
             None => println!("no lock was held"),

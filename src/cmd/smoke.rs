@@ -19,8 +19,8 @@ pub struct SmokeArgs {
     url: String,
     /// Smoke a colour of the stack instead, from inside its container
     /// (straight at its port, not through Nginx; works with a remote engine).
-    #[arg(long)]
-    color: Option<String>,
+    #[arg(long, value_enum)]
+    color: Option<crate::stack::Color>,
     /// The stack's configuration (with --color).
     #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
     config: PathBuf,
@@ -42,7 +42,7 @@ pub struct SmokeFailed {
 
 pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
     let checks = match &args.color {
-        Some(color) => smoke_colour(&args.config, color)?,
+        Some(color) => smoke_colour(&args.config, *color)?,
         None => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -92,7 +92,10 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
 
 /// Runs `wsctl smoke --json` inside the colour's container and reads its
 /// checks back.
-fn smoke_colour(config: &std::path::Path, color: &str) -> anyhow::Result<Vec<smoke::Check>> {
+fn smoke_colour(
+    config: &std::path::Path,
+    color: crate::stack::Color,
+) -> anyhow::Result<Vec<smoke::Check>> {
     let stack = crate::stack::StackConfig::load(config)?;
     let container = stack.app(color);
     let url = format!("http://127.0.0.1:{}", stack.app_port);

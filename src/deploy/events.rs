@@ -12,6 +12,8 @@ pub struct Events {
     json: bool,
     spinner: Option<ProgressBar>,
     step: &'static str,
+    /// A step has begun and not yet finished.
+    open: bool,
     started: Instant,
     /// Each finished step and its duration, for the summary.
     pub durations: Vec<(&'static str, Duration)>,
@@ -23,6 +25,7 @@ impl Events {
             json,
             spinner: None,
             step: "",
+            open: false,
             started: Instant::now(),
             durations: Vec::new(),
         }
@@ -30,6 +33,7 @@ impl Events {
 
     pub fn begin(&mut self, step: &'static str, what: &str) {
         self.step = step;
+        self.open = true;
         self.started = Instant::now();
         if self.json {
             self.emit(json!({"event": "step", "step": step, "status": "started", "detail": what}));
@@ -62,6 +66,7 @@ impl Events {
     }
 
     fn finish(&mut self, status: &str, detail: &str) {
+        self.open = false;
         let took = self.started.elapsed();
         self.durations.push((self.step, took));
         if let Some(spinner) = self.spinner.take() {
@@ -82,11 +87,28 @@ impl Events {
         }
     }
 
+    /// Each finished step's duration in milliseconds, for the summary
+    /// (a step run twice, such as `undo`, adds up).
+    pub fn durations_ms(&self) -> serde_json::Map<String, Value> {
+        let mut steps = serde_json::Map::new();
+        for (step, took) in &self.durations {
+            let before = steps.get(*step).and_then(Value::as_f64).unwrap_or(0.0);
+            let ms = (before + took.as_secs_f64() * 1000.0).round();
+            steps.insert(step.to_string(), json!(ms));
+        }
+        steps
+    }
+
     /// A final or informational object (JSON mode) or line (terminal).
     pub fn emit(&self, value: Value) {
         if self.json {
             println!("{value}");
         }
+    }
+
+    /// A step has begun and not finished (an error must close it).
+    pub fn step_open(&self) -> bool {
+        self.open
     }
 
     pub fn is_json(&self) -> bool {

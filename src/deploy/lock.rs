@@ -1,108 +1,369 @@
-//! One deploy, switch or rollback at a time per stack, also from several
-//! machines driving one engine: the lock is a container, created (never
-//! started) under a fixed name. Creating a named container is atomic in the
-//! engine (409 when the name is taken), and its labels say who holds it,
-//! since when, and until when a crashed holder may keep it.
+//! One deploy, switch, rollback or recover at a time per stack, also from
+//! several machines driving one engine.
+//!
+//! The lock is a container created under a fixed name (`{prefix}wsctl_lock`):
+//! creating a named container is atomic in the engine (409 when the name
+//! is taken). Its labels say who holds it (user, host, pid, command), its
+//! token (the run id) and its time to live. It is never left running: to
+//! renew its lease the holder starts it (it runs `nginx -v` and exits), which
+//! moves its `StartedAt` on the engine's clock. The lease ends `lock_ttl`
+//! after the later of its creation and its last start, judged against the
+//! engine's clock too, so a wrong clock on one machine cannot break it.
+//!
+//! - Only the holder releases it: release removes the container by the id
+//!   its own create returned.
+//! - An expired lock, or one whose holder was a process on this machine that
+//!   no longer exists, is broken by removing *that container id* (a
+//!   compare-and-swap: a lock taken again in between has another id).
+//! - `wsctl lock acquire -m MESSAGE` takes a manual lock that never expires
+//!   (nobody renews it) and `wsctl lock release` lets it go.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::task::JoinHandle;
 
 use super::DeployError;
+use super::wait::{Check, WaitError, poll_until};
 use crate::docker::{self, status_of};
 use crate::stack::StackConfig;
 
 const HOLDER: &str = "wsctl.lock.holder";
+const TOKEN: &str = "wsctl.lock.token";
 const SINCE: &str = "wsctl.lock.since";
-const EXPIRES: &str = "wsctl.lock.expires";
+const TTL: &str = "wsctl.lock.ttl";
+const HOST: &str = "wsctl.lock.host";
+const PID: &str = "wsctl.lock.pid";
+const MESSAGE: &str = "wsctl.lock.message";
+/// What `nginx -v` needs: the Nginx image is always present in a stack.
+const RENEW_COMMAND: [&str; 2] = ["/usr/sbin/nginx", "-v"];
+/// How often a waiter looks at the lock again.
+const WAIT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Who holds the lock, as `wsctl lock status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    /// The lock container's id: what a compare-and-swap compares.
+    pub id: String,
+    pub holder: String,
+    pub token: String,
+    pub since: String,
+    pub message: String,
+    /// Seconds of lease; 0 for a manual lock (never expires).
+    pub ttl: u64,
+    pub host: String,
+    pub pid: Option<u32>,
+    /// End of the lease on the engine's clock (`None`: never).
+    pub expires_at: Option<String>,
+    /// Expired, or held by a process of this machine that is gone.
+    pub stale: bool,
+}
+
+/// A held lock, renewed in the background until released.
 pub struct Lock {
+    id: String,
     name: String,
+    renewer: Option<JoinHandle<()>>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// When a lease granted or renewed at `renewed` for `ttl` ends.
+fn lease_end(renewed: DateTime<Utc>, ttl: u64) -> Option<DateTime<Utc>> {
+    (ttl > 0).then(|| renewed + chrono::Duration::seconds(ttl as i64))
 }
 
-/// `user@host pid N: command`
-fn holder(command: &str) -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    format!("{user}@{host} pid {}: {command}", std::process::id())
+/// How often a holder renews: three times per lease, so one slow call to
+/// the engine does not let it expire.
+fn renew_interval(ttl: u64) -> Duration {
+    Duration::from_millis((ttl * 1000 / 3).max(200))
 }
 
-/// Takes the stack's lock, waiting up to `wait` for a holder to let go.
+fn local_host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A holder on this machine whose process is gone.
+fn holder_process_gone(host: &str, pid: Option<u32>) -> bool {
+    match pid {
+        Some(pid) if host == local_host() && pid != std::process::id() => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
+/// Reads the lock; `None` when nobody holds it.
+pub async fn holder(docker: &Docker, config: &StackConfig) -> anyhow::Result<Option<Holder>> {
+    let name = config.name("wsctl_lock");
+    let Some(info) = docker::inspect(docker, &name).await? else {
+        return Ok(None);
+    };
+    let label = |key: &str| info.labels.get(key).cloned().unwrap_or_default();
+    let ttl: u64 = label(TTL).parse().unwrap_or(0);
+    let renewed = [info.created.as_deref(), info.started_at.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(docker::parse_time)
+        .max();
+    let expires = renewed.and_then(|at| lease_end(at, ttl));
+    let expired = match expires {
+        Some(end) => docker::engine_time(docker).await? >= end,
+        None => false,
+    };
+    let pid = label(PID).parse().ok();
+    let host = label(HOST);
+    Ok(Some(Holder {
+        id: info.id,
+        holder: label(HOLDER),
+        token: label(TOKEN),
+        since: label(SINCE),
+        message: label(MESSAGE),
+        ttl,
+        stale: expired || holder_process_gone(&host, pid),
+        host,
+        pid,
+        expires_at: expires.map(|end| end.to_rfc3339()),
+    }))
+}
+
+/// What the lock says about the one taking it.
+pub struct Request<'a> {
+    /// `deploy green`, `lock acquire`, ...
+    pub command: &'a str,
+    /// The run id (or a fresh one for a manual lock).
+    pub token: &'a str,
+    pub message: &'a str,
+    /// Seconds of lease; 0: a manual lock that never expires.
+    pub ttl: u64,
+}
+
+/// Takes the stack's lock, waiting up to `wait` for a holder to let go and
+/// breaking a stale lock; a run's lock is renewed until released.
 pub async fn acquire(
     docker: &Docker,
-    stack: &StackConfig,
-    command: &str,
+    config: &StackConfig,
+    request: Request<'_>,
     wait: Duration,
 ) -> anyhow::Result<Lock> {
-    let name = stack.name("wsctl_lock");
-    let give_up = std::time::Instant::now() + wait;
-    loop {
-        let labels = HashMap::from([
-            (HOLDER.to_string(), holder(command)),
-            (SINCE.to_string(), crate::time::now_rfc3339()),
-            (
-                EXPIRES.to_string(),
-                (unix_now() + stack.lock_ttl).to_string(),
-            ),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(stack.images.nginx.clone()),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        match docker.create_container(Some(options), body).await {
-            Ok(_) => return Ok(Lock { name }),
-            Err(error) if status_of(&error) == Some(409) => {}
-            Err(error) => return Err(anyhow::Error::new(error).context("taking the deploy lock")),
-        }
-        let Some(held) = docker::inspect(docker, &name).await? else {
-            continue; // released in between
-        };
-        let expires: u64 = held
-            .labels
-            .get(EXPIRES)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if expires <= unix_now() {
-            tracing::warn!(
-                holder = held.labels.get(HOLDER).map(String::as_str),
-                "breaking an expired lock"
-            );
-            docker::remove(docker, &name).await?;
-            continue;
-        }
-        if std::time::Instant::now() >= give_up {
-            return Err(DeployError::LockHeld {
-                holder: held.labels.get(HOLDER).cloned().unwrap_or_default(),
-                since: held.labels.get(SINCE).cloned().unwrap_or_default(),
+    let name = config.name("wsctl_lock");
+    let taken = poll_until(wait, WAIT_INTERVAL, || {
+        try_take(docker, config, &name, &request)
+    })
+    .await;
+    match taken {
+        Ok(lock) => Ok(lock),
+        Err(WaitError::Failed(why)) => Err(anyhow::anyhow!("taking the deploy lock: {why}")),
+        Err(WaitError::TimedOut(_)) => match holder(docker, config).await? {
+            Some(held) => Err(DeployError::LockHeld {
+                holder: if held.message.is_empty() {
+                    held.holder
+                } else {
+                    format!("{} ({})", held.holder, held.message)
+                },
+                since: held.since,
             }
-            .into());
+            .into()),
+            None => Err(anyhow::anyhow!("the deploy lock kept changing hands")),
+        },
+    }
+}
+
+/// One attempt: create the lock, or break it when stale, or report who holds it.
+async fn try_take(
+    docker: &Docker,
+    config: &StackConfig,
+    name: &str,
+    request: &Request<'_>,
+) -> Check<Lock> {
+    let labels = HashMap::from([
+        (
+            HOLDER.to_string(),
+            format!(
+                "{} pid {}: {}",
+                super::journal::performer(),
+                std::process::id(),
+                request.command
+            ),
+        ),
+        (TOKEN.to_string(), request.token.to_string()),
+        (SINCE.to_string(), crate::time::now_rfc3339()),
+        (TTL.to_string(), request.ttl.to_string()),
+        (HOST.to_string(), local_host()),
+        (PID.to_string(), std::process::id().to_string()),
+        (MESSAGE.to_string(), request.message.to_string()),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some(config.images.nginx.clone()),
+        entrypoint: Some(RENEW_COMMAND.iter().map(|part| part.to_string()).collect()),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Twice: once more right after breaking a stale lock.
+    for _ in 0..2 {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        match docker.create_container(Some(options), body.clone()).await {
+            Ok(created) => {
+                let renewer = (request.ttl > 0).then(|| {
+                    tokio::spawn(renew(
+                        docker.clone(),
+                        created.id.clone(),
+                        renew_interval(request.ttl),
+                    ))
+                });
+                return Check::Ready(Lock {
+                    id: created.id,
+                    name: name.to_string(),
+                    renewer,
+                });
+            }
+            Err(error) if status_of(&error) == Some(409) => {}
+            Err(error) => return Check::Failed(error.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        match holder(docker, config).await {
+            Ok(Some(held)) if held.stale => {
+                tracing::warn!(holder = %held.holder, id = %held.id, "breaking a stale lock");
+                eprintln!("wsctl: breaking the stale lock of {}", held.holder);
+                // By id: if someone broke and retook it meanwhile, this is a 404.
+                if let Err(error) = docker::remove(docker, &held.id).await {
+                    return Check::Failed(format!("{error:#}"));
+                }
+            }
+            Ok(Some(held)) => return Check::Pending(held.holder),
+            Ok(None) => {}
+            Err(error) => return Check::Failed(format!("{error:#}")),
+        }
+    }
+    Check::Pending("the lock changed hands".into())
+}
+
+/// Renews the lease every `interval` until the task is aborted (release).
+async fn renew(docker: Docker, id: String, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match docker.start_container(&id, None).await {
+            Ok(()) => {}
+            Err(error) if status_of(&error) == Some(304) => {}
+            Err(error) if status_of(&error) == Some(404) => {
+                eprintln!("wsctl: the deploy lock was broken by someone else");
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "renewing the deploy lock failed"),
+        }
     }
 }
 
 impl Lock {
-    pub async fn release(self, docker: &Docker) -> anyhow::Result<()> {
-        docker::remove(docker, &self.name).await
+    /// Lets go: removes the container this holder created (by its id, so a
+    /// lock someone else took after breaking ours is left alone).
+    pub async fn release(mut self, docker: &Docker) -> anyhow::Result<()> {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        docker::remove(docker, &self.id).await
+    }
+
+    /// Keeps the lock held after this process exits (`wsctl lock acquire`).
+    pub fn keep(mut self) -> String {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        self.name.clone()
     }
 }
 
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+/// `wsctl lock release`: lets go of a manual lock. A run's lock belongs to
+/// that run; only `wsctl unlock --force` breaks it.
+pub async fn release_manual(
+    docker: &Docker,
+    config: &StackConfig,
+) -> anyhow::Result<Option<Holder>> {
+    let Some(held) = holder(docker, config).await? else {
+        return Ok(None);
+    };
+    if held.ttl != 0 {
+        return Err(DeployError::LockHeld {
+            holder: format!(
+                "{} (a running command; `wsctl unlock --force` breaks it)",
+                held.holder
+            ),
+            since: held.since,
+        }
+        .into());
+    }
+    docker::remove(docker, &held.id).await?;
+    Ok(Some(held))
+}
+
 /// `wsctl unlock --force`: breaks the lock whoever holds it.
-pub async fn force_unlock(docker: &Docker, stack: &StackConfig) -> anyhow::Result<Option<String>> {
-    let name = stack.name("wsctl_lock");
-    let held = docker::inspect(docker, &name).await?;
-    docker::remove(docker, &name).await?;
-    Ok(held.and_then(|held| held.labels.get(HOLDER).cloned()))
+pub async fn force_unlock(docker: &Docker, config: &StackConfig) -> anyhow::Result<Option<String>> {
+    let held = holder(docker, config).await?;
+    if let Some(held) = &held {
+        docker::remove(docker, &held.id).await?;
+    }
+    Ok(held.map(|held| held.holder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_ends_ttl_after_its_last_renewal_and_a_manual_lock_never() {
+        let at = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            lease_end(at, 60).unwrap().to_rfc3339(),
+            "2026-11-27T10:01:00+00:00"
+        );
+        assert_eq!(lease_end(at, 0), None);
+    }
+
+    #[test]
+    fn a_holder_renews_three_times_per_lease() {
+        assert_eq!(renew_interval(60), Duration::from_secs(20));
+        assert_eq!(renew_interval(1), Duration::from_millis(333));
+        assert!(renew_interval(60) * 3 <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn only_a_vanished_local_process_makes_a_holder_stale() {
+        let here = local_host();
+        assert!(!holder_process_gone(&here, Some(std::process::id())));
+        assert!(!holder_process_gone("another-machine", Some(u32::MAX - 1)));
+        assert!(holder_process_gone(&here, Some(u32::MAX - 1)));
+        assert!(!holder_process_gone(&here, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gives_up_after_lock_wait() {
+        // The lock wait is poll_until with WAIT_INTERVAL: a holder that
+        // never lets go is looked at every 500 ms until the wait ends.
+        let looks = std::cell::Cell::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = poll_until(Duration::from_secs(3), WAIT_INTERVAL, || {
+            looks.set(looks.get() + 1);
+            async { Check::Pending("ops@elsewhere".to_string()) }
+        })
+        .await;
+        assert_eq!(result, Err(WaitError::TimedOut("ops@elsewhere".into())));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(looks.get(), 7);
+    }
 }

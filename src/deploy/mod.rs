@@ -1,76 +1,57 @@
-//! Blue-green deploys through the Docker API.
+//! Blue-green deploys through the Docker API, as explicit plans that
+//! survive interruption.
 //!
-//! A deploy is a sequence of small steps, each reported with its duration
-//! (`events.rs`): preflight (images, lock, network, Redis and Nginx created
-//! when absent), start the standby, wait until the engine reports it
-//! healthy (the image's HEALTHCHECK runs `wsctl probe` inside it), smoke it
-//! from inside (`wsctl smoke` by exec, never through Nginx), switch (render
-//! the upstream, upload it, `nginx -t`, reload), verify through the public
-//! address, drain the old colour (SIGTERM: its clients get goodbye and 1001
-//! and reconnect through Nginx) and keep it stopped for rollback.
+//! A reader finds each part in one place:
+//! - `plan.rs`: the states, the plan of each command, the step runner and
+//!   the undo that each state owns.
+//! - `containers.rs`: the Docker-side steps (start, readiness, smoke, drain).
+//! - `nginx.rs`: what Nginx serves, and the switch itself.
+//! - `journal.rs`: every run recorded in the engine, state by state.
+//! - `lock.rs`: one run at a time per stack, renewed while it lives.
+//! - `recover.rs`: bringing a stack left by a killed run to a consistent state.
+//! - `status.rs`: `wsctl status`. `error.rs`: the exit codes.
+//! - `events.rs`: progress lines or `--json`; `probe.rs`: the cutover probe;
+//!   `upstream.rs`: the rendered upstream; `wait.rs`: the one polling loop.
 //!
-//! Before the switch any failure removes the standby and leaves traffic
-//! where it was; a failed `nginx -t`, reload or verification restores the
-//! previous upstream. Nothing here assumes the host can reach a container's
-//! address: checks go through the engine or the published Nginx port.
+//! This file holds the commands: each takes the lock, brings the stack to
+//! a consistent state (bootstrap, recover an unfinished run), builds its
+//! plan and hands it to the runner. Nothing here assumes the host can reach
+//! a container's address: checks go through the engine or the published
+//! Nginx port.
 
+mod containers;
+mod error;
 mod events;
-mod history;
+mod journal;
 mod lock;
+mod nginx;
+mod plan;
 mod probe;
+mod recover;
+mod status;
 mod upstream;
+mod wait;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
-use serde_json::json;
 
+pub use error::DeployError;
 pub use events::Events;
-pub use lock::force_unlock;
+pub use journal::Journal;
+pub use lock::{force_unlock, holder as lock_holder, release_manual as release_manual_lock};
+pub use recover::recover;
+pub use status::status;
 pub use upstream::DEFAULT_TEMPLATE;
 
-use crate::docker::{self, ContainerInfo};
-use crate::stack::{COLORS, StackConfig, other};
-
-const UPSTREAM_DIR: &str = "/etc/nginx/conf.d";
-const UPSTREAM_FILE: &str = "upstream.conf";
-const NGINX: &str = "/usr/sbin/nginx";
-
-/// Why a deploy command failed; each has its own exit code (README).
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("health check failed: {0}")]
-    Health(String),
-    #[error("smoke test failed: {0}")]
-    Smoke(String),
-    #[error("switch failed, previous upstream restored: {0}")]
-    Switch(String),
-    #[error("drain timed out: {0}")]
-    Drain(String),
-    #[error("the stack is locked by {holder} since {since} (wsctl unlock --force breaks it)")]
-    LockHeld { holder: String, since: String },
-}
-
-impl DeployError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            DeployError::Usage(_) => 2,
-            DeployError::Health(_) => 3,
-            DeployError::Smoke(_) => 4,
-            DeployError::Switch(_) => 5,
-            DeployError::Drain(_) => 6,
-            DeployError::LockHeld { .. } => 7,
-        }
-    }
-}
+use crate::docker;
+use crate::signal::Interrupt;
+use crate::stack::{Color, StackConfig};
+use plan::{Action, Health, Plan, Start};
 
 /// What the commands share: the engine, the stack and the reporter.
 pub struct Stack {
@@ -80,45 +61,89 @@ pub struct Stack {
     /// The upstream template (the stack's own, or the shipped one).
     pub template: String,
     pub lock_wait: Duration,
+    pub journal: Journal,
+    /// The first SIGINT/SIGTERM, checked by the runner at safe points.
+    pub interrupt: Interrupt,
 }
 
 impl Stack {
-    fn nginx(&self) -> String {
-        self.config.name("nginx")
-    }
-
-    /// The colour Nginx routes to now, read from its live upstream file.
-    pub async fn live_color(&self) -> anyhow::Result<Option<String>> {
-        let path = format!("{UPSTREAM_DIR}/{UPSTREAM_FILE}");
-        if docker::inspect(&self.docker, &self.nginx())
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let file = docker::download_file(&self.docker, &self.nginx(), &path).await?;
-        Ok(file.and_then(|bytes| upstream::live_color(&String::from_utf8_lossy(&bytes))))
-    }
-
-    /// Runs `body` under the stack's lock, releasing it whatever happens.
+    /// Runs `body` under the stack's lock (renewed while it runs), after
+    /// making the stack consistent: network, Redis and Nginx exist, and a
+    /// run that died unfinished is recovered first.
     async fn locked<T>(
         &mut self,
         command: &str,
         body: impl AsyncFnOnce(&mut Self) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let lock = lock::acquire(&self.docker, &self.config, command, self.lock_wait).await?;
-        let result = body(self).await;
+        self.locked_with(command, true, body).await
+    }
+
+    /// `locked`, optionally without recovering unfinished runs first
+    /// (`wsctl recover` does that itself).
+    async fn locked_with<T>(
+        &mut self,
+        command: &str,
+        recover_first: bool,
+        body: impl AsyncFnOnce(&mut Self) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let request = lock::Request {
+            command,
+            token: &token,
+            message: "",
+            ttl: self.config.lock_ttl,
+        };
+        let lock = lock::acquire(&self.docker, &self.config, request, self.lock_wait).await?;
+        let result = async {
+            bootstrap(self).await?;
+            if recover_first {
+                recover::unfinished_runs(self).await?;
+            }
+            body(self).await
+        }
+        .await;
         let released = lock.release(&self.docker).await;
         let value = result?;
         released?;
         Ok(value)
     }
+
+    /// The colour Nginx serves, refusing when its loaded configuration
+    /// and its upstream file disagree (only `recover` repairs that).
+    async fn live_color(&mut self) -> anyhow::Result<Option<Color>> {
+        let serving = nginx::serving(self).await?;
+        if let Some(disagreement) = serving.disagreement() {
+            return Err(DeployError::NeedsRecover(disagreement).into());
+        }
+        Ok(serving.live())
+    }
+
+    /// Ends the preflight step: refuses when a signal came during it
+    /// (nothing has changed yet).
+    fn preflight_done(&mut self, detail: &str) -> anyhow::Result<()> {
+        if let Some(signal) = self.interrupt.received() {
+            let error = DeployError::Interrupted {
+                signal,
+                outcome: "nothing was changed".into(),
+            };
+            self.events.fail(&error.to_string());
+            return Err(error.into());
+        }
+        self.events.ok(detail);
+        Ok(())
+    }
+}
+
+/// Reports a failed preflight step and passes the error on.
+fn preflight_failed<T>(stack: &mut Stack, error: anyhow::Error) -> anyhow::Result<T> {
+    stack.events.fail(&format!("{error:#}"));
+    Err(error)
 }
 
 /// `wsctl deploy`: the standby colour (or `color`) with `image`.
 pub async fn deploy(
     stack: &mut Stack,
-    color: Option<String>,
+    color: Option<Color>,
     image: Option<String>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -126,66 +151,143 @@ pub async fn deploy(
     stack
         .events
         .begin("preflight", "engine, images, lock, network, redis, nginx");
-    let prepared = async {
-        for name in [
-            &image,
-            &stack.config.images.nginx,
-            &stack.config.images.redis,
-        ] {
-            docker::ensure_image(&stack.docker, name).await?;
+    let images = [
+        image.clone(),
+        stack.config.images.nginx.clone(),
+        stack.config.images.redis.clone(),
+    ];
+    for name in &images {
+        if let Err(error) = docker::ensure_image(&stack.docker, name).await {
+            return preflight_failed(stack, error);
         }
-        anyhow::Ok(())
     }
-    .await;
-    if let Err(error) = prepared {
-        stack.events.fail(&format!("{error:#}"));
-        return Err(error);
-    }
-    let command = format!("deploy {}", color.as_deref().unwrap_or(""));
-    stack
+    let command = format!(
+        "deploy {}",
+        color.map_or(String::new(), |color| color.to_string())
+    );
+    let locked = stack
         .locked(&command, async move |stack| {
-            if let Err(error) = bootstrap(stack).await {
-                stack.events.fail(&format!("{error:#}"));
-                return Err(error);
-            }
-            let live = stack.live_color().await?;
-            let standby = match color {
-                Some(color) => color,
-                None => other(live.as_deref().unwrap_or("green")).to_string(),
+            let live = match stack.live_color().await {
+                Ok(live) => live,
+                Err(error) => return preflight_failed(stack, error),
             };
-            if !COLORS.contains(&standby.as_str()) {
-                let error =
-                    DeployError::Usage(format!("--color must be blue or green, not '{standby}'"));
-                stack.events.fail(&error.to_string());
-                return Err(error.into());
-            }
-            if live.as_deref() == Some(standby.as_str()) {
+            let standby = color.unwrap_or(live.map_or(Color::Blue, Color::other));
+            if live == Some(standby) {
                 let error =
                     DeployError::Usage(format!("{standby} is live; deploy to the standby colour"));
-                stack.events.fail(&error.to_string());
-                return Err(error.into());
+                return preflight_failed(stack, error.into());
             }
-            stack.events.ok(&format!(
+            stack.preflight_done(&format!(
                 "live: {}, standby: {standby}",
-                live.as_deref().unwrap_or("none")
-            ));
-
-            start_colour(stack, &standby, &image).await?;
-            wait_healthy(stack, &standby, true).await?;
-            smoke(stack, &standby, true).await?;
-            cut_over(
-                stack,
-                "deploy",
-                live,
-                &standby,
-                &image,
-                started,
-                AfterSwitch::Drain,
-                OnFailure::RemoveStandby,
-            )
-            .await
+                live.map_or("none".to_string(), |c| c.to_string())
+            ))?;
+            let plan = Plan {
+                action: Action::Deploy,
+                from: live,
+                to: standby,
+                image,
+                start: Start::Fresh,
+                health: Health::Wait,
+                smoke: true,
+                drain: true,
+            };
+            plan::execute(stack, plan, started).await
         })
-        .await
+        .await;
+    fail_preflight_if_open(stack, locked)
+}
+
+/// A lock or bootstrap error ends the still-open preflight step.
+fn fail_preflight_if_open<T>(stack: &mut Stack, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    if let Err(error) = &result
+        && stack.events.step_open()
+    {
+        stack.events.fail(&format!("{error:#}"));
+    }
+    result
+}
+
+/// `wsctl switch --color C`: C must be running and ready (unless `force`);
+/// switches and verifies. The other colour keeps running.
+pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stack.events.begin("preflight", "lock, live colour");
+    let locked = stack
+        .locked(&format!("switch {color}"), async move |stack| {
+            let live = match stack.live_color().await {
+                Ok(live) => live,
+                Err(error) => return preflight_failed(stack, error),
+            };
+            let image = docker::inspect(&stack.docker, &stack.config.app(color))
+                .await?
+                .map(|info| info.image)
+                .unwrap_or_default();
+            stack.preflight_done(&format!(
+                "live: {}",
+                live.map_or("none".to_string(), |c| c.to_string())
+            ))?;
+            let plan = Plan {
+                action: Action::Switch,
+                from: live,
+                to: color,
+                image,
+                start: Start::Running,
+                health: if force { Health::Forced } else { Health::Now },
+                smoke: false,
+                drain: false,
+            };
+            plan::execute(stack, plan, started).await
+        })
+        .await;
+    fail_preflight_if_open(stack, locked)
+}
+
+/// `wsctl rollback`: back to the colour the last traffic move came from,
+/// as the journal says: its kept container starts (or is recreated from its
+/// recorded image), then readiness, smoke, switch and drain as in a deploy.
+pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stack
+        .events
+        .begin("preflight", "lock, journal, live colour");
+    let locked = stack
+        .locked("rollback", async move |stack| {
+            let live = match stack.live_color().await {
+                Ok(live) => live,
+                Err(error) => return preflight_failed(stack, error),
+            };
+            let runs = stack.journal.runs(&stack.docker).await?;
+            let Some((previous, image)) = journal::rollback_target(&runs, live) else {
+                let error =
+                    DeployError::Usage("the journal has no previous colour to roll back to".into());
+                return preflight_failed(stack, error.into());
+            };
+            if live == Some(previous) {
+                let error = DeployError::Usage(format!("{previous} is already live"));
+                return preflight_failed(stack, error.into());
+            }
+            let name = stack.config.app(previous);
+            let kept = docker::inspect(&stack.docker, &name).await?.is_some();
+            let image = if image.is_empty() {
+                stack.config.images.app.clone()
+            } else {
+                image
+            };
+            stack.preflight_done(&format!("back to {previous} ({image})"))?;
+            let plan = Plan {
+                action: Action::Rollback,
+                from: live,
+                to: previous,
+                image,
+                start: if kept { Start::Kept } else { Start::Fresh },
+                health: Health::Wait,
+                smoke: true,
+                drain: true,
+            };
+            plan::execute(stack, plan, started).await
+        })
+        .await;
+    fail_preflight_if_open(stack, locked)
 }
 
 /// Creates the network, Redis and Nginx when they are absent, and starts
@@ -194,15 +296,11 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
     let config = &stack.config;
     let network = config.network_name();
     docker::ensure_network(&stack.docker, &network).await?;
-    let restart = Some(RestartPolicy {
-        name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-        ..Default::default()
-    });
     let redis = ContainerCreateBody {
         image: Some(config.images.redis.clone()),
         host_config: Some(HostConfig {
             network_mode: Some(network.clone()),
-            restart_policy: restart.clone(),
+            restart_policy: containers::unless_stopped(),
             ..Default::default()
         }),
         ..Default::default()
@@ -222,7 +320,7 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
         host_config: Some(HostConfig {
             network_mode: Some(network),
             port_bindings: Some(bindings),
-            restart_policy: restart,
+            restart_policy: containers::unless_stopped(),
             ..Default::default()
         }),
         ..Default::default()
@@ -246,580 +344,19 @@ async fn ensure_running(
     docker::start(docker, name).await
 }
 
-/// Replaces the colour's container with a fresh one running `image`.
-async fn start_colour(stack: &mut Stack, color: &str, image: &str) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
-    stack.events.begin("start", &format!("{name} from {image}"));
-    let result = async {
-        docker::remove(&stack.docker, &name).await?;
-        let config = &stack.config;
-        let mut env = HashMap::from([
-            ("COLOR".to_string(), color.to_string()),
-            ("REDIS_URL".to_string(), config.redis_url()),
-            ("PORT".to_string(), config.app_port.to_string()),
-        ]);
-        env.extend(config.app_env.clone());
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            env: Some(
-                env.into_iter()
-                    .map(|(key, value)| format!("{key}={value}"))
-                    .collect(),
-            ),
-            labels: Some(HashMap::from([
-                ("wsctl.color".to_string(), color.to_string()),
-                ("wsctl.image".to_string(), image.to_string()),
-            ])),
-            host_config: Some(HostConfig {
-                network_mode: Some(config.network_name()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        stack
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .with_context(|| format!("creating {name}"))?;
-        docker::start(&stack.docker, &name).await
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            stack.events.ok(&name);
-            Ok(())
-        }
-        Err(error) => {
-            stack.events.fail(&format!("{error:#}"));
-            let _ = docker::remove(&stack.docker, &name).await;
-            Err(error)
-        }
-    }
-}
-
-/// Waits until the engine reports the colour healthy. On failure the
-/// standby is removed (when `remove_on_failure`) after its last log lines
-/// have been kept for the report.
-async fn wait_healthy(
-    stack: &mut Stack,
-    color: &str,
-    remove_on_failure: bool,
-) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
-    stack.events.begin(
-        "health",
-        &format!("{name} (timeout {} s)", stack.config.ready_timeout),
-    );
-    let deadline = Instant::now() + stack.config.ready_timeout();
-    let why = loop {
-        match docker::inspect(&stack.docker, &name).await? {
-            Some(info) if info.health == "healthy" => {
-                stack.events.ok(&format!("{name} healthy"));
-                return Ok(());
-            }
-            Some(info) if !info.running => {
-                break format!("{name} is {} (exit code {:?})", info.state, info.exit_code);
-            }
-            Some(info) if info.health == "unhealthy" => break format!("{name} is unhealthy"),
-            None => break format!("{name} does not exist"),
-            Some(_) if Instant::now() >= deadline => {
-                break format!("{name} not healthy after {} s", stack.config.ready_timeout);
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
+/// `wsctl lock acquire -m MESSAGE`: a lock held by a person, not a process:
+/// it never expires and stays after this command exits.
+pub async fn acquire_manual_lock(stack: &mut Stack, message: &str) -> anyhow::Result<()> {
+    docker::ensure_image(&stack.docker, &stack.config.images.nginx).await?;
+    let token = uuid::Uuid::new_v4().to_string();
+    let request = lock::Request {
+        command: "lock acquire",
+        token: &token,
+        message,
+        ttl: 0,
     };
-    fail_standby(stack, &name, remove_on_failure, DeployError::Health(why)).await
-}
-
-/// Reports a failed step with the container's last log lines, removes the
-/// standby when asked, and returns the error.
-async fn fail_standby(
-    stack: &mut Stack,
-    name: &str,
-    remove: bool,
-    error: DeployError,
-) -> anyhow::Result<()> {
-    let logs = docker::logs_tail(&stack.docker, name, 15).await;
-    stack.events.fail(&error.to_string());
-    if stack.events.is_json() {
-        stack.events.emit(
-            json!({"event": "logs", "container": name, "lines": logs.lines().collect::<Vec<_>>()}),
-        );
-    } else if !logs.is_empty() {
-        println!("last log lines of {name}:\n{logs}");
-    }
-    if remove {
-        docker::remove(&stack.docker, name).await?;
-    }
-    Err(error.into())
-}
-
-/// `wsctl smoke` inside the colour's container, straight at its port.
-async fn smoke(stack: &mut Stack, color: &str, remove_on_failure: bool) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
-    stack.events.begin("smoke", &name);
-    let url = format!("http://127.0.0.1:{}", stack.config.app_port);
-    let (code, output) = docker::exec(
-        &stack.docker,
-        &name,
-        &["/wsctl", "smoke", "--json", "--url", &url],
-    )
-    .await?;
-    if code == 0 {
-        stack.events.ok("every check passed");
-        return Ok(());
-    }
-    let failed: Vec<String> = output
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|check| check["ok"] == false && check["event"] == "check")
-        .map(|check| {
-            format!(
-                "{}: {}",
-                check["name"].as_str().unwrap_or(""),
-                check["detail"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    fail_standby(
-        stack,
-        &name,
-        remove_on_failure,
-        DeployError::Smoke(failed.join("; ")),
-    )
-    .await
-}
-
-/// Renders and uploads the upstream for `color`, tests and reloads Nginx,
-/// and verifies through the public address; restores the previous
-/// upstream on any failure.
-async fn switch_to(stack: &mut Stack, color: &str) -> anyhow::Result<()> {
-    let nginx = stack.nginx();
-    stack.events.begin("switch", &format!("nginx -> {color}"));
-    let path = format!("{UPSTREAM_DIR}/{UPSTREAM_FILE}");
-    let previous = docker::download_file(&stack.docker, &nginx, &path)
+    lock::acquire(&stack.docker, &stack.config, request, stack.lock_wait)
         .await?
-        .unwrap_or_default();
-    let attempt = async {
-        let rendered = upstream::render(
-            &stack.template,
-            color,
-            &stack.config.app(color),
-            stack.config.app_port,
-        )
-        .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))?;
-        docker::upload_file(
-            &stack.docker,
-            &nginx,
-            UPSTREAM_DIR,
-            UPSTREAM_FILE,
-            rendered.as_bytes(),
-        )
-        .await?;
-        nginx_command(stack, &["-t"]).await?;
-        nginx_command(stack, &["-s", "reload"]).await?;
-        verify(stack, color).await
-    }
-    .await;
-    match attempt {
-        Ok(()) => {
-            stack.events.ok(&format!(
-                "{color} live, verified through {}",
-                stack.config.public_address
-            ));
-            Ok(())
-        }
-        Err(error) => {
-            let restored = async {
-                docker::upload_file(
-                    &stack.docker,
-                    &nginx,
-                    UPSTREAM_DIR,
-                    UPSTREAM_FILE,
-                    &previous,
-                )
-                .await?;
-                nginx_command(stack, &["-s", "reload"]).await
-            }
-            .await;
-            let detail = match restored {
-                Ok(()) => format!("{error:#}"),
-                Err(restore) => {
-                    format!("{error:#}; restoring the previous upstream ALSO failed: {restore:#}")
-                }
-            };
-            stack.events.fail(&detail);
-            Err(match error.downcast::<DeployError>() {
-                Ok(DeployError::Switch(why)) => DeployError::Switch(why).into(),
-                Ok(other) => other.into(),
-                Err(other) => DeployError::Switch(format!("{other:#}")).into(),
-            })
-        }
-    }
-}
-
-async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
-    let mut command = vec![NGINX];
-    command.extend_from_slice(args);
-    let (code, output) = docker::exec(&stack.docker, &stack.nginx(), &command).await?;
-    if code != 0 {
-        return Err(
-            DeployError::Switch(format!("nginx {}: {}", args.join(" "), output.trim())).into(),
-        );
-    }
+        .keep();
     Ok(())
-}
-
-/// `/status` through the public address reports `color` (new connections
-/// reach the new colour within a few seconds of the reload).
-async fn verify(stack: &Stack, color: &str) -> anyhow::Result<()> {
-    let url = format!("http://{}/status", stack.config.public_address);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = String::from("no answer");
-    while Instant::now() < deadline {
-        if let Ok(response) = client.get(&url).send().await
-            && let Ok(status) = response.json::<serde_json::Value>().await
-        {
-            if status["color"] == color {
-                return Ok(());
-            }
-            seen = format!("colour {}", status["color"]);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(DeployError::Switch(format!("{url} still reports {seen}, not {color}")).into())
-}
-
-/// Stops the old colour with SIGTERM and the drain timeout, showing how
-/// many connections it still holds; the stopped container stays for rollback.
-async fn drain(stack: &mut Stack, color: &str) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
-    let grace = stack.config.drain_timeout();
-    stack
-        .events
-        .begin("drain", &format!("{name} (timeout {} s)", grace.as_secs()));
-    let stopping = {
-        let (docker, name) = (stack.docker.clone(), name.clone());
-        tokio::spawn(async move { docker::stop(&docker, &name, grace).await })
-    };
-    tokio::pin!(stopping);
-    loop {
-        if let Some(left) = connections(stack, &name).await {
-            stack
-                .events
-                .progress(&format!("{name}: {left} connections left"));
-        }
-        tokio::select! {
-            stopped = &mut stopping => {
-                stopped??;
-                break;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-    let info = docker::inspect(&stack.docker, &name).await?;
-    match info.and_then(|info| info.exit_code) {
-        Some(0) | None => {
-            stack
-                .events
-                .ok(&format!("{name} drained and stopped (kept for rollback)"));
-            Ok(())
-        }
-        Some(code) => {
-            let error = DeployError::Drain(format!(
-                "{name} did not exit within {} s (exit code {code})",
-                grace.as_secs()
-            ));
-            stack.events.fail(&error.to_string());
-            Err(error.into())
-        }
-    }
-}
-
-/// Connections a running colour holds, from its `/status` (via exec).
-async fn connections(stack: &Stack, name: &str) -> Option<i64> {
-    let url = format!("http://127.0.0.1:{}/status", stack.config.app_port);
-    let (code, output) = docker::exec(&stack.docker, name, &["/wsctl", "probe", "--print", &url])
-        .await
-        .ok()?;
-    if code != 0 {
-        return None;
-    }
-    serde_json::from_str::<serde_json::Value>(output.trim()).ok()?["connections_active"].as_i64()
-}
-
-/// What happens to the old colour once traffic has moved.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum AfterSwitch {
-    Drain,
-    KeepOld,
-}
-
-/// What happens to the new colour when the switch fails.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OnFailure {
-    /// A deploy's standby goes: nothing half-done is left.
-    RemoveStandby,
-    Keep,
-}
-
-/// The part every traffic move shares: switch to `to` with the cutover
-/// probe running (when something was live), drain the old colour, report
-/// continuity and record the move in the history.
-#[allow(clippy::too_many_arguments)]
-async fn cut_over(
-    stack: &mut Stack,
-    action: &str,
-    from: Option<String>,
-    to: &str,
-    image: &str,
-    started: Instant,
-    after: AfterSwitch,
-    on_failure: OnFailure,
-) -> anyhow::Result<()> {
-    let probe = from
-        .as_ref()
-        .map(|_| probe::Probe::start(&stack.config.public_address));
-    if let Err(error) = switch_to(stack, to).await {
-        report_continuity(stack, probe).await;
-        if on_failure == OnFailure::RemoveStandby {
-            docker::remove(&stack.docker, &stack.config.app(to)).await?;
-        }
-        return Err(error);
-    }
-    let drained = match (&from, after) {
-        (Some(old), AfterSwitch::Drain) => drain(stack, old).await,
-        _ => Ok(()),
-    };
-    let continuity = report_continuity(stack, probe).await;
-    drained?;
-    record(stack, action, from, to, image, started, continuity).await
-}
-
-/// Stops the cutover probe (if one ran) and reports what clients saw.
-async fn report_continuity(
-    stack: &mut Stack,
-    probe: Option<probe::Probe>,
-) -> Option<probe::Continuity> {
-    let probe = probe?;
-    // A moment for the last reconnects to land on the new colour.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let continuity = probe.finish().await;
-    if stack.events.is_json() {
-        let mut event = serde_json::to_value(&continuity).unwrap_or_default();
-        event["event"] = "continuity".into();
-        stack.events.emit(event);
-    } else {
-        println!("continuity: {}", continuity.summary());
-    }
-    Some(continuity)
-}
-
-async fn record(
-    stack: &mut Stack,
-    action: &str,
-    from: Option<String>,
-    to: &str,
-    image: &str,
-    started: Instant,
-    continuity: Option<probe::Continuity>,
-) -> anyhow::Result<()> {
-    let entry = history::Entry {
-        at: crate::time::now_rfc3339(),
-        action: action.to_string(),
-        from: from.clone(),
-        to: to.to_string(),
-        image: image.to_string(),
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    history::append(&stack.docker, &stack.nginx(), entry).await?;
-    let steps: serde_json::Map<String, serde_json::Value> = stack
-        .events
-        .durations
-        .iter()
-        .map(|(step, took)| {
-            (
-                step.to_string(),
-                json!((took.as_secs_f64() * 1000.0).round()),
-            )
-        })
-        .collect();
-    stack.events.emit(json!({
-        "event": action, "ok": true, "from": from, "to": to, "image": image,
-        "seconds": started.elapsed().as_secs_f64(), "steps_ms": steps, "continuity": continuity,
-    }));
-    if !stack.events.is_json() {
-        println!(
-            "{action}: {} -> {to} in {:.1} s",
-            from.as_deref().unwrap_or("none"),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
-/// `wsctl switch --color C`: checks C's health (unless `force`), switches,
-/// verifies. The other colour keeps running.
-pub async fn switch(stack: &mut Stack, color: String, force: bool) -> anyhow::Result<()> {
-    if !COLORS.contains(&color.as_str()) {
-        return Err(
-            DeployError::Usage(format!("--color must be blue or green, not '{color}'")).into(),
-        );
-    }
-    let started = Instant::now();
-    stack
-        .locked(&format!("switch {color}"), async move |stack| {
-            let live = stack.live_color().await?;
-            let name = stack.config.app(&color);
-            stack.events.begin("health", &name);
-            let info = docker::inspect(&stack.docker, &name).await?;
-            let healthy = info
-                .as_ref()
-                .is_some_and(|info| info.running && info.health == "healthy");
-            if !healthy && !force {
-                let why = info.map_or(format!("{name} does not exist"), |info| {
-                    format!(
-                        "{name} is {} / {} (use --force to switch anyway)",
-                        info.state, info.health
-                    )
-                });
-                stack.events.fail(&why);
-                return Err(DeployError::Health(why).into());
-            }
-            stack.events.ok(if healthy {
-                "healthy"
-            } else {
-                "not healthy, forced"
-            });
-            let image = info_image(stack, &name).await;
-            cut_over(
-                stack,
-                "switch",
-                live,
-                &color,
-                &image,
-                started,
-                AfterSwitch::KeepOld,
-                OnFailure::Keep,
-            )
-            .await
-        })
-        .await
-}
-
-async fn info_image(stack: &Stack, name: &str) -> String {
-    docker::inspect(&stack.docker, name)
-        .await
-        .ok()
-        .flatten()
-        .map(|info| info.image)
-        .unwrap_or_default()
-}
-
-/// `wsctl rollback`: back to the colour that was live before, from the
-/// history: its kept container starts (or is recreated from its recorded
-/// image), then health, smoke, switch and drain as in a deploy.
-pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
-    let started = Instant::now();
-    stack
-        .locked("rollback", async move |stack| {
-            let nginx = stack.nginx();
-            let entries = history::read(&stack.docker, &nginx).await?;
-            let live = stack.live_color().await?;
-            stack.events.begin("preflight", "history");
-            let Some(previous) = entries.last().and_then(|entry| entry.from.clone()) else {
-                let error =
-                    DeployError::Usage("the history has no previous colour to roll back to".into());
-                stack.events.fail(&error.to_string());
-                return Err(error.into());
-            };
-            if live.as_deref() == Some(previous.as_str()) {
-                let error = DeployError::Usage(format!("{previous} is already live"));
-                stack.events.fail(&error.to_string());
-                return Err(error.into());
-            }
-            let name = stack.config.app(&previous);
-            let image = entries
-                .iter()
-                .rev()
-                .find(|entry| entry.to == previous)
-                .map(|entry| entry.image.clone())
-                .unwrap_or_else(|| stack.config.images.app.clone());
-            stack.events.ok(&format!("back to {previous} ({image})"));
-            if docker::inspect(&stack.docker, &name).await?.is_some() {
-                stack
-                    .events
-                    .begin("start", &format!("{name} (kept container)"));
-                docker::start(&stack.docker, &name).await?;
-                stack.events.ok(&name);
-            } else {
-                start_colour(stack, &previous, &image).await?;
-            }
-            wait_healthy(stack, &previous, false).await?;
-            smoke(stack, &previous, false).await?;
-            cut_over(
-                stack,
-                "rollback",
-                live,
-                &previous,
-                &image,
-                started,
-                AfterSwitch::Drain,
-                OnFailure::Keep,
-            )
-            .await
-        })
-        .await
-}
-
-/// `wsctl status`: the live colour (from Nginx's upstream), each colour's
-/// container, and the last deploys.
-pub async fn status(stack: &Stack) -> anyhow::Result<serde_json::Value> {
-    let live = stack.live_color().await?;
-    let mut colours = serde_json::Map::new();
-    for color in COLORS {
-        let name = stack.config.app(color);
-        let info: Option<ContainerInfo> = docker::inspect(&stack.docker, &name).await?;
-        let value = match info {
-            None => json!({"container": name, "state": "absent"}),
-            Some(info) => {
-                let connections = if info.running {
-                    connections(stack, &name).await
-                } else {
-                    None
-                };
-                let uptime = info
-                    .started_at
-                    .as_deref()
-                    .filter(|_| info.running)
-                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-                    .map(|at| (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds());
-                let health = if info.running {
-                    info.health.as_str()
-                } else {
-                    "-"
-                };
-                json!({
-                    "container": name, "state": info.state, "health": health, "image": info.image,
-                    "version": info.labels.get("org.opencontainers.image.version"),
-                    "uptime_seconds": uptime, "connections": connections,
-                })
-            }
-        };
-        colours.insert(color.to_string(), value);
-    }
-    let history = if docker::inspect(&stack.docker, &stack.nginx())
-        .await?
-        .is_some()
-    {
-        history::read(&stack.docker, &stack.nginx()).await?
-    } else {
-        Vec::new()
-    };
-    let recent: Vec<_> = history.iter().rev().take(5).collect();
-    Ok(json!({"live": live, "colors": colours, "history": recent}))
 }

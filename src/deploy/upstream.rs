@@ -1,14 +1,20 @@
 //! The Nginx upstream: rendered from `templates/upstream.conf.j2` (or the
-//! stack's own template) with minijinja, and read back to learn which
-//! colour is live: the file Nginx loaded is the only source of truth.
+//! stack's own template) with minijinja. Its first line names the colour
+//! (what the file on disk says), and its `X-Wsctl-Live` header line makes
+//! every answer of Nginx name the colour of the configuration it has loaded
+//! (what Nginx serves): `nginx.rs` compares the two.
 
 use minijinja::{Environment, context};
+
+use crate::stack::Color;
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/upstream.conf.j2");
 /// The first line of every rendered upstream names the live colour.
 const MARKER: &str = "# wsctl live colour: ";
+/// The response header naming the loaded colour.
+pub const HEADER: &str = "X-Wsctl-Live";
 
-pub fn render(template: &str, color: &str, host: &str, port: u16) -> anyhow::Result<String> {
+pub fn render(template: &str, color: Color, host: &str, port: u16) -> anyhow::Result<String> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     environment.add_template("upstream", template)?;
@@ -19,19 +25,22 @@ pub fn render(template: &str, color: &str, host: &str, port: u16) -> anyhow::Res
         rendered_at => crate::time::now_rfc3339(),
     })?;
     anyhow::ensure!(
-        live_color(&rendered).as_deref() == Some(color),
+        live_color(&rendered) == Some(color),
         "the upstream template must start with `{MARKER}{{{{ color }}}}`"
+    );
+    anyhow::ensure!(
+        rendered.contains(&format!("add_header {HEADER} {color} always;")),
+        "the upstream template must contain `add_header {HEADER} {{{{ color }}}} always;`"
     );
     Ok(rendered)
 }
 
 /// The colour a rendered upstream sends traffic to.
-pub fn live_color(upstream: &str) -> Option<String> {
+pub fn live_color(upstream: &str) -> Option<Color> {
     upstream
         .lines()
         .find_map(|line| line.strip_prefix(MARKER))
-        .map(|color| color.trim().to_string())
-        .filter(|color| !color.is_empty())
+        .and_then(Color::parse)
 }
 
 #[cfg(test)]
@@ -40,23 +49,24 @@ mod tests {
 
     #[test]
     fn rendering_names_the_colour_and_the_server() {
-        let text = render(DEFAULT_TEMPLATE, "green", "app_green", 8000).unwrap();
-        assert_eq!(live_color(&text).as_deref(), Some("green"));
+        let text = render(DEFAULT_TEMPLATE, Color::Green, "app_green", 8000).unwrap();
+        assert_eq!(live_color(&text), Some(Color::Green));
         assert!(text.contains("server app_green:8000;"), "{text}");
+        assert!(
+            text.contains("add_header X-Wsctl-Live green always;"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_template_with_an_unknown_variable_or_no_marker_is_refused() {
-        assert!(render("{{ nope }}", "blue", "h", 1).is_err());
-        assert!(
-            render(
-                "upstream x { server {{ host }}:{{ port }}; }",
-                "blue",
-                "h",
-                1
-            )
-            .is_err()
-        );
+        assert!(render("{{ nope }}", Color::Blue, "h", 1).is_err());
+        let no_marker = "upstream x { server {{ host }}:{{ port }}; }";
+        assert!(render(no_marker, Color::Blue, "h", 1).is_err());
+        let no_header =
+            "# wsctl live colour: {{ color }}\nupstream x { server {{ host }}:{{ port }}; }";
+        let error = render(no_header, Color::Blue, "h", 1).unwrap_err();
+        assert!(error.to_string().contains("X-Wsctl-Live"), "{error}");
     }
 
     #[test]

@@ -1,0 +1,45 @@
+//! Why a deploy command failed. Each kind has its own exit code (README,
+//! "Exit codes"), and every message says where traffic is when it matters.
+
+use crate::signal::Signal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Bad input, found before anything changed.
+    #[error("{0}")]
+    Usage(String),
+    #[error("health check failed: {0}")]
+    Health(String),
+    #[error("smoke test failed: {0}")]
+    Smoke(String),
+    /// The switch failed and the previous upstream is back in place.
+    #[error("switch failed, previous upstream restored: {0}")]
+    Switch(String),
+    /// Traffic moved; the old colour did not stop in time (the run is recorded).
+    #[error("drain timed out: {0}")]
+    Drain(String),
+    #[error("the stack is locked by {holder} since {since} (wsctl unlock --force breaks it)")]
+    LockHeld { holder: String, since: String },
+    /// The stack is not in a state wsctl can build on: a restore failed, or
+    /// Nginx's loaded configuration and its upstream file disagree.
+    #[error("{0}; the stack needs `wsctl recover`")]
+    NeedsRecover(String),
+    /// The first SIGINT or SIGTERM: the run stopped at a safe point.
+    #[error("interrupted by {signal}: {outcome}")]
+    Interrupted { signal: Signal, outcome: String },
+}
+
+impl DeployError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DeployError::Usage(_) => 2,
+            DeployError::Health(_) => 3,
+            DeployError::Smoke(_) => 4,
+            DeployError::Switch(_) => 5,
+            DeployError::Drain(_) => 6,
+            DeployError::LockHeld { .. } => 7,
+            DeployError::NeedsRecover(_) => 9,
+            DeployError::Interrupted { signal, .. } => signal.exit_code(),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The journal: every deploy, switch, rollback and recover, recorded in the
+//! engine before each state is acted on, so any machine driving the engine
+//! sees what ran, what it reached and how it ended, also after the machine
+//! that ran it was lost.
+//!
+//! Where: Docker volumes used as labelled records. A record is a volume
+//! named `{prefix}wsctl_run_{run id}_{seq}` whose labels hold the run as
+//! JSON; writing the next state creates the next `seq` and then removes
+//! the one before, so a run always has at least one record and a reader
+//! takes the highest. Creating a volume is atomic and costs about 2 ms;
+//! copying a file into a container (the first design) cost 60-110 ms a
+//! write, five of them on the path to a switched rollback. The volumes hold
+//! no data and are never mounted. The Nginx container is not used: it may be
+//! recreated, and the journal must survive that.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use bollard::Docker;
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::ListVolumesOptionsBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Action, State};
+use crate::docker;
+use crate::stack::{Color, StackConfig};
+
+const STACK: &str = "wsctl.journal.stack";
+const RUN: &str = "wsctl.journal.run";
+const RECORD: &str = "wsctl.journal.record";
+/// Runs kept; the oldest go when a new one starts.
+const KEEP: usize = 200;
+
+/// How a run ended (or `in_progress` while it runs, and forever if it died).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InProgress,
+    Succeeded,
+    /// A step failed; `traffic` says where traffic ended up.
+    Failed,
+    /// SIGINT or SIGTERM: undone before the switch, finished after it.
+    Interrupted,
+    /// Left in a state only `wsctl recover` repairs (a restore failed).
+    NeedsRecover,
+    /// Died unfinished; a later `wsctl recover` repaired the stack.
+    Recovered,
+}
+
+/// A state and when the run entered it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reached {
+    pub state: State,
+    pub at: String,
+}
+
+/// One run of a deploy command, as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    /// Sorts by start time: `20261127T140512.123Z-1a2b3c4d`.
+    pub id: String,
+    pub action: Action,
+    /// `user@host`.
+    pub performer: String,
+    /// The CI job, when the standard CI variables say there is one.
+    pub ci_job: Option<String>,
+    /// The colour live when the run started.
+    pub from: Option<Color>,
+    pub to: Color,
+    pub image: String,
+    /// The state the run is in (entered before acting on it).
+    pub state: State,
+    pub states: Vec<Reached>,
+    pub outcome: Outcome,
+    pub detail: String,
+    /// Where traffic is at the end (`None` while in progress or unknown).
+    pub traffic: Option<Color>,
+    pub started_at: String,
+    pub updated_at: String,
+    pub seconds: f64,
+    /// The Nginx upstream before the switch: what an undo or a recover restores.
+    pub previous_upstream: Option<String>,
+    /// This run created the `to` container (a deploy's standby, or a
+    /// rollback that recreated a removed colour), so undoing removes it.
+    pub created_container: bool,
+    /// Milliseconds per finished step.
+    #[serde(default)]
+    pub steps_ms: serde_json::Map<String, serde_json::Value>,
+    /// Records written so far (the journal's sequence number).
+    #[serde(default)]
+    pub seq: u32,
+}
+
+impl Run {
+    pub fn new(action: Action, from: Option<Color>, to: Color, image: &str) -> Run {
+        let now = crate::time::now_rfc3339();
+        let compact: String = now.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        Run {
+            id: format!("{compact}-{suffix}"),
+            action,
+            performer: performer(),
+            ci_job: ci_job(),
+            from,
+            to,
+            image: image.to_string(),
+            state: State::Planned,
+            states: vec![Reached {
+                state: State::Planned,
+                at: now.clone(),
+            }],
+            outcome: Outcome::InProgress,
+            detail: String::new(),
+            traffic: None,
+            started_at: now.clone(),
+            updated_at: now,
+            seconds: 0.0,
+            previous_upstream: None,
+            created_container: false,
+            steps_ms: serde_json::Map::new(),
+            seq: 0,
+        }
+    }
+
+    pub fn enter(&mut self, state: State) {
+        let at = crate::time::now_rfc3339();
+        self.state = state;
+        self.states.push(Reached {
+            state,
+            at: at.clone(),
+        });
+        self.updated_at = at;
+    }
+
+    /// Traffic moved from one colour to another in this run.
+    pub fn moved_traffic(&self) -> bool {
+        self.traffic.is_some() && self.traffic != self.from
+    }
+
+    /// One line for people: `deploy blue -> green by ops@ci (state switched)`.
+    pub fn describe(&self) -> String {
+        let from = self.from.map_or("none".to_string(), |c| c.to_string());
+        let job = self
+            .ci_job
+            .as_deref()
+            .map(|job| format!(", {job}"))
+            .unwrap_or_default();
+        format!(
+            "{} {} {from} -> {} by {}{job}, started {}, state {}",
+            self.id, self.action, self.to, self.performer, self.started_at, self.state
+        )
+    }
+}
+
+/// `user@host`.
+pub fn performer() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|user| !user.is_empty())
+        .or_else(user_from_passwd)
+        .unwrap_or_else(|| "unknown".into());
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!("{user}@{host}")
+}
+
+/// The name of this process's user in /etc/passwd (USER is often unset
+/// in CI jobs and services).
+fn user_from_passwd() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_string())
+    })
+}
+
+/// The CI job from the standard variables of the common CI systems.
+fn ci_job() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    if let Some(run) = var("GITHUB_RUN_ID") {
+        let job = var("GITHUB_JOB")
+            .map(|job| format!("/{job}"))
+            .unwrap_or_default();
+        return Some(format!("github {run}{job}"));
+    }
+    for (name, system) in [
+        ("CI_JOB_ID", "gitlab"),
+        ("BUILDKITE_JOB_ID", "buildkite"),
+        ("CIRCLE_BUILD_NUM", "circleci"),
+        ("BUILD_TAG", "jenkins"),
+    ] {
+        if let Some(id) = var(name) {
+            return Some(format!("{system} {id}"));
+        }
+    }
+    None
+}
+
+/// The journal of one stack.
+pub struct Journal {
+    /// The label value that marks this stack's records.
+    stack: String,
+    prefix: String,
+}
+
+impl Journal {
+    pub fn new(config: &StackConfig) -> Journal {
+        Journal {
+            stack: config.name("wsctl"),
+            prefix: config.name("wsctl_run_"),
+        }
+    }
+
+    fn volume(&self, run: &str, seq: u32) -> String {
+        format!("{}{run}_{seq:05}", self.prefix)
+    }
+
+    /// Records `run` as its next record, then drops the previous one.
+    pub async fn write(&self, docker: &Docker, run: &mut Run) -> anyhow::Result<()> {
+        run.seq += 1;
+        let request = VolumeCreateRequest {
+            name: Some(self.volume(&run.id, run.seq)),
+            labels: Some(HashMap::from([
+                (STACK.to_string(), self.stack.clone()),
+                (RUN.to_string(), run.id.clone()),
+                (RECORD.to_string(), serde_json::to_string(run)?),
+            ])),
+            ..Default::default()
+        };
+        docker
+            .create_volume(request)
+            .await
+            .context("writing the journal")?;
+        if run.seq > 1 {
+            remove_volume(docker, &self.volume(&run.id, run.seq - 1)).await;
+        } else {
+            self.prune(docker).await;
+        }
+        Ok(())
+    }
+
+    /// Every run, oldest first, each at its latest record.
+    pub async fn runs(&self, docker: &Docker) -> anyhow::Result<Vec<Run>> {
+        let mut latest: HashMap<String, Run> = HashMap::new();
+        for (_, run) in self.records(docker).await? {
+            match latest.get(&run.id) {
+                Some(seen) if seen.seq >= run.seq => {}
+                _ => {
+                    latest.insert(run.id.clone(), run);
+                }
+            }
+        }
+        let mut runs: Vec<Run> = latest.into_values().collect();
+        runs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(runs)
+    }
+
+    /// `(volume name, run)` for every record of this stack.
+    async fn records(&self, docker: &Docker) -> anyhow::Result<Vec<(String, Run)>> {
+        let filters = HashMap::from([("label", vec![format!("{STACK}={}", self.stack)])]);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = docker
+            .list_volumes(Some(options))
+            .await
+            .context("reading the journal")?;
+        Ok(listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|volume| {
+                let run = serde_json::from_str(volume.labels.get(RECORD)?).ok()?;
+                Some((volume.name, run))
+            })
+            .collect())
+    }
+
+    /// Drops the oldest runs beyond `KEEP` (best effort).
+    async fn prune(&self, docker: &Docker) {
+        let Ok(records) = self.records(docker).await else {
+            return;
+        };
+        let mut ids: Vec<&str> = records.iter().map(|(_, run)| run.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let Some(&keep_from) = ids.len().checked_sub(KEEP).and_then(|cut| ids.get(cut)) else {
+            return;
+        };
+        for (volume, run) in &records {
+            if run.id.as_str() < keep_from {
+                remove_volume(docker, volume).await;
+            }
+        }
+    }
+}
+
+async fn remove_volume(docker: &Docker, name: &str) {
+    if let Err(error) = docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+        && docker::status_of(&error) != Some(404)
+    {
+        tracing::warn!(%error, volume = name, "removing an old journal record");
+    }
+}
+
+/// Runs that never finished: their process died (or its machine was lost)
+/// while holding the lock. Only meaningful to a holder of the lock.
+pub fn unfinished(runs: &[Run]) -> Vec<&Run> {
+    runs.iter()
+        .filter(|run| run.outcome == Outcome::InProgress)
+        .collect()
+}
+
+/// The colour to roll back to: where the last run that moved traffic took
+/// it from, if that run also took it to `live`.
+pub fn rollback_target(runs: &[Run], live: Option<Color>) -> Option<(Color, String)> {
+    let last = runs.iter().rev().find(|run| run.moved_traffic())?;
+    let from = last.from?;
+    if live.is_some() && last.traffic != live {
+        return None;
+    }
+    // The image that colour ran: the last run that took traffic to it.
+    let image = runs
+        .iter()
+        .rev()
+        .find(|run| run.traffic == Some(from) && run.moved_traffic())
+        .map(|run| run.image.clone())
+        .unwrap_or_default();
+    Some((from, image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(from: Option<Color>, to: Color, image: &str) -> Run {
+        let mut run = Run::new(Action::Deploy, from, to, image);
+        run.outcome = Outcome::Succeeded;
+        run.traffic = Some(to);
+        run
+    }
+
+    #[test]
+    fn rollback_goes_back_where_the_last_move_came_from_with_its_image() {
+        let mut failed = Run::new(Action::Deploy, Some(Color::Green), Color::Blue, "v3");
+        failed.outcome = Outcome::Failed;
+        failed.traffic = Some(Color::Green);
+        let runs = vec![
+            moved(None, Color::Blue, "v1"),
+            moved(Some(Color::Blue), Color::Green, "v2"),
+            failed,
+        ];
+        assert_eq!(
+            rollback_target(&runs, Some(Color::Green)),
+            Some((Color::Blue, "v1".to_string()))
+        );
+        // Nothing to go back to after the first deploy.
+        assert_eq!(rollback_target(&runs[..1], Some(Color::Blue)), None);
+    }
+
+    #[test]
+    fn run_ids_sort_by_start_and_runs_serialize_round_trip() {
+        let a = Run::new(Action::Deploy, None, Color::Blue, "x");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = Run::new(Action::Rollback, Some(Color::Blue), Color::Green, "y");
+        assert!(a.id < b.id, "{} {}", a.id, b.id);
+        let text = serde_json::to_string(&b).unwrap();
+        let back: Run = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.id, b.id);
+        assert!(text.contains(r#""action":"rollback""#), "{text}");
+        assert!(text.contains(r#""outcome":"in_progress""#), "{text}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The Nginx side of a traffic move: what Nginx serves now, and switching
+//! it (upload the rendered upstream, `nginx -t`, reload, verify through the
+//! public address). Undoing a switch is applying the previous upstream.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::upstream::{self, HEADER};
+use super::wait::{Check, WaitError, poll_until};
+use super::{DeployError, Stack};
+use crate::docker;
+use crate::stack::Color;
+
+const UPSTREAM_DIR: &str = "/etc/nginx/conf.d";
+const UPSTREAM_FILE: &str = "upstream.conf";
+const NGINX: &str = "/usr/sbin/nginx";
+/// How long new connections may take to reach the new colour after a reload.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+const VERIFY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What Nginx routes to, from three witnesses.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Serving {
+    /// Nginx answered through the public address.
+    pub answered: bool,
+    /// The colour of the configuration Nginx has loaded (its `X-Wsctl-Live`
+    /// header); `None` when it answered without one (nothing live yet).
+    pub loaded: Option<Color>,
+    /// The colour `/status` reported through the public address.
+    pub status_color: Option<Color>,
+    /// The colour the upstream file on disk names.
+    pub file: Option<Color>,
+}
+
+impl Serving {
+    /// The live colour: what Nginx has loaded; the file only when Nginx
+    /// did not answer at all.
+    pub fn live(&self) -> Option<Color> {
+        if self.answered {
+            self.loaded
+        } else {
+            self.file
+        }
+    }
+
+    /// Nginx serves one thing and its file says another (a run stopped
+    /// between upload and reload, or a hand edit).
+    pub fn disagreement(&self) -> Option<String> {
+        if !self.answered || self.loaded == self.file {
+            return None;
+        }
+        let name = |color: Option<Color>| color.map_or("no colour".to_string(), |c| c.to_string());
+        Some(format!(
+            "Nginx serves {} but its upstream file names {}",
+            name(self.loaded),
+            name(self.file)
+        ))
+    }
+}
+
+/// A fresh connection per look, so an old worker's keep-alive socket
+/// cannot answer for the new configuration.
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(0)
+        .build()?)
+}
+
+/// One request through the public address: `(loaded colour, /status colour)`,
+/// or `None` when Nginx did not answer.
+async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>, Option<Color>)> {
+    let url = format!("http://{}/status", stack.config.public_address);
+    let response = client.get(&url).send().await.ok()?;
+    let loaded = response
+        .headers()
+        .get(HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(Color::parse);
+    let status_color = if response.status().is_success() {
+        response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|status| status["color"].as_str().and_then(Color::parse))
+    } else {
+        None
+    };
+    Some((loaded, status_color))
+}
+
+/// Asks Nginx (through the public address) and reads its upstream file.
+pub async fn serving(stack: &Stack) -> anyhow::Result<Serving> {
+    let file = read_upstream(stack)
+        .await?
+        .and_then(|text| upstream::live_color(&text));
+    let seen = look(stack, &client()?).await;
+    Ok(Serving {
+        answered: seen.is_some(),
+        loaded: seen.and_then(|(loaded, _)| loaded),
+        status_color: seen.and_then(|(_, status)| status),
+        file,
+    })
+}
+
+/// The upstream file as it is on disk; `None` without an Nginx container.
+pub async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
+    let nginx = stack.config.name("nginx");
+    if docker::inspect(&stack.docker, &nginx).await?.is_none() {
+        return Ok(None);
+    }
+    let path = format!("{UPSTREAM_DIR}/{UPSTREAM_FILE}");
+    let bytes = docker::download_file(&stack.docker, &nginx, &path).await?;
+    Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// The upstream that routes to `color`.
+pub fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
+    upstream::render(
+        &stack.template,
+        color,
+        &stack.config.app(color),
+        stack.config.app_port,
+    )
+    .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
+}
+
+/// Uploads `text` as the upstream, tests it and reloads Nginx.
+pub async fn apply(stack: &Stack, text: &str) -> anyhow::Result<()> {
+    let nginx = stack.config.name("nginx");
+    docker::upload_file(
+        &stack.docker,
+        &nginx,
+        UPSTREAM_DIR,
+        UPSTREAM_FILE,
+        text.as_bytes(),
+    )
+    .await
+    .map_err(|error| DeployError::Switch(format!("{error:#}")))?;
+    nginx_command(stack, &["-t"]).await?;
+    nginx_command(stack, &["-s", "reload"]).await
+}
+
+async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
+    let mut command = vec![NGINX];
+    command.extend_from_slice(args);
+    let (code, output) = docker::exec(&stack.docker, &stack.config.name("nginx"), &command)
+        .await
+        .map_err(|error| DeployError::Switch(format!("nginx {}: {error:#}", args.join(" "))))?;
+    if code != 0 {
+        return Err(
+            DeployError::Switch(format!("nginx {}: {}", args.join(" "), output.trim())).into(),
+        );
+    }
+    Ok(())
+}
+
+/// Waits until new connections through the public address reach `color`:
+/// Nginx names it as loaded and its `/status` answers with it.
+pub async fn verify(stack: &Stack, color: Color) -> anyhow::Result<()> {
+    let client = client()?;
+    let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
+        match look(stack, &client).await {
+            Some((Some(loaded), Some(status))) if loaded == color && status == color => {
+                Check::Ready(())
+            }
+            Some((loaded, status)) => Check::Pending(format!(
+                "Nginx serves {} and /status reports {}",
+                loaded.map_or("no colour".into(), |c| c.to_string()),
+                status.map_or("no answer".into(), |c| c.to_string()),
+            )),
+            None => Check::Pending("no answer".into()),
+        }
+    })
+    .await;
+    match verified {
+        Ok(()) => Ok(()),
+        Err(WaitError::Failed(why) | WaitError::TimedOut(why)) => {
+            Err(DeployError::Switch(format!(
+                "{} never reached {color}: {why}",
+                stack.config.public_address
+            ))
+            .into())
+        }
+    }
+}
+
+/// Points Nginx at `color` and verifies it.
+pub async fn switch_to(stack: &Stack, color: Color) -> anyhow::Result<()> {
+    let text = render(stack, color)?;
+    apply(stack, &text).await?;
+    verify(stack, color).await
+}

@@ -1,0 +1,540 @@
+//! A deploy, switch or rollback is a plan of explicit states, run by one
+//! step runner:
+//!
+//! ```text
+//! Planned -> Started -> Healthy -> Smoked -> Switched -> Drained -> Recorded
+//! ```
+//!
+//! `deploy` and `rollback` walk them all; `switch` is Planned -> Healthy ->
+//! Switched -> Recorded (the old colour keeps running). Before acting on a
+//! state the runner records it in the journal, so a run killed anywhere
+//! leaves a record of how far it got.
+//!
+//! Each state owns its undo, pushed before the state is acted on:
+//! - Started: the colour this run started is stopped gracefully (its
+//!   clients get goodbye), and removed when this run created it.
+//! - Switched: the previous upstream is applied again and verified.
+//!
+//! A step that fails, or the first SIGINT/SIGTERM, unwinds the undos in
+//! reverse while the drain has not begun: traffic stays where it was and
+//! nothing this run started is left. A failed restore stops the unwinding
+//! (a container Nginx may route to is never stopped) and ends in
+//! `NeedsRecover`. Once the drain has begun the run finishes: the old
+//! colour's clients are already moving to the new one.
+//!
+//! The runner also owns what the user sees: each step with its duration
+//! (`events.rs`), the cutover probe while traffic moves, and the summary.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::containers::{self, Drained};
+use super::journal::{Outcome, Run};
+use super::{DeployError, Stack, nginx, probe};
+use crate::signal::Signal;
+use crate::stack::Color;
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Planned,
+    Started,
+    Healthy,
+    Smoked,
+    Switched,
+    Drained,
+    Recorded,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
+/// The command a run belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Deploy,
+    Switch,
+    Rollback,
+    Recover,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Deploy => "deploy",
+            Action::Switch => "switch",
+            Action::Rollback => "rollback",
+            Action::Recover => "recover",
+        })
+    }
+}
+
+/// How the `to` colour comes to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A new container from `Plan::image` (a deploy's standby).
+    Fresh,
+    /// The stopped container kept for rollback is started again.
+    Kept,
+    /// It runs already (`switch`): no Started state.
+    Running,
+}
+
+/// How the `to` colour is judged fit for traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Wait until `wsctl probe` inside it says ready (up to `ready_timeout`).
+    Wait,
+    /// It must be ready now (`switch`).
+    Now,
+    /// `switch --force`: not checked.
+    Forced,
+}
+
+/// What a command asks the runner to do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub action: Action,
+    pub from: Option<Color>,
+    pub to: Color,
+    pub image: String,
+    pub start: Start,
+    pub health: Health,
+    pub smoke: bool,
+    /// Stop the old colour after the switch (deploy, rollback).
+    pub drain: bool,
+}
+
+/// One step moves the run into one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Start,
+    Health,
+    Smoke,
+    Switch,
+    Drain,
+}
+
+impl Step {
+    fn state(self) -> State {
+        match self {
+            Step::Start => State::Started,
+            Step::Health => State::Healthy,
+            Step::Smoke => State::Smoked,
+            Step::Switch => State::Switched,
+            Step::Drain => State::Drained,
+        }
+    }
+
+    /// The step's name in progress lines and `--json` events.
+    fn name(self) -> &'static str {
+        match self {
+            Step::Start => "start",
+            Step::Health => "health",
+            Step::Smoke => "smoke",
+            Step::Switch => "switch",
+            Step::Drain => "drain",
+        }
+    }
+
+    /// Steps an interrupt may cut short: they change nothing another undo
+    /// does not cover. The switch and the drain always run to their end.
+    fn abortable(self) -> bool {
+        matches!(self, Step::Start | Step::Health | Step::Smoke)
+    }
+}
+
+impl Plan {
+    fn steps(&self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if self.start != Start::Running {
+            steps.push(Step::Start);
+        }
+        steps.push(Step::Health);
+        if self.smoke {
+            steps.push(Step::Smoke);
+        }
+        steps.push(Step::Switch);
+        if self.drain && self.from.is_some_and(|from| from != self.to) {
+            steps.push(Step::Drain);
+        }
+        steps
+    }
+}
+
+/// An undo, owned by the state that pushed it.
+#[derive(Debug)]
+enum Undo {
+    /// Started: stop the colour gracefully; remove it when this run made it.
+    Retire { color: Color, remove: bool },
+    /// Switched: apply the previous upstream again.
+    RestoreUpstream,
+}
+
+/// Runs `plan` to its end, or unwinds it; journals every state.
+pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow::Result<()> {
+    let mut run = Run::new(plan.action, plan.from, plan.to, &plan.image);
+    run.previous_upstream = nginx::read_upstream(stack).await?;
+    run.created_container = plan.start == Start::Fresh;
+    stack.journal.write(&stack.docker, &mut run).await?;
+
+    let interrupt = stack.interrupt.clone();
+    let mut undo: Vec<Undo> = Vec::new();
+    let mut cutover: Option<probe::Probe> = None;
+    let mut draining = false;
+    let mut failure: Option<anyhow::Error> = None;
+
+    for step in plan.steps() {
+        if !draining && let Some(signal) = interrupt.received() {
+            failure = Some(interrupted(signal, ""));
+            break;
+        }
+        match step {
+            Step::Start => undo.push(Undo::Retire {
+                color: plan.to,
+                remove: plan.start == Start::Fresh,
+            }),
+            Step::Switch => {
+                undo.push(Undo::RestoreUpstream);
+                if plan.from.is_some() {
+                    cutover = Some(probe::Probe::start(&stack.config.public_address));
+                }
+            }
+            // Past this point the run finishes: nothing is undone.
+            Step::Drain => {
+                draining = true;
+                undo.clear();
+            }
+            Step::Health | Step::Smoke => {}
+        }
+        run.enter(step.state());
+        stack.journal.write(&stack.docker, &mut run).await?;
+        stack
+            .events
+            .begin(step.name(), &describe(stack, &plan, step));
+        let result = if step.abortable() {
+            tokio::select! {
+                result = act(stack, &plan, step) => result,
+                signal = interrupt.wait() => Err(interrupted(signal, "stopping here")),
+            }
+        } else {
+            act(stack, &plan, step).await
+        };
+        match result {
+            Ok(detail) => stack.events.ok(&detail),
+            Err(error) => {
+                stack.events.fail(&format!("{error:#}"));
+                if matches!(step, Step::Health | Step::Smoke)
+                    && error
+                        .downcast_ref::<DeployError>()
+                        .is_some_and(|error| !matches!(error, DeployError::Interrupted { .. }))
+                {
+                    containers::report_logs(stack, plan.to).await;
+                }
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+
+    let (outcome, result) = match failure {
+        None => {
+            run.traffic = Some(plan.to);
+            run.enter(State::Recorded);
+            match interrupt.received() {
+                Some(signal) => (
+                    Outcome::Interrupted,
+                    Err(interrupted(
+                        signal,
+                        &format!("the {} finished; traffic is on {}", plan.action, plan.to),
+                    )),
+                ),
+                None => (Outcome::Succeeded, Ok(())),
+            }
+        }
+        // The drain failed: traffic moved, so the run is recorded.
+        Some(error) if draining => {
+            run.traffic = Some(plan.to);
+            run.enter(State::Recorded);
+            let error = match error.downcast::<DeployError>() {
+                Ok(DeployError::Drain(why)) => {
+                    DeployError::Drain(format!("{why}; traffic is on {}", plan.to)).into()
+                }
+                Ok(other) => other.into(),
+                Err(other) => other.context(format!("traffic is on {}", plan.to)),
+            };
+            (Outcome::Failed, Err(error))
+        }
+        Some(error) => unwind(stack, &plan, &mut run, undo, error).await,
+    };
+    let continuity = match cutover {
+        Some(cutover) => Some(report_continuity(stack, cutover).await),
+        None => None,
+    };
+    run.outcome = outcome;
+    run.seconds = started.elapsed().as_secs_f64();
+    run.steps_ms = stack.events.durations_ms();
+    if let Err(error) = &result {
+        run.detail = format!("{error:#}");
+    }
+    stack.journal.write(&stack.docker, &mut run).await?;
+    summarize(stack, &run, continuity);
+    result
+}
+
+/// What the step line says while it runs.
+fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
+    let name = stack.config.app(plan.to);
+    match step {
+        Step::Start if plan.start == Start::Kept => format!("{name} (kept container)"),
+        Step::Start => format!("{name} from {}", plan.image),
+        Step::Health => format!("{name} (timeout {} s)", stack.config.ready_timeout),
+        Step::Smoke => name,
+        Step::Switch => format!("nginx -> {}", plan.to),
+        Step::Drain => format!(
+            "{} (timeout {} s)",
+            plan.from
+                .map_or(String::new(), |from| stack.config.app(from)),
+            stack.config.drain_timeout
+        ),
+    }
+}
+
+/// Acts on one state; returns the line that reports it done.
+async fn act(stack: &mut Stack, plan: &Plan, step: Step) -> anyhow::Result<String> {
+    let name = stack.config.app(plan.to);
+    match step {
+        Step::Start => {
+            if plan.start == Start::Kept {
+                crate::docker::start(&stack.docker, &name).await?;
+            } else {
+                containers::start_fresh(stack, plan.to, &plan.image).await?;
+            }
+            Ok(name)
+        }
+        Step::Health => match plan.health {
+            Health::Wait => {
+                containers::wait_ready(stack, plan.to).await?;
+                Ok(format!("{name} ready"))
+            }
+            Health::Now if containers::ready_now(stack, plan.to).await => {
+                Ok(format!("{name} ready"))
+            }
+            Health::Now => Err(DeployError::Health(format!(
+                "{name} is not running and ready (use --force to switch anyway)"
+            ))
+            .into()),
+            Health::Forced => Ok(format!("{name} not checked (--force)")),
+        },
+        Step::Smoke => {
+            containers::smoke(stack, plan.to).await?;
+            Ok("every check passed".into())
+        }
+        Step::Switch => {
+            nginx::switch_to(stack, plan.to).await?;
+            Ok(format!(
+                "{} live, verified through {}",
+                plan.to, stack.config.public_address
+            ))
+        }
+        Step::Drain => {
+            let from = plan.from.unwrap_or(plan.to.other());
+            match containers::drain(stack, from).await? {
+                Drained::Stopped => Ok(format!(
+                    "{} drained and stopped (kept for rollback)",
+                    stack.config.app(from)
+                )),
+                Drained::AlreadyStopped(why) => Ok(format!("{why}: nothing to drain")),
+            }
+        }
+    }
+}
+
+fn interrupted(signal: Signal, outcome: &str) -> anyhow::Error {
+    DeployError::Interrupted {
+        signal,
+        outcome: outcome.to_string(),
+    }
+    .into()
+}
+
+/// Undoes what the run did, newest first. Returns the run's outcome and
+/// the error the command ends with.
+async fn unwind(
+    stack: &mut Stack,
+    plan: &Plan,
+    run: &mut Run,
+    undo: Vec<Undo>,
+    error: anyhow::Error,
+) -> (Outcome, anyhow::Result<()>) {
+    let signal = match error.downcast_ref::<DeployError>() {
+        Some(DeployError::Interrupted { signal, .. }) => Some(*signal),
+        _ => None,
+    };
+    let stays = plan.from.map_or("nothing is live".to_string(), |from| {
+        format!("traffic stays on {from}")
+    });
+    for item in undo.into_iter().rev() {
+        let done = match item {
+            Undo::RestoreUpstream => {
+                stack.events.begin("undo", "restore the previous upstream");
+                restore(stack, plan, run).await
+            }
+            Undo::Retire { color, remove } => {
+                let name = stack.config.app(color);
+                let what = if remove { "stop and remove" } else { "stop" };
+                stack.events.begin("undo", &format!("{what} {name}"));
+                containers::retire(stack, color, remove).await
+            }
+        };
+        if let Err(undo_error) = done {
+            stack.events.fail(&format!("{undo_error:#}"));
+            let routes = match nginx::serving(stack).await {
+                Ok(serving) => serving
+                    .live()
+                    .map_or("no colour".to_string(), |color| color.to_string()),
+                Err(_) => "an unknown colour".to_string(),
+            };
+            let why = format!(
+                "{error:#}; undoing it failed too ({undo_error:#}); Nginx routes to {routes}"
+            );
+            return (
+                Outcome::NeedsRecover,
+                Err(DeployError::NeedsRecover(why).into()),
+            );
+        }
+        stack.events.ok("undone");
+    }
+    run.traffic = plan.from;
+    match signal {
+        Some(signal) => (
+            Outcome::Interrupted,
+            Err(interrupted(
+                signal,
+                &format!("the {} was undone; {stays}", plan.action),
+            )),
+        ),
+        None => (Outcome::Failed, Err(error.context(stays))),
+    }
+}
+
+/// Applies the upstream from before the switch and checks the old colour
+/// answers again through the public address.
+async fn restore(stack: &Stack, plan: &Plan, run: &Run) -> anyhow::Result<()> {
+    let previous = run
+        .previous_upstream
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no previous upstream was saved"))?;
+    nginx::apply(stack, previous).await?;
+    if let Some(from) = plan.from {
+        nginx::verify(stack, from).await?;
+    }
+    Ok(())
+}
+
+/// Stops the cutover probe and reports what clients saw.
+async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Continuity {
+    // A moment for the last reconnects to land on the new colour.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let continuity = cutover.finish().await;
+    if stack.events.is_json() {
+        let mut event = serde_json::to_value(&continuity).unwrap_or_default();
+        event["event"] = "continuity".into();
+        stack.events.emit(event);
+    } else {
+        println!("continuity: {}", continuity.summary());
+    }
+    continuity
+}
+
+/// The last line (terminal) or object (`--json`) of a run.
+fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
+    let ok = run.outcome == Outcome::Succeeded;
+    stack.events.emit(json!({
+        "event": run.action, "ok": ok, "run_id": run.id, "outcome": run.outcome,
+        "from": run.from, "to": run.to, "traffic": run.traffic, "image": run.image,
+        "seconds": run.seconds, "steps_ms": run.steps_ms, "continuity": continuity,
+    }));
+    if !stack.events.is_json() {
+        let traffic = run
+            .traffic
+            .map_or("no colour".to_string(), |color| color.to_string());
+        println!(
+            "{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
+            run.action,
+            run.from.map_or("none".to_string(), |c| c.to_string()),
+            run.to,
+            if ok { "done" } else { "not done" },
+            run.seconds
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(action: Action, start: Start, drain: bool) -> Plan {
+        Plan {
+            action,
+            from: Some(Color::Blue),
+            to: Color::Green,
+            image: "x".into(),
+            start,
+            health: Health::Wait,
+            smoke: action != Action::Switch,
+            drain,
+        }
+    }
+
+    #[test]
+    fn a_deploy_walks_every_state_and_a_switch_keeps_the_old_colour() {
+        let deploy = plan(Action::Deploy, Start::Fresh, true);
+        let states: Vec<State> = deploy.steps().into_iter().map(Step::state).collect();
+        assert_eq!(
+            states,
+            [
+                State::Started,
+                State::Healthy,
+                State::Smoked,
+                State::Switched,
+                State::Drained
+            ]
+        );
+        let switch = plan(Action::Switch, Start::Running, false);
+        assert_eq!(switch.steps(), [Step::Health, Step::Switch]);
+        // The first deploy has nothing to drain.
+        let first = Plan {
+            from: None,
+            ..plan(Action::Deploy, Start::Fresh, true)
+        };
+        assert!(!first.steps().contains(&Step::Drain));
+    }
+
+    #[test]
+    fn only_steps_before_the_switch_may_be_cut_short() {
+        let abortable: Vec<Step> = plan(Action::Deploy, Start::Fresh, true)
+            .steps()
+            .into_iter()
+            .filter(|step| step.abortable())
+            .collect();
+        assert_eq!(abortable, [Step::Start, Step::Health, Step::Smoke]);
+    }
+
+    #[test]
+    fn states_are_written_in_snake_case() {
+        assert_eq!(State::Switched.to_string(), "switched");
+        assert_eq!(Action::Rollback.to_string(), "rollback");
+    }
+}

@@ -1,0 +1,191 @@
+//! Recovery: bringing a stack that a killed run (SIGKILL, a lost machine)
+//! left behind to a consistent state. Every command that takes the lock
+//! looks for such runs first (`Stack::locked`), so the next deploy recovers
+//! by itself; `wsctl recover` does it on request and also repairs an Nginx
+//! whose loaded configuration and upstream file disagree.
+//!
+//! The rule: nothing ever stops or removes a container Nginx routes to.
+//! 1. Pick the colour to serve: the first of (what Nginx has loaded, what
+//!    its file names, what `/status` reported, blue, green) whose container
+//!    is running and ready; failing that, the first that exists and becomes
+//!    ready when started.
+//! 2. Make Nginx serve it, loaded and on disk (a switch, verified), unless
+//!    both already name it.
+//! 3. Only then retire the other colour gracefully: removed when an
+//!    unfinished run created it (a standby that never finished), kept
+//!    stopped for rollback otherwise.
+//! 4. Mark the unfinished runs `recovered` and journal the recover itself.
+
+use std::time::Instant;
+
+use super::containers;
+use super::journal::{self, Outcome, Run};
+use super::plan::{Action, State};
+use super::{DeployError, Stack, nginx};
+use crate::docker;
+use crate::stack::Color;
+
+/// Recovers the runs that died unfinished, if any (under the lock), as a
+/// step of its own between two parts of the preflight.
+pub(super) async fn unfinished_runs(stack: &mut Stack) -> anyhow::Result<()> {
+    let unfinished = find_unfinished(stack).await?;
+    if unfinished.is_empty() {
+        return Ok(());
+    }
+    stack.events.ok("lock held; an unfinished run to recover");
+    repair(stack, unfinished).await?;
+    stack.events.begin("preflight", "live colour");
+    Ok(())
+}
+
+/// The runs that died unfinished, each announced (under the lock).
+async fn find_unfinished(stack: &mut Stack) -> anyhow::Result<Vec<Run>> {
+    let runs = stack.journal.runs(&stack.docker).await?;
+    let unfinished: Vec<Run> = journal::unfinished(&runs).into_iter().cloned().collect();
+    for run in &unfinished {
+        let line = format!("run {} did not finish; recovering", run.describe());
+        if stack.events.is_json() {
+            stack.events.emit(serde_json::json!({
+                "event": "unfinished", "run_id": run.id, "action": run.action,
+                "state": run.state, "detail": line,
+            }));
+        } else {
+            eprintln!("wsctl: {line}");
+        }
+    }
+    Ok(unfinished)
+}
+
+/// `wsctl recover`.
+pub async fn recover(stack: &mut Stack) -> anyhow::Result<()> {
+    stack.events.begin("preflight", "lock, journal");
+    stack
+        .locked_with("recover", false, async |stack| {
+            let unfinished = find_unfinished(stack).await?;
+            stack.events.ok("lock held");
+            repair(stack, unfinished).await
+        })
+        .await
+}
+
+async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stack
+        .events
+        .begin("recover", "Nginx, both colours, the journal");
+    let serving = nginx::serving(stack).await?;
+    let Some(target) = pick_target(stack, &serving).await? else {
+        return nothing_to_serve(stack, unfinished, &serving).await;
+    };
+    let mut changes = Vec::new();
+    if serving.live() != Some(target) || serving.file != Some(target) {
+        nginx::switch_to(stack, target).await?;
+        changes.push(format!("Nginx now serves {target}"));
+    }
+    let other = target.other();
+    let name = stack.config.app(other);
+    let created_unfinished = unfinished
+        .iter()
+        .any(|run| run.to == other && run.created_container);
+    if let Some(info) = docker::inspect(&stack.docker, &name).await? {
+        if info.running || created_unfinished {
+            containers::retire(stack, other, created_unfinished).await?;
+            changes.push(if created_unfinished {
+                format!("{name} removed (an unfinished run's standby)")
+            } else {
+                format!("{name} stopped (kept for rollback)")
+            });
+        }
+    }
+    let summary = if changes.is_empty() {
+        format!("consistent: traffic on {target}")
+    } else {
+        format!("traffic on {target}; {}", changes.join("; "))
+    };
+    for mut run in unfinished.iter().cloned() {
+        run.outcome = Outcome::Recovered;
+        run.traffic = Some(target);
+        run.detail = format!(
+            "died in state {}; recovered by {}: {summary}",
+            run.state,
+            journal::performer()
+        );
+        stack.journal.write(&stack.docker, &mut run).await?;
+    }
+    if !changes.is_empty() || !unfinished.is_empty() {
+        let image = docker::inspect(&stack.docker, &stack.config.app(target))
+            .await?
+            .map(|info| info.image)
+            .unwrap_or_default();
+        let mut run = Run::new(Action::Recover, serving.live(), target, &image);
+        run.enter(State::Recorded);
+        run.outcome = Outcome::Succeeded;
+        run.traffic = Some(target);
+        run.detail = summary.clone();
+        run.seconds = started.elapsed().as_secs_f64();
+        stack.journal.write(&stack.docker, &mut run).await?;
+    }
+    stack.events.ok(&summary);
+    Ok(())
+}
+
+/// The colour to serve: running and ready, else startable and ready.
+async fn pick_target(stack: &Stack, serving: &nginx::Serving) -> anyhow::Result<Option<Color>> {
+    let mut candidates: Vec<Color> = Vec::new();
+    for color in [serving.live(), serving.file, serving.status_color]
+        .into_iter()
+        .flatten()
+        .chain(Color::ALL)
+    {
+        if !candidates.contains(&color) {
+            candidates.push(color);
+        }
+    }
+    for &color in &candidates {
+        if containers::ready_now(stack, color).await {
+            return Ok(Some(color));
+        }
+    }
+    for &color in &candidates {
+        let name = stack.config.app(color);
+        if docker::inspect(&stack.docker, &name).await?.is_some() {
+            docker::start(&stack.docker, &name).await?;
+            if containers::wait_ready(stack, color).await.is_ok() {
+                return Ok(Some(color));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// No colour can serve: put back the upstream from before the oldest
+/// unfinished run (the state before anything was live) and say so.
+async fn nothing_to_serve(
+    stack: &mut Stack,
+    unfinished: Vec<Run>,
+    serving: &nginx::Serving,
+) -> anyhow::Result<()> {
+    let previous = unfinished
+        .iter()
+        .find_map(|run| run.previous_upstream.clone());
+    if let Some(previous) = &previous
+        && (serving.file.is_some() || serving.loaded.is_some())
+    {
+        nginx::apply(stack, previous).await?;
+    }
+    for mut run in unfinished {
+        run.outcome = Outcome::Recovered;
+        run.traffic = None;
+        run.detail = format!("died in state {}; no colour can serve", run.state);
+        stack.journal.write(&stack.docker, &mut run).await?;
+    }
+    if serving.live().is_some() {
+        let error = DeployError::NeedsRecover(
+            "no colour is running and ready; deploy a new one (`wsctl deploy`)".into(),
+        );
+        stack.events.fail(&error.to_string());
+        return Err(error.into());
+    }
+    stack.events.ok("nothing is live yet");
+    Ok(())
+}

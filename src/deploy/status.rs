@@ -1,0 +1,80 @@
+//! `wsctl status`: what Nginx serves (loaded and on disk), each colour's
+//! container, the lock, unfinished runs and the last runs of the journal.
+
+use serde_json::{Value, json};
+
+use super::journal::{self, Run};
+use super::{Stack, containers, lock, nginx};
+use crate::docker;
+use crate::stack::Color;
+
+/// Runs shown in `status`.
+const RECENT: usize = 5;
+
+pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
+    let serving = nginx::serving(stack).await?;
+    let mut colours = serde_json::Map::new();
+    for color in Color::ALL {
+        colours.insert(color.to_string(), colour(stack, color).await?);
+    }
+    let holder = lock::holder(&stack.docker, &stack.config).await?;
+    let runs = stack.journal.runs(&stack.docker).await?;
+    // An in-progress run is running while a live lock is held; else it died.
+    let running_now = holder.as_ref().is_some_and(|held| !held.stale);
+    let unfinished: Vec<Value> = journal::unfinished(&runs)
+        .into_iter()
+        .map(|run| {
+            let mut entry = summary(run);
+            entry["running"] = json!(running_now);
+            entry
+        })
+        .collect();
+    let history: Vec<Value> = runs.iter().rev().take(RECENT).map(summary).collect();
+    Ok(json!({
+        "live": serving.live(),
+        "serving": serving,
+        "disagreement": serving.disagreement(),
+        "lock": holder,
+        "unfinished": unfinished,
+        "colors": colours,
+        "history": history,
+    }))
+}
+
+/// A run as `status` shows it (without the saved upstream).
+fn summary(run: &Run) -> Value {
+    json!({
+        "id": run.id, "at": run.started_at, "action": run.action, "performer": run.performer,
+        "ci_job": run.ci_job, "from": run.from, "to": run.to, "image": run.image,
+        "state": run.state, "outcome": run.outcome, "traffic": run.traffic,
+        "seconds": run.seconds, "detail": run.detail,
+    })
+}
+
+async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Value> {
+    let name = stack.config.app(color);
+    let Some(info) = docker::inspect(&stack.docker, &name).await? else {
+        return Ok(json!({"container": name, "state": "absent"}));
+    };
+    let connections = if info.running {
+        containers::connections(stack, &name).await
+    } else {
+        None
+    };
+    let uptime = info
+        .started_at
+        .as_deref()
+        .filter(|_| info.running)
+        .and_then(docker::parse_time)
+        .map(|at| (chrono::Utc::now() - at).num_seconds());
+    let health = if info.running {
+        info.health.as_str()
+    } else {
+        "-"
+    };
+    Ok(json!({
+        "container": name, "state": info.state, "health": health, "image": info.image,
+        "version": info.labels.get("org.opencontainers.image.version"),
+        "uptime_seconds": uptime, "connections": connections,
+    }))
+}
