@@ -12,17 +12,23 @@ use crate::deploy::{self, Events, Journal, Stack};
 use crate::signal::Interrupt;
 use crate::stack::{Color, INIT_FILE, StackConfig};
 
-/// Options every stack command takes.
+/// Options every stack command takes (global: also after `lock status`).
 #[derive(Debug, Args)]
 pub struct StackArgs {
     /// The stack's configuration (absent: every default).
-    #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "WSCTL_CONFIG",
+        default_value = "wsctl.yaml",
+        global = true
+    )]
     config: PathBuf,
     /// One JSON object per line (events, then a summary) for CI pipelines.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// Seconds to wait for another deploy's lock before giving up.
-    #[arg(long, default_value = "0", value_name = "SECS")]
+    #[arg(long, default_value = "0", value_name = "SECS", global = true)]
     lock_wait: u64,
 }
 

@@ -60,7 +60,7 @@ pub struct Holder {
     pub pid: Option<u32>,
     /// End of the lease on the engine's clock (`None`: never).
     pub expires_at: Option<String>,
-    /// Expired, or held by a process of this machine that is gone.
+    /// Expired, or a run's lock whose process on this machine is gone.
     pub stale: bool,
 }
 
@@ -123,7 +123,8 @@ pub async fn holder(docker: &Docker, config: &StackConfig) -> anyhow::Result<Opt
         since: label(SINCE),
         message: label(MESSAGE),
         ttl,
-        stale: expired || holder_process_gone(&host, pid),
+        // A manual lock (ttl 0) outlives its `wsctl lock acquire` process.
+        stale: expired || (ttl > 0 && holder_process_gone(&host, pid)),
         host,
         pid,
         expires_at: expires.map(|end| end.to_rfc3339()),
@@ -206,8 +207,9 @@ async fn try_take(
         }),
         ..Default::default()
     };
-    // Twice: once more right after breaking a stale lock.
-    for _ in 0..2 {
+    // Again right after breaking a stale lock, and while the lock is
+    // between two holders (one removing it, the other not yet created).
+    for _ in 0..20 {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         match docker.create_container(Some(options), body.clone()).await {
             Ok(created) => {
@@ -231,17 +233,30 @@ async fn try_take(
             Ok(Some(held)) if held.stale => {
                 tracing::warn!(holder = %held.holder, id = %held.id, "breaking a stale lock");
                 eprintln!("wsctl: breaking the stale lock of {}", held.holder);
-                // By id: if someone broke and retook it meanwhile, this is a 404.
-                if let Err(error) = docker::remove(docker, &held.id).await {
-                    return Check::Failed(format!("{error:#}"));
+                if let Err(why) = break_stale(docker, &held.id).await {
+                    return Check::Failed(why);
                 }
             }
             Ok(Some(held)) => return Check::Pending(held.holder),
-            Ok(None) => {}
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(error) => return Check::Failed(format!("{error:#}")),
         }
     }
     Check::Pending("the lock changed hands".into())
+}
+
+/// Removes the stale lock container `id`. By id: if someone else broke it
+/// and took the lock meanwhile, this is a 404 (or a 409 while their removal
+/// runs), and their lock stays.
+async fn break_stale(docker: &Docker, id: &str) -> Result<(), String> {
+    let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(error) if matches!(status_of(&error), Some(404 | 409)) => Ok(()),
+        Err(error) => Err(format!("breaking a stale lock: {error}")),
+    }
 }
 
 /// Renews the lease every `interval` until the task is aborted (release).

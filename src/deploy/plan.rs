@@ -148,10 +148,11 @@ impl Step {
         }
     }
 
-    /// Steps an interrupt may cut short: they change nothing another undo
-    /// does not cover. The switch and the drain always run to their end.
+    /// Steps an interrupt may cut short: they only look, so nothing is
+    /// left half-done. Starting (an engine call that would go on without
+    /// us), the switch and the drain always run to their end.
     fn abortable(self) -> bool {
-        matches!(self, Step::Start | Step::Health | Step::Smoke)
+        matches!(self, Step::Health | Step::Smoke)
     }
 }
 
@@ -529,7 +530,7 @@ mod tests {
             .into_iter()
             .filter(|step| step.abortable())
             .collect();
-        assert_eq!(abortable, [Step::Start, Step::Health, Step::Smoke]);
+        assert_eq!(abortable, [Step::Health, Step::Smoke]);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
 };
 
 pub async fn docker_or_skip() -> Option<Docker> {
@@ -115,6 +116,34 @@ impl TestStack {
             .expect("run wsctl")
     }
 
+    /// Starts `wsctl ARGS --json` against this stack, reading its events.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = super::wsctl()
+            .args(args)
+            .arg("--json")
+            .arg("--config")
+            .arg(self.dir.join("wsctl.yaml"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run wsctl");
+        let (sender, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
     /// `/status` through the public Nginx address.
     pub async fn public_status(&self) -> serde_json::Value {
         reqwest::get(format!("http://{}/status", self.public))
@@ -176,6 +205,22 @@ pub fn remove_everything(
                 let force = RemoveContainerOptionsBuilder::default().force(true).build();
                 let _ = docker.remove_container(&container, Some(force)).await;
             }
+            // The journal's records are volumes named after the prefix.
+            if let Some(prefix) = &prefix {
+                let filters = std::collections::HashMap::from([("name", vec![prefix.as_str()])]);
+                let options = ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build();
+                let listed = docker.list_volumes(Some(options)).await.ok();
+                for volume in listed.and_then(|listed| listed.volumes).unwrap_or_default() {
+                    let _ = docker
+                        .remove_volume(
+                            &volume.name,
+                            None::<bollard::query_parameters::RemoveVolumeOptions>,
+                        )
+                        .await;
+                }
+            }
             for network in networks {
                 let _ = docker.remove_network(&network).await;
             }
@@ -186,4 +231,63 @@ pub fn remove_everything(
         });
     })
     .join();
+}
+
+/// A `wsctl ... --json` run in progress.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stdout line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Waits (up to 60 s) until the run announces that `step` started;
+    /// false when it ended first.
+    pub fn wait_for_step(&mut self, step: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                return false;
+            };
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            self.seen.push(line);
+            if event["event"] == "step" && event["step"] == step && event["status"] == "started" {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits for the exit: `(exit code, stdout, stderr)`; killed after 120 s.
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break self.child.wait().expect("wait");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        (status.code(), self.seen.join("\n"), stderr)
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod live;
 pub mod raw;
 pub mod redis;
 
