@@ -312,11 +312,12 @@ async fn remove_volume(docker: &Docker, name: &str) {
     }
 }
 
-/// Runs that never finished: their process died (or its machine was lost)
-/// while holding the lock. Only meaningful to a holder of the lock.
+/// Runs that left the stack for `recover`: their process died (or its
+/// machine was lost) while holding the lock, or a restore failed. Seen by
+/// a holder of the lock, an in-progress run is a dead one.
 pub fn unfinished(runs: &[Run]) -> Vec<&Run> {
     runs.iter()
-        .filter(|run| run.outcome == Outcome::InProgress)
+        .filter(|run| matches!(run.outcome, Outcome::InProgress | Outcome::NeedsRecover))
         .collect()
 }
 

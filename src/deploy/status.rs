@@ -25,7 +25,7 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
         .into_iter()
         .map(|run| {
             let mut entry = summary(run);
-            entry["running"] = json!(running_now);
+            entry["running"] = json!(running_now && run.outcome == journal::Outcome::InProgress);
             entry
         })
         .collect();

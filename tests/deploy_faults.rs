@@ -1,0 +1,168 @@
+//! Faults from outside wsctl, against the real engine and Nginx: a live
+//! app process that crashes comes back by itself (restart policy), a
+//! drained colour stays stopped, an old colour already dead counts as
+//! drained, and a restore that fails (Nginx paused during the switch) keeps
+//! the serving colour running and says "recover".
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::docker::{TestStack, docker_or_skip};
+use serde_json::Value;
+
+fn explain(output: &std::process::Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn status_json(stack: &TestStack) -> Value {
+    let output = stack.wsctl(&["status", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The public address's `/status` code, or 0 when nothing answered.
+async fn public_code(stack: &TestStack) -> u16 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    match client
+        .get(format!("http://{}/status", stack.public))
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_live_colour_serves_again_within_10_s_and_a_drained_one_stays_stopped() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let first = stack.wsctl(&["deploy"]);
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let blue = format!("{}app_blue", stack.prefix);
+    let info = docker.inspect_container(&blue, None).await.unwrap();
+    let policy = info.host_config.unwrap().restart_policy.unwrap();
+    assert_eq!(policy.name.unwrap().to_string(), "unless-stopped");
+
+    // A crash: the service's process dies by SIGKILL (not `docker kill`,
+    // which the engine treats as a deliberate stop).
+    let pid = info.state.unwrap().pid.unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let crashed = Instant::now();
+    while public_code(&stack).await != 200 {
+        assert!(
+            crashed.elapsed() < Duration::from_secs(10),
+            "the public address did not answer again within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "crashed live colour served again after {:?}",
+        crashed.elapsed()
+    );
+
+    // After a deploy, the drained colour stays stopped.
+    let second = stack.wsctl(&["deploy"]);
+    assert_eq!(second.status.code(), Some(0), "{}", explain(&second));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state = docker
+        .inspect_container(&blue, None)
+        .await
+        .unwrap()
+        .state
+        .unwrap();
+    assert_eq!(state.running, Some(false), "the drained colour restarted");
+}
+
+#[tokio::test]
+async fn an_old_colour_already_dead_counts_as_drained_and_rollback_works_after() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let first = stack.wsctl(&["deploy"]);
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let blue = format!("{}app_blue", stack.prefix);
+    docker
+        .kill_container(
+            &blue,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+
+    let deploy = stack.wsctl(&["deploy"]);
+    assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+    assert!(
+        explain(&deploy).contains("nothing to drain"),
+        "{}",
+        explain(&deploy)
+    );
+    assert_eq!(stack.public_status().await["color"], "green");
+    let status = status_json(&stack);
+    assert_eq!(status["history"][0]["outcome"], "succeeded", "{status}");
+    assert_eq!(status["history"][0]["traffic"], "green", "{status}");
+
+    let rollback = stack.wsctl(&["rollback"]);
+    assert_eq!(rollback.status.code(), Some(0), "{}", explain(&rollback));
+    assert_eq!(stack.public_status().await["color"], "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_keeps_the_serving_colour_and_exits_9_saying_recover() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let first = stack.wsctl(&["deploy"]);
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let nginx = format!("{}nginx", stack.prefix);
+
+    // Nginx freezes while the standby is checked: the switch and then the
+    // restore of the previous upstream both fail.
+    let mut run = stack.spawn(&["deploy"]);
+    assert!(run.wait_for_step("health"), "{:?}", run.seen);
+    docker.pause_container(&nginx).await.unwrap();
+    let (code, stdout, stderr) = run.finish();
+    docker.unpause_container(&nginx).await.unwrap();
+    assert_eq!(code, Some(9), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("recover") && stderr.contains("Nginx routes to"),
+        "{stderr}"
+    );
+    // Nothing that Nginx may route to was stopped.
+    for color in ["blue", "green"] {
+        let name = format!("{}app_{color}", stack.prefix);
+        let state = docker.inspect_container(&name, None).await.unwrap().state;
+        assert_eq!(state.unwrap().running, Some(true), "{name} was stopped");
+    }
+    let status = status_json(&stack);
+    assert_eq!(status["history"][0]["outcome"], "needs_recover", "{status}");
+
+    let recover = stack.wsctl(&["recover"]);
+    assert_eq!(recover.status.code(), Some(0), "{}", explain(&recover));
+    let status = status_json(&stack);
+    assert!(status["disagreement"].is_null(), "{status}");
+    assert!(
+        status["unfinished"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    let live = status["live"].as_str().unwrap().to_string();
+    assert_eq!(stack.public_status().await["color"], live.as_str());
+    let deploy = stack.wsctl(&["deploy"]);
+    assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+}
