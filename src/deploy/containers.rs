@@ -53,6 +53,11 @@ pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Re
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
             restart_policy: unless_stopped(),
+            // docker-init as PID 1: a SIGTERM that arrives before wsctl has
+            // installed its handler still stops it (PID 1 ignores signals
+            // it has no handler for), so undoing a just-started standby
+            // does not wait for drain_timeout and a SIGKILL.
+            init: Some(true),
             ..Default::default()
         }),
         ..Default::default()
@@ -70,7 +75,13 @@ pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Re
 /// clients get goodbye and reconnect elsewhere), and removes it if asked.
 pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result<()> {
     let name = stack.config.app(color);
-    docker::stop(&stack.docker, &name, stack.config.drain_timeout()).await?;
+    stop_gracefully(
+        stack.docker.clone(),
+        name.clone(),
+        stack.config.drain_timeout(),
+        stack.config.app_port,
+    )
+    .await?;
     if remove {
         docker::remove(&stack.docker, &name).await?;
     }
@@ -188,10 +199,12 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
         }
         Some(_) => {}
     }
-    let stopping = {
-        let (docker, name) = (stack.docker.clone(), name.clone());
-        tokio::spawn(async move { docker::stop(&docker, &name, grace).await })
-    };
+    let stopping = tokio::spawn(stop_gracefully(
+        stack.docker.clone(),
+        name.clone(),
+        grace,
+        stack.config.app_port,
+    ));
     tokio::pin!(stopping);
     loop {
         if let Some(left) = connections(stack, &name).await {
@@ -215,6 +228,41 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
             grace.as_secs()
         ))
         .into()),
+    }
+}
+
+/// Stops a container with SIGTERM, then SIGKILL after `grace`. One that
+/// is draining already (a killed run's stop, which the engine carries on)
+/// is waited for instead: a second SIGTERM makes `wsctl serve` exit at
+/// once, dropping the answers it still owes.
+async fn stop_gracefully(
+    docker: bollard::Docker,
+    name: String,
+    grace: Duration,
+    port: u16,
+) -> anyhow::Result<()> {
+    if draining(&docker, &name, port).await {
+        let exited = poll_until(grace, Duration::from_millis(100), || async {
+            match docker::inspect(&docker, &name).await {
+                Ok(Some(info)) if info.running => Check::Pending("draining".to_string()),
+                _ => Check::Ready(()),
+            }
+        })
+        .await;
+        if exited.is_ok() {
+            return Ok(());
+        }
+    }
+    docker::stop(&docker, &name, grace).await
+}
+
+/// The container's service says it is draining (its `/status`, via exec).
+async fn draining(docker: &bollard::Docker, name: &str, port: u16) -> bool {
+    let url = format!("http://127.0.0.1:{port}/status");
+    match docker::exec(docker, name, &["/wsctl", "probe", "--print", &url]).await {
+        Ok((_, output)) => serde_json::from_str::<serde_json::Value>(output.trim())
+            .is_ok_and(|status| status["draining"] == true),
+        Err(_) => false,
     }
 }
 
