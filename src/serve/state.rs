@@ -72,6 +72,16 @@ pub struct AppState {
     schedule: DrainSchedule,
 }
 
+/// When the connection in 0-based `slot` of `total` says goodbye, from the
+/// start of the drain. Slots 1..=N of N: the last goodbye leaves at the end
+/// of the window, and even a lone connection gets time to answer what it
+/// had already received. A connection that arrived after the drain began
+/// (slot past the count) goes at the end.
+fn goodbye_offset(slot: usize, total: usize, window: Duration) -> Duration {
+    let total = total.max(1);
+    window.mul_f64((slot + 1).min(total) as f64 / total as f64)
+}
+
 /// Spreads the goodbyes of a drain evenly over `DRAIN_WINDOW`: the n-th
 /// (1-based) of N connections says goodbye at `start + window * n / N`.
 #[derive(Default)]
@@ -149,15 +159,29 @@ impl AppState {
         let started = *self.schedule.started.get_or_init(Instant::now);
         let slot = self.schedule.next_slot.fetch_add(1, Ordering::SeqCst);
         let total = self.schedule.connections.load(Ordering::SeqCst).max(1);
-        let window = self.config.drain_window;
-        // Slots 1..=N of N: the last goodbye leaves at the end of the
-        // window, and even a lone connection gets time to answer what it
-        // had already received.
-        let offset = window.mul_f64((slot + 1).min(total) as f64 / total as f64);
-        started + offset
+        started + goodbye_offset(slot, total, self.config.drain_window)
     }
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goodbyes_spread_evenly_over_the_drain_window() {
+        let window = Duration::from_secs(2);
+        let offsets: Vec<_> = (0..4).map(|slot| goodbye_offset(slot, 4, window)).collect();
+        assert_eq!(
+            offsets,
+            [500, 1000, 1500, 2000].map(Duration::from_millis).to_vec()
+        );
+        // A lone connection and a late one both leave at the end.
+        assert_eq!(goodbye_offset(0, 1, window), window);
+        assert_eq!(goodbye_offset(9, 4, window), window);
+        assert_eq!(goodbye_offset(0, 0, window), window);
     }
 }
