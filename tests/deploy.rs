@@ -8,25 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::docker::{TestStack, docker_or_skip};
+use common::docker::{TestStack, docker_or_skip, explain};
 use serde_json::Value;
 
 fn code(output: &std::process::Output) -> Option<i32> {
     output.status.code()
-}
-
-fn explain(output: &std::process::Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn status_json(stack: &TestStack) -> Value {
-    let output = stack.wsctl(&["status", "--json"]);
-    assert_eq!(code(&output), Some(0), "{}", explain(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[tokio::test]
@@ -70,7 +56,7 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let second = stack.wsctl(&["deploy"]);
     assert_eq!(code(&second), Some(0), "{}", explain(&second));
     assert_eq!(stack.public_status().await["color"], "green");
-    let status = status_json(&stack);
+    let status = stack.status_json();
     assert_eq!(status["live"], "green");
     assert_eq!(status["colors"]["green"]["state"], "running");
     assert_eq!(status["colors"]["green"]["health"], "healthy");
@@ -93,7 +79,7 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let rollback = stack.wsctl(&["rollback"]);
     assert_eq!(code(&rollback), Some(0), "{}", explain(&rollback));
     assert_eq!(stack.public_status().await["color"], "blue");
-    let status = status_json(&stack);
+    let status = stack.status_json();
     assert_eq!(status["live"], "blue");
     assert_eq!(status["colors"]["green"]["state"], "exited");
     assert_eq!(status["history"][0]["action"], "rollback");
@@ -108,7 +94,7 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let green = format!("{}app_green", stack.prefix);
     docker.start_container(&green, None).await.unwrap();
     let started = std::time::Instant::now();
-    while status_json(&stack)["colors"]["green"]["health"] != "healthy" {
+    while stack.status_json()["colors"]["green"]["health"] != "healthy" {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "green never healthy again"
@@ -118,7 +104,7 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let switched = stack.wsctl(&["switch", "--color", "green"]);
     assert_eq!(code(&switched), Some(0), "{}", explain(&switched));
     assert_eq!(stack.public_status().await["color"], "green");
-    assert_eq!(status_json(&stack)["history"][0]["action"], "switch");
+    assert_eq!(stack.status_json()["history"][0]["action"], "switch");
 }
 
 #[tokio::test]
@@ -173,7 +159,7 @@ async fn a_failing_nginx_test_keeps_the_previous_upstream_live() {
         explain(&failed)
     );
     assert_eq!(stack.public_status().await["color"], "blue");
-    assert_eq!(status_json(&stack)["live"], "blue");
+    assert_eq!(stack.status_json()["live"], "blue");
     let standby = format!("{}app_green", stack.prefix);
     assert!(
         docker.inspect_container(&standby, None).await.is_err(),

@@ -8,22 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::docker::{TestStack, docker_or_skip};
-use serde_json::Value;
-
-fn explain(output: &std::process::Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn status_json(stack: &TestStack) -> Value {
-    let output = stack.wsctl(&["status", "--json"]);
-    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+use common::docker::{TestStack, docker_or_skip, explain};
 
 /// The public address's `/status` code, or 0 when nothing answered.
 async fn public_code(stack: &TestStack) -> u16 {
@@ -113,7 +98,7 @@ async fn an_old_colour_already_dead_counts_as_drained_and_rollback_works_after()
         explain(&deploy)
     );
     assert_eq!(stack.public_status().await["color"], "green");
-    let status = status_json(&stack);
+    let status = stack.status_json();
     assert_eq!(status["history"][0]["outcome"], "succeeded", "{status}");
     assert_eq!(status["history"][0]["traffic"], "green", "{status}");
 
@@ -150,12 +135,12 @@ async fn a_failed_restore_keeps_the_serving_colour_and_exits_9_saying_recover() 
         let state = docker.inspect_container(&name, None).await.unwrap().state;
         assert_eq!(state.unwrap().running, Some(true), "{name} was stopped");
     }
-    let status = status_json(&stack);
+    let status = stack.status_json();
     assert_eq!(status["history"][0]["outcome"], "needs_recover", "{status}");
 
     let recover = stack.wsctl(&["recover"]);
     assert_eq!(recover.status.code(), Some(0), "{}", explain(&recover));
-    let status = status_json(&stack);
+    let status = stack.status_json();
     assert!(status["disagreement"].is_null(), "{status}");
     assert!(
         status["unfinished"].as_array().unwrap().is_empty(),

@@ -11,20 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::docker::{TestStack, docker_or_skip};
-use serde_json::Value;
 
 const BOUNDARIES: [&str; 5] = ["start", "health", "smoke", "switch", "drain"];
-
-fn status_json(stack: &TestStack) -> Value {
-    let output = stack.wsctl(&["status", "--json"]);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 /// Polls `/status` through the public address every 50 ms, counting
 /// answers that are not 200 (or none at all).
@@ -122,7 +110,7 @@ async fn sigterm_and_sigint_at_each_state_boundary_leave_a_consistent_stack() {
             stderr.contains(&format!("interrupted by SIG{signal}")) && stderr.contains("traffic"),
             "{boundary}: the one line says where traffic is: {stderr}"
         );
-        let status = status_json(&stack);
+        let status = stack.status_json();
         assert!(status["lock"].is_null(), "{boundary}: lock left: {status}");
         assert!(status["disagreement"].is_null(), "{boundary}: {status}");
         let containers = app_containers(&stack).await;
@@ -186,7 +174,7 @@ async fn sigkill_at_each_state_boundary_is_reported_and_recovered() {
         let (code, _, _) = run.finish();
         assert_eq!(code, None, "{boundary}: killed by a signal");
 
-        let status = status_json(&stack);
+        let status = stack.status_json();
         let unfinished = status["unfinished"].as_array().unwrap();
         assert_eq!(unfinished.len(), 1, "{boundary}: {status}");
         assert_eq!(unfinished[0]["running"], false, "{boundary}: {status}");
@@ -206,7 +194,7 @@ async fn sigkill_at_each_state_boundary_is_reported_and_recovered() {
             String::from_utf8_lossy(&recover.stdout),
             String::from_utf8_lossy(&recover.stderr)
         );
-        let status = status_json(&stack);
+        let status = stack.status_json();
         assert!(
             status["unfinished"].as_array().unwrap().is_empty(),
             "{status}"

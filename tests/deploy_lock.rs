@@ -12,7 +12,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-use common::docker::{TestStack, docker_or_skip};
+use common::docker::{TestStack, docker_or_skip, explain};
 
 /// Takes the stack's lock the way a wsctl on another machine would, with a
 /// lease of `ttl` seconds from now on the engine's clock.
@@ -39,14 +39,6 @@ async fn hold_lock(docker: &Docker, stack: &TestStack, ttl: u64) -> String {
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     docker.create_container(Some(options), body).await.unwrap();
     name
-}
-
-fn explain(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 // Multi-threaded: the release task runs while the test blocks on wsctl.

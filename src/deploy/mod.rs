@@ -108,14 +108,21 @@ impl Stack {
         Ok(value)
     }
 
-    /// The colour Nginx serves, refusing when its loaded configuration
-    /// and its upstream file disagree (only `recover` repairs that).
-    async fn live_color(&mut self) -> anyhow::Result<Option<Color>> {
-        let serving = nginx::serving(self).await?;
-        if let Some(disagreement) = serving.disagreement() {
-            return Err(DeployError::NeedsRecover(disagreement).into());
+    /// What Nginx serves, refusing when its loaded configuration and its
+    /// upstream file disagree (only `recover` repairs that). A refusal
+    /// ends the preflight step.
+    async fn serving(&mut self) -> anyhow::Result<nginx::Serving> {
+        let checked = match nginx::serving(self).await {
+            Ok(serving) => match serving.disagreement() {
+                Some(disagreement) => Err(DeployError::NeedsRecover(disagreement).into()),
+                None => Ok(serving),
+            },
+            Err(error) => Err(error),
+        };
+        match checked {
+            Ok(serving) => Ok(serving),
+            Err(error) => preflight_failed(self, error),
         }
-        Ok(serving.live())
     }
 
     /// Ends the preflight step: refuses when a signal came during it
@@ -167,10 +174,8 @@ pub async fn deploy(
     );
     let locked = stack
         .locked(&command, async move |stack| {
-            let live = match stack.live_color().await {
-                Ok(live) => live,
-                Err(error) => return preflight_failed(stack, error),
-            };
+            let serving = stack.serving().await?;
+            let live = serving.live();
             let standby = color.unwrap_or(live.map_or(Color::Blue, Color::other));
             if live == Some(standby) {
                 let error =
@@ -190,6 +195,7 @@ pub async fn deploy(
                 health: Health::Wait,
                 smoke: true,
                 drain: true,
+                previous_upstream: serving.upstream,
             };
             plan::execute(stack, plan, started).await
         })
@@ -214,10 +220,8 @@ pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Res
     stack.events.begin("preflight", "lock, live colour");
     let locked = stack
         .locked(&format!("switch {color}"), async move |stack| {
-            let live = match stack.live_color().await {
-                Ok(live) => live,
-                Err(error) => return preflight_failed(stack, error),
-            };
+            let serving = stack.serving().await?;
+            let live = serving.live();
             let image = docker::inspect(&stack.docker, &stack.config.app(color))
                 .await?
                 .map(|info| info.image)
@@ -235,6 +239,7 @@ pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Res
                 health: if force { Health::Forced } else { Health::Now },
                 smoke: false,
                 drain: false,
+                previous_upstream: serving.upstream,
             };
             plan::execute(stack, plan, started).await
         })
@@ -244,7 +249,10 @@ pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Res
 
 /// `wsctl rollback`: back to the colour the last traffic move came from,
 /// as the journal says: its kept container starts (or is recreated from its
-/// recorded image), then readiness, smoke, switch and drain as in a deploy.
+/// recorded image), then readiness, switch and drain as in a deploy. A kept
+/// container is not smoke-tested again: it served this image with this
+/// configuration until the last move, and readiness (which includes Redis)
+/// is checked; skipping the smoke keeps a rollback under one second.
 pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
     let started = Instant::now();
     stack
@@ -252,10 +260,8 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
         .begin("preflight", "lock, journal, live colour");
     let locked = stack
         .locked("rollback", async move |stack| {
-            let live = match stack.live_color().await {
-                Ok(live) => live,
-                Err(error) => return preflight_failed(stack, error),
-            };
+            let serving = stack.serving().await?;
+            let live = serving.live();
             let runs = stack.journal.runs(&stack.docker).await?;
             let Some((previous, image)) = journal::rollback_target(&runs, live) else {
                 let error =
@@ -281,8 +287,9 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
                 image,
                 start: if kept { Start::Kept } else { Start::Fresh },
                 health: Health::Wait,
-                smoke: true,
+                smoke: !kept,
                 drain: true,
+                previous_upstream: serving.upstream,
             };
             plan::execute(stack, plan, started).await
         })

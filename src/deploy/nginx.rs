@@ -17,7 +17,9 @@ const UPSTREAM_FILE: &str = "upstream.conf";
 const NGINX: &str = "/usr/sbin/nginx";
 /// How long new connections may take to reach the new colour after a reload.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-const VERIFY_INTERVAL: Duration = Duration::from_millis(50);
+const VERIFY_INTERVAL: Duration = Duration::from_millis(10);
+/// Good answers in a row that make a switch verified.
+const VERIFY_IN_A_ROW: u32 = 3;
 
 /// What Nginx routes to, from three witnesses.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -31,6 +33,9 @@ pub struct Serving {
     pub status_color: Option<Color>,
     /// The colour the upstream file on disk names.
     pub file: Option<Color>,
+    /// The upstream file itself: what undoing a switch puts back.
+    #[serde(skip)]
+    pub upstream: Option<String>,
 }
 
 impl Serving {
@@ -92,20 +97,20 @@ async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>,
 
 /// Asks Nginx (through the public address) and reads its upstream file.
 pub async fn serving(stack: &Stack) -> anyhow::Result<Serving> {
-    let file = read_upstream(stack)
-        .await?
-        .and_then(|text| upstream::live_color(&text));
-    let seen = look(stack, &client()?).await;
+    let client = client()?;
+    let (upstream, seen) = tokio::join!(read_upstream(stack), look(stack, &client));
+    let upstream = upstream?;
     Ok(Serving {
         answered: seen.is_some(),
         loaded: seen.and_then(|(loaded, _)| loaded),
         status_color: seen.and_then(|(_, status)| status),
-        file,
+        file: upstream.as_deref().and_then(upstream::live_color),
+        upstream,
     })
 }
 
 /// The upstream file as it is on disk; `None` without an Nginx container.
-pub async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
+async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
     let nginx = stack.config.name("nginx");
     if docker::inspect(&stack.docker, &nginx).await?.is_none() {
         return Ok(None);
@@ -128,16 +133,39 @@ pub fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
 
 /// Uploads `text` as the upstream, tests it and reloads Nginx.
 pub async fn apply(stack: &Stack, text: &str) -> anyhow::Result<()> {
-    let nginx = stack.config.name("nginx");
+    upload(
+        stack.docker.clone(),
+        stack.config.name("nginx"),
+        text.to_string(),
+    )
+    .await?;
+    reload(stack).await
+}
+
+/// Writes the upstream file; Nginx serves it only after `reload`.
+async fn upload(docker: bollard::Docker, nginx: String, text: String) -> anyhow::Result<()> {
     docker::upload_file(
-        &stack.docker,
+        &docker,
         &nginx,
         UPSTREAM_DIR,
         UPSTREAM_FILE,
         text.as_bytes(),
     )
     .await
-    .map_err(|error| DeployError::Switch(format!("{error:#}")))?;
+    .map_err(|error| DeployError::Switch(format!("{error:#}")).into())
+}
+
+/// Renders and uploads the upstream for `color` on a task of its own, so
+/// the upload (60-110 ms through the engine's archive API) runs while the
+/// colour gets ready; the task completes even if its caller stops waiting.
+pub fn stage(stack: &Stack, color: Color) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let rendered = render(stack, color);
+    let (docker, nginx) = (stack.docker.clone(), stack.config.name("nginx"));
+    tokio::spawn(async move { upload(docker, nginx, rendered?).await })
+}
+
+/// Tests the uploaded upstream and reloads Nginx with it.
+pub async fn reload(stack: &Stack) -> anyhow::Result<()> {
     nginx_command(stack, &["-t"]).await?;
     nginx_command(stack, &["-s", "reload"]).await
 }
@@ -157,14 +185,19 @@ async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Waits until new connections through the public address reach `color`:
-/// Nginx names it as loaded and its `/status` answers with it.
+/// Nginx names it as loaded and its `/status` answers with it, three times
+/// in a row. One is not enough: for a few milliseconds after a reload an
+/// old worker may still accept a connection and serve the old upstream.
 pub async fn verify(stack: &Stack, color: Color) -> anyhow::Result<()> {
     let client = client()?;
+    let in_a_row = std::cell::Cell::new(0);
     let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
-        match look(stack, &client).await {
-            Some((Some(loaded), Some(status))) if loaded == color && status == color => {
-                Check::Ready(())
-            }
+        let seen = look(stack, &client).await;
+        let good = matches!(seen, Some((Some(loaded), Some(status))) if loaded == color && status == color);
+        in_a_row.set(if good { in_a_row.get() + 1 } else { 0 });
+        match seen {
+            _ if in_a_row.get() >= VERIFY_IN_A_ROW => Check::Ready(()),
+            _ if good => Check::Pending("verifying".into()),
             Some((loaded, status)) => Check::Pending(format!(
                 "Nginx serves {} and /status reports {}",
                 loaded.map_or("no colour".into(), |c| c.to_string()),

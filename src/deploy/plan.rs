@@ -13,7 +13,9 @@
 //! Each state owns its undo, pushed before the state is acted on:
 //! - Started: the colour this run started is stopped gracefully (its
 //!   clients get goodbye), and removed when this run created it.
-//! - Switched: the previous upstream is applied again and verified.
+//! - Switched: the previous upstream is applied again and verified. The new
+//!   upstream file is uploaded while the colour gets ready (Healthy) so the
+//!   switch itself only tests and reloads it; the undo is pushed then.
 //!
 //! A step that fails, or the first SIGINT/SIGTERM, unwinds the undos in
 //! reverse while the drain has not begun: traffic stays where it was and
@@ -114,6 +116,8 @@ pub struct Plan {
     pub smoke: bool,
     /// Stop the old colour after the switch (deploy, rollback).
     pub drain: bool,
+    /// The upstream file before this run: what undoing the switch restores.
+    pub previous_upstream: Option<String>,
 }
 
 /// One step moves the run into one state.
@@ -186,12 +190,14 @@ enum Undo {
 /// Runs `plan` to its end, or unwinds it; journals every state.
 pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow::Result<()> {
     let mut run = Run::new(plan.action, plan.from, plan.to, &plan.image);
-    run.previous_upstream = nginx::read_upstream(stack).await?;
+    run.previous_upstream = plan.previous_upstream.clone();
     run.created_container = plan.start == Start::Fresh;
     stack.journal.write(&stack.docker, &mut run).await?;
 
     let interrupt = stack.interrupt.clone();
     let mut undo: Vec<Undo> = Vec::new();
+    // The upload of the new upstream, started with the readiness wait.
+    let mut staged: Option<Staged> = None;
     let mut cutover: Option<probe::Probe> = None;
     let mut draining = false;
     let mut failure: Option<anyhow::Error> = None;
@@ -206,8 +212,14 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
                 color: plan.to,
                 remove: plan.start == Start::Fresh,
             }),
-            Step::Switch => {
+            Step::Health if plan.health == Health::Wait => {
                 undo.push(Undo::RestoreUpstream);
+                staged = Some(nginx::stage(stack, plan.to));
+            }
+            Step::Switch => {
+                if staged.is_none() {
+                    undo.push(Undo::RestoreUpstream);
+                }
                 if plan.from.is_some() {
                     cutover = Some(probe::Probe::start(&stack.config.public_address));
                 }
@@ -226,11 +238,11 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             .begin(step.name(), &describe(stack, &plan, step));
         let result = if step.abortable() {
             tokio::select! {
-                result = act(stack, &plan, step) => result,
+                result = act(stack, &plan, step, &mut staged) => result,
                 signal = interrupt.wait() => Err(interrupted(signal, "stopping here")),
             }
         } else {
-            act(stack, &plan, step).await
+            act(stack, &plan, step, &mut staged).await
         };
         match result {
             Ok(detail) => stack.events.ok(&detail),
@@ -277,7 +289,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             };
             (Outcome::Failed, Err(error))
         }
-        Some(error) => unwind(stack, &plan, &mut run, undo, error).await,
+        Some(error) => unwind(stack, &plan, &mut run, undo, staged, error).await,
     };
     let continuity = match cutover {
         Some(cutover) => Some(report_continuity(stack, cutover).await),
@@ -312,8 +324,23 @@ fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
     }
 }
 
+/// The upload of the new upstream running on its own task.
+type Staged = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Waits for a staged upload; a task that panicked is an error.
+async fn staged_upload(staged: Staged) -> anyhow::Result<()> {
+    staged
+        .await
+        .map_err(|error| anyhow::anyhow!("uploading the upstream: {error}"))?
+}
+
 /// Acts on one state; returns the line that reports it done.
-async fn act(stack: &mut Stack, plan: &Plan, step: Step) -> anyhow::Result<String> {
+async fn act(
+    stack: &mut Stack,
+    plan: &Plan,
+    step: Step,
+    staged: &mut Option<Staged>,
+) -> anyhow::Result<String> {
     let name = stack.config.app(plan.to);
     match step {
         Step::Start => {
@@ -343,7 +370,14 @@ async fn act(stack: &mut Stack, plan: &Plan, step: Step) -> anyhow::Result<Strin
             Ok("every check passed".into())
         }
         Step::Switch => {
-            nginx::switch_to(stack, plan.to).await?;
+            match staged.take() {
+                Some(upload) => {
+                    staged_upload(upload).await?;
+                    nginx::reload(stack).await?;
+                    nginx::verify(stack, plan.to).await?;
+                }
+                None => nginx::switch_to(stack, plan.to).await?,
+            }
             Ok(format!(
                 "{} live, verified through {}",
                 plan.to, stack.config.public_address
@@ -377,6 +411,7 @@ async fn unwind(
     plan: &Plan,
     run: &mut Run,
     undo: Vec<Undo>,
+    mut staged: Option<Staged>,
     error: anyhow::Error,
 ) -> (Outcome, anyhow::Result<()>) {
     let signal = match error.downcast_ref::<DeployError>() {
@@ -390,6 +425,10 @@ async fn unwind(
         let done = match item {
             Undo::RestoreUpstream => {
                 stack.events.begin("undo", "restore the previous upstream");
+                // A staged upload lands first, so the restore is the last write.
+                if let Some(upload) = staged.take() {
+                    let _ = staged_upload(upload).await;
+                }
                 restore(stack, plan, run).await
             }
             Undo::Retire { color, remove } => {
@@ -496,6 +535,7 @@ mod tests {
             health: Health::Wait,
             smoke: action != Action::Switch,
             drain,
+            previous_upstream: None,
         }
     }
 

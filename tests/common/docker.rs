@@ -144,6 +144,13 @@ impl TestStack {
         }
     }
 
+    /// `wsctl status --json`, which must succeed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let output = self.wsctl(&["status", "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+        serde_json::from_slice(&output.stdout).expect("status JSON")
+    }
+
     /// `/status` through the public Nginx address.
     pub async fn public_status(&self) -> serde_json::Value {
         reqwest::get(format!("http://{}/status", self.public))
@@ -231,6 +238,15 @@ pub fn remove_everything(
         });
     })
     .join();
+}
+
+/// A finished command's output, for assertion messages.
+pub fn explain(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// A `wsctl ... --json` run in progress.
