@@ -51,7 +51,7 @@ pub use upstream::DEFAULT_TEMPLATE;
 use crate::docker;
 use crate::signal::Interrupt;
 use crate::stack::{Color, StackConfig};
-use plan::{Action, Health, Plan, Start};
+use plan::Plan;
 
 /// What the commands share: the engine, the stack and the reporter.
 pub struct Stack {
@@ -186,17 +186,7 @@ pub async fn deploy(
                 "live: {}, standby: {standby}",
                 live.map_or("none".to_string(), |c| c.to_string())
             ))?;
-            let plan = Plan {
-                action: Action::Deploy,
-                from: live,
-                to: standby,
-                image,
-                start: Start::Fresh,
-                health: Health::Wait,
-                smoke: true,
-                drain: true,
-                previous_upstream: serving.upstream,
-            };
+            let plan = Plan::deploy(live, standby, image, serving.upstream);
             plan::execute(stack, plan, started).await
         })
         .await;
@@ -230,17 +220,7 @@ pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Res
                 "live: {}",
                 live.map_or("none".to_string(), |c| c.to_string())
             ))?;
-            let plan = Plan {
-                action: Action::Switch,
-                from: live,
-                to: color,
-                image,
-                start: Start::Running,
-                health: if force { Health::Forced } else { Health::Now },
-                smoke: false,
-                drain: false,
-                previous_upstream: serving.upstream,
-            };
+            let plan = Plan::switch(live, color, image, force, serving.upstream);
             plan::execute(stack, plan, started).await
         })
         .await;
@@ -249,10 +229,7 @@ pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Res
 
 /// `wsctl rollback`: back to the colour the last traffic move came from,
 /// as the journal says: its kept container starts (or is recreated from its
-/// recorded image), then readiness, switch and drain as in a deploy. A kept
-/// container is not smoke-tested again: it served this image with this
-/// configuration until the last move, and readiness (which includes Redis)
-/// is checked; skipping the smoke keeps a rollback under one second.
+/// recorded image), then readiness, switch and drain as in a deploy.
 pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
     let started = Instant::now();
     stack
@@ -280,17 +257,7 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
                 image
             };
             stack.preflight_done(&format!("back to {previous} ({image})"))?;
-            let plan = Plan {
-                action: Action::Rollback,
-                from: live,
-                to: previous,
-                image,
-                start: if kept { Start::Kept } else { Start::Fresh },
-                health: Health::Wait,
-                smoke: !kept,
-                drain: true,
-                previous_upstream: serving.upstream,
-            };
+            let plan = Plan::rollback(live, previous, image, kept, serving.upstream);
             plan::execute(stack, plan, started).await
         })
         .await;

@@ -120,6 +120,69 @@ pub struct Plan {
     pub previous_upstream: Option<String>,
 }
 
+impl Plan {
+    /// A new standby from `image`, checked, switched to, the old colour drained.
+    pub fn deploy(from: Option<Color>, to: Color, image: String, upstream: Option<String>) -> Plan {
+        Plan {
+            action: Action::Deploy,
+            from,
+            to,
+            image,
+            start: Start::Fresh,
+            health: Health::Wait,
+            smoke: true,
+            drain: true,
+            previous_upstream: upstream,
+        }
+    }
+
+    /// Traffic to a colour that runs already; the old colour keeps running.
+    pub fn switch(
+        from: Option<Color>,
+        to: Color,
+        image: String,
+        force: bool,
+        upstream: Option<String>,
+    ) -> Plan {
+        Plan {
+            action: Action::Switch,
+            from,
+            to,
+            image,
+            start: Start::Running,
+            health: if force { Health::Forced } else { Health::Now },
+            smoke: false,
+            drain: false,
+            previous_upstream: upstream,
+        }
+    }
+
+    /// Back to the colour kept for rollback (recreated from `image` when it
+    /// was removed). A kept container is not smoke-tested again: it served
+    /// this image with this configuration until the last move, and
+    /// readiness (which includes Redis) is checked; skipping the smoke
+    /// keeps a rollback under one second.
+    pub fn rollback(
+        from: Option<Color>,
+        to: Color,
+        image: String,
+        kept: bool,
+        upstream: Option<String>,
+    ) -> Plan {
+        Plan {
+            action: Action::Rollback,
+            from,
+            to,
+            image,
+            start: if kept { Start::Kept } else { Start::Fresh },
+            health: Health::Wait,
+            smoke: !kept,
+            drain: true,
+            previous_upstream: upstream,
+        }
+    }
+}
+
 /// One step moves the run into one state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -525,23 +588,18 @@ fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
 mod tests {
     use super::*;
 
-    fn plan(action: Action, start: Start, drain: bool) -> Plan {
-        Plan {
-            action,
-            from: Some(Color::Blue),
-            to: Color::Green,
-            image: "x".into(),
-            start,
-            health: Health::Wait,
-            smoke: action != Action::Switch,
-            drain,
-            previous_upstream: None,
+    fn plan(action: Action) -> Plan {
+        let (from, to) = (Some(Color::Blue), Color::Green);
+        match action {
+            Action::Switch => Plan::switch(from, to, "x".into(), false, None),
+            Action::Rollback => Plan::rollback(from, to, "x".into(), true, None),
+            _ => Plan::deploy(from, to, "x".into(), None),
         }
     }
 
     #[test]
     fn a_deploy_walks_every_state_and_a_switch_keeps_the_old_colour() {
-        let deploy = plan(Action::Deploy, Start::Fresh, true);
+        let deploy = plan(Action::Deploy);
         let states: Vec<State> = deploy.steps().into_iter().map(Step::state).collect();
         assert_eq!(
             states,
@@ -553,19 +611,25 @@ mod tests {
                 State::Drained
             ]
         );
-        let switch = plan(Action::Switch, Start::Running, false);
+        let switch = plan(Action::Switch);
         assert_eq!(switch.steps(), [Step::Health, Step::Switch]);
+        // A rollback starts its kept container and does not smoke it again.
+        let rollback = plan(Action::Rollback);
+        assert_eq!(
+            rollback.steps(),
+            [Step::Start, Step::Health, Step::Switch, Step::Drain]
+        );
         // The first deploy has nothing to drain.
         let first = Plan {
             from: None,
-            ..plan(Action::Deploy, Start::Fresh, true)
+            ..plan(Action::Deploy)
         };
         assert!(!first.steps().contains(&Step::Drain));
     }
 
     #[test]
     fn only_steps_before_the_switch_may_be_cut_short() {
-        let abortable: Vec<Step> = plan(Action::Deploy, Start::Fresh, true)
+        let abortable: Vec<Step> = plan(Action::Deploy)
             .steps()
             .into_iter()
             .filter(|step| step.abortable())
