@@ -295,7 +295,12 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             Step::Health | Step::Smoke => {}
         }
         run.enter(step.state());
-        stack.journal.write(&stack.docker, &mut run).await?;
+        // Not recorded, not acted on: an engine that fails here unwinds
+        // the run like any failed step.
+        if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+            failure = Some(error);
+            break;
+        }
         stack
             .events
             .begin(step.name(), &describe(stack, &plan, step));
@@ -364,7 +369,11 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
     if let Err(error) = &result {
         run.detail = format!("{error:#}");
     }
-    stack.journal.write(&stack.docker, &mut run).await?;
+    // The run is done either way; a journal the engine would not take now
+    // shows it in progress, and the next command recovers (a no-op then).
+    if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+        eprintln!("wsctl: recording the run's outcome failed: {error:#}");
+    }
     summarize(stack, &run, continuity);
     result
 }
