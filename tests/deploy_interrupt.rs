@@ -34,8 +34,12 @@ impl Poller {
         let task = tokio::spawn({
             let (stop, failed, sent) = (stop.clone(), failed.clone(), sent.clone());
             async move {
+                // A new connection per request, as a new client sees the
+                // address (a reused one can race an old Nginx worker closing
+                // it after a reload, which clients retry).
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(2))
+                    .pool_max_idle_per_host(0)
                     .build()
                     .unwrap();
                 // Bounded: at most 20 minutes of polling.

@@ -552,8 +552,15 @@ async fn restore(stack: &Stack, plan: &Plan, run: &Run) -> anyhow::Result<()> {
     if let Some(from) = plan.from {
         nginx::verify(stack, from).await?;
     }
+    // Old Nginx workers stop taking new connections a few milliseconds
+    // after a reload, not at once: let them go before the standby they
+    // route to is stopped.
+    tokio::time::sleep(RELOAD_SETTLE).await;
     Ok(())
 }
+
+/// How long old Nginx workers get to stop accepting after a reload.
+const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Stops the cutover probe and reports what clients saw.
 async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Continuity {
