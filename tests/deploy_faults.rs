@@ -1,8 +1,9 @@
 //! Faults from outside wsctl, against the real engine and Nginx: a live
 //! app process that crashes comes back by itself (restart policy), a
 //! drained colour stays stopped, an old colour already dead counts as
-//! drained, and a restore that fails (Nginx paused during the switch) keeps
-//! the serving colour running and says "recover".
+//! drained, a restore that fails (Nginx paused during the switch) keeps
+//! the serving colour running and says "recover", and an upstream file that
+//! disagrees with what Nginx has loaded is refused until `recover`.
 
 mod common;
 
@@ -150,4 +151,60 @@ async fn a_failed_restore_keeps_the_serving_colour_and_exits_9_saying_recover() 
     assert_eq!(stack.public_status().await["color"], live.as_str());
     let deploy = stack.wsctl(&["deploy"]);
     assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+}
+
+/// The live colour is what Nginx has loaded, not what its upstream file
+/// says: a file changed behind Nginx's back (as a run killed between upload
+/// and reload leaves it) is reported, deploys refuse with exit 9, and
+/// `wsctl recover` makes the two agree again.
+#[tokio::test]
+async fn an_upstream_file_that_disagrees_with_loaded_nginx_is_refused_until_recover() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let first = stack.wsctl(&["deploy"]);
+    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    let nginx = format!("{}nginx", stack.prefix);
+    let path = "/etc/nginx/conf.d/upstream.conf";
+    let read = std::process::Command::new("docker")
+        .args(["cp", &format!("{nginx}:{path}"), "-"])
+        .output()
+        .unwrap();
+    assert!(read.status.success());
+    // `docker cp ... -` writes a tar stream; take the file out of it.
+    let mut archive = tar::Archive::new(read.stdout.as_slice());
+    let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+    assert!(text.contains("# wsctl live colour: blue"), "{text}");
+    let edited = stack.dir.join("upstream.conf");
+    std::fs::write(&edited, text.replace("blue", "green")).unwrap();
+    let wrote = std::process::Command::new("docker")
+        .args(["cp", edited.to_str().unwrap(), &format!("{nginx}:{path}")])
+        .status()
+        .unwrap();
+    assert!(wrote.success());
+
+    let status = stack.status_json();
+    assert_eq!(status["live"], "blue", "{status}");
+    assert_eq!(status["serving"]["file"], "green", "{status}");
+    assert!(status["disagreement"].is_string(), "{status}");
+    let refused = stack.wsctl(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(9), "{}", explain(&refused));
+    assert!(
+        explain(&refused).contains("recover"),
+        "{}",
+        explain(&refused)
+    );
+    assert_eq!(stack.public_status().await["color"], "blue");
+
+    let recover = stack.wsctl(&["recover"]);
+    assert_eq!(recover.status.code(), Some(0), "{}", explain(&recover));
+    let status = stack.status_json();
+    assert!(status["disagreement"].is_null(), "{status}");
+    assert_eq!(status["serving"]["file"], "blue", "{status}");
+    let deploy = stack.wsctl(&["deploy"]);
+    assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+    assert_eq!(stack.public_status().await["color"], "green");
 }
