@@ -186,17 +186,25 @@ async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
 
 /// Waits until new connections through the public address reach `color`:
 /// Nginx names it as loaded and its `/status` answers with it, three times
-/// in a row. One is not enough: for a few milliseconds after a reload an
-/// old worker may still accept a connection and serve the old upstream.
-pub async fn verify(stack: &Stack, color: Color) -> anyhow::Result<()> {
+/// in a row and, with `steady`, for that long without a miss. One look is
+/// not enough: for a moment after a reload an old worker may still accept
+/// a connection and serve the old upstream. That is harmless while the old
+/// upstream is a running colour, but after the first deploy it routes
+/// nowhere, so the first deploy asks for a steady half second.
+pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Result<()> {
     let client = client()?;
     let in_a_row = std::cell::Cell::new(0);
+    let streak_since = std::cell::Cell::new(tokio::time::Instant::now());
     let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
         let seen = look(stack, &client).await;
         let good = matches!(seen, Some((Some(loaded), Some(status))) if loaded == color && status == color);
+        if !good || in_a_row.get() == 0 {
+            streak_since.set(tokio::time::Instant::now());
+        }
         in_a_row.set(if good { in_a_row.get() + 1 } else { 0 });
+        let steady_enough = streak_since.get().elapsed() >= steady;
         match seen {
-            _ if in_a_row.get() >= VERIFY_IN_A_ROW => Check::Ready(()),
+            _ if in_a_row.get() >= VERIFY_IN_A_ROW && steady_enough => Check::Ready(()),
             _ if good => Check::Pending("verifying".into()),
             Some((loaded, status)) => Check::Pending(format!(
                 "Nginx serves {} and /status reports {}",
@@ -220,8 +228,12 @@ pub async fn verify(stack: &Stack, color: Color) -> anyhow::Result<()> {
 }
 
 /// Points Nginx at `color` and verifies it.
-pub async fn switch_to(stack: &Stack, color: Color) -> anyhow::Result<()> {
+pub async fn switch_to(stack: &Stack, color: Color, steady: Duration) -> anyhow::Result<()> {
     let text = render(stack, color)?;
     apply(stack, &text).await?;
-    verify(stack, color).await
+    verify(stack, color, steady).await
 }
+
+/// How long the first deploy's switch must answer from the new colour
+/// without a miss (see `verify`).
+pub const FIRST_SWITCH_STEADY: Duration = Duration::from_millis(500);

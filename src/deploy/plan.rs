@@ -442,13 +442,17 @@ async fn act(
             Ok("every check passed".into())
         }
         Step::Switch => {
+            let steady = match plan.from {
+                None => nginx::FIRST_SWITCH_STEADY,
+                Some(_) => std::time::Duration::ZERO,
+            };
             match staged.take() {
                 Some(upload) => {
                     staged_upload(upload).await?;
                     nginx::reload(stack).await?;
-                    nginx::verify(stack, plan.to).await?;
+                    nginx::verify(stack, plan.to, steady).await?;
                 }
-                None => nginx::switch_to(stack, plan.to).await?,
+                None => nginx::switch_to(stack, plan.to, steady).await?,
             }
             Ok(format!(
                 "{} live, verified through {}",
@@ -550,7 +554,7 @@ async fn restore(stack: &Stack, plan: &Plan, run: &Run) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no previous upstream was saved"))?;
     nginx::apply(stack, previous).await?;
     if let Some(from) = plan.from {
-        nginx::verify(stack, from).await?;
+        nginx::verify(stack, from, std::time::Duration::ZERO).await?;
     }
     // Old Nginx workers stop taking new connections a few milliseconds
     // after a reload, not at once: let them go before the standby they

@@ -79,7 +79,7 @@ async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
     };
     let mut changes = Vec::new();
     if serving.live() != Some(target) || serving.file != Some(target) {
-        nginx::switch_to(stack, target).await?;
+        nginx::switch_to(stack, target, nginx::FIRST_SWITCH_STEADY).await?;
         changes.push(format!("Nginx now serves {target}"));
     }
     let other = target.other();
