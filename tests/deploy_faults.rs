@@ -33,8 +33,7 @@ async fn a_crashed_live_colour_serves_again_within_10_s_and_a_drained_one_stays_
         return;
     };
     let stack = TestStack::new("");
-    let first = stack.wsctl(&["deploy"]);
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    stack.wsctl_ok(&["deploy"]);
     let blue = format!("{}app_blue", stack.prefix);
     let info = docker.inspect_container(&blue, None).await.unwrap();
     let policy = info.host_config.unwrap().restart_policy.unwrap();
@@ -62,8 +61,7 @@ async fn a_crashed_live_colour_serves_again_within_10_s_and_a_drained_one_stays_
     );
 
     // After a deploy, the drained colour stays stopped.
-    let second = stack.wsctl(&["deploy"]);
-    assert_eq!(second.status.code(), Some(0), "{}", explain(&second));
+    stack.wsctl_ok(&["deploy"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let state = docker
         .inspect_container(&blue, None)
@@ -80,8 +78,7 @@ async fn an_old_colour_already_dead_counts_as_drained_and_rollback_works_after()
         return;
     };
     let stack = TestStack::new("");
-    let first = stack.wsctl(&["deploy"]);
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    stack.wsctl_ok(&["deploy"]);
     let blue = format!("{}app_blue", stack.prefix);
     docker
         .kill_container(
@@ -91,8 +88,7 @@ async fn an_old_colour_already_dead_counts_as_drained_and_rollback_works_after()
         .await
         .unwrap();
 
-    let deploy = stack.wsctl(&["deploy"]);
-    assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+    let deploy = stack.wsctl_ok(&["deploy"]);
     assert!(
         explain(&deploy).contains("nothing to drain"),
         "{}",
@@ -103,8 +99,7 @@ async fn an_old_colour_already_dead_counts_as_drained_and_rollback_works_after()
     assert_eq!(status["history"][0]["outcome"], "succeeded", "{status}");
     assert_eq!(status["history"][0]["traffic"], "green", "{status}");
 
-    let rollback = stack.wsctl(&["rollback"]);
-    assert_eq!(rollback.status.code(), Some(0), "{}", explain(&rollback));
+    stack.wsctl_ok(&["rollback"]);
     assert_eq!(stack.public_status().await["color"], "blue");
 }
 
@@ -114,8 +109,7 @@ async fn a_failed_restore_keeps_the_serving_colour_and_exits_9_saying_recover() 
         return;
     };
     let stack = TestStack::new("");
-    let first = stack.wsctl(&["deploy"]);
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    stack.wsctl_ok(&["deploy"]);
     let nginx = format!("{}nginx", stack.prefix);
 
     // Nginx freezes while the standby is checked: the switch and then the
@@ -139,8 +133,7 @@ async fn a_failed_restore_keeps_the_serving_colour_and_exits_9_saying_recover() 
     let status = stack.status_json();
     assert_eq!(status["history"][0]["outcome"], "needs_recover", "{status}");
 
-    let recover = stack.wsctl(&["recover"]);
-    assert_eq!(recover.status.code(), Some(0), "{}", explain(&recover));
+    stack.wsctl_ok(&["recover"]);
     let status = stack.status_json();
     assert!(status["disagreement"].is_null(), "{status}");
     assert!(
@@ -149,8 +142,7 @@ async fn a_failed_restore_keeps_the_serving_colour_and_exits_9_saying_recover() 
     );
     let live = status["live"].as_str().unwrap().to_string();
     assert_eq!(stack.public_status().await["color"], live.as_str());
-    let deploy = stack.wsctl(&["deploy"]);
-    assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+    stack.wsctl_ok(&["deploy"]);
 }
 
 /// The live colour is what Nginx has loaded, not what its upstream file
@@ -163,8 +155,7 @@ async fn an_upstream_file_that_disagrees_with_loaded_nginx_is_refused_until_reco
         return;
     };
     let stack = TestStack::new("");
-    let first = stack.wsctl(&["deploy"]);
-    assert_eq!(first.status.code(), Some(0), "{}", explain(&first));
+    stack.wsctl_ok(&["deploy"]);
     let nginx = format!("{}nginx", stack.prefix);
     let path = "/etc/nginx/conf.d/upstream.conf";
     let read = std::process::Command::new("docker")
@@ -199,12 +190,10 @@ async fn an_upstream_file_that_disagrees_with_loaded_nginx_is_refused_until_reco
     );
     assert_eq!(stack.public_status().await["color"], "blue");
 
-    let recover = stack.wsctl(&["recover"]);
-    assert_eq!(recover.status.code(), Some(0), "{}", explain(&recover));
+    stack.wsctl_ok(&["recover"]);
     let status = stack.status_json();
     assert!(status["disagreement"].is_null(), "{status}");
     assert_eq!(status["serving"]["file"], "blue", "{status}");
-    let deploy = stack.wsctl(&["deploy"]);
-    assert_eq!(deploy.status.code(), Some(0), "{}", explain(&deploy));
+    stack.wsctl_ok(&["deploy"]);
     assert_eq!(stack.public_status().await["color"], "green");
 }

@@ -94,8 +94,7 @@ async fn sigterm_and_sigint_at_each_state_boundary_leave_a_consistent_stack() {
         return;
     };
     let stack = TestStack::new("");
-    let first = stack.wsctl(&["deploy"]);
-    assert_eq!(first.status.code(), Some(0));
+    stack.wsctl_ok(&["deploy"]);
     let poller = Poller::start(&stack.public);
 
     for (i, boundary) in BOUNDARIES.iter().enumerate() {
@@ -168,8 +167,7 @@ async fn sigkill_at_each_state_boundary_is_reported_and_recovered() {
         return;
     };
     let stack = TestStack::new("");
-    let first = stack.wsctl(&["deploy"]);
-    assert_eq!(first.status.code(), Some(0));
+    stack.wsctl_ok(&["deploy"]);
 
     for boundary in BOUNDARIES {
         let mut run = stack.spawn(&["deploy"]);

@@ -144,6 +144,18 @@ impl TestStack {
         }
     }
 
+    /// Runs `wsctl ARGS`, which must succeed (exit 0).
+    pub fn wsctl_ok(&self, args: &[&str]) -> Output {
+        let output = self.wsctl(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "wsctl {args:?}: {}",
+            explain(&output)
+        );
+        output
+    }
+
     /// `wsctl status --json`, which must succeed.
     pub fn status_json(&self) -> serde_json::Value {
         let output = self.wsctl(&["status", "--json"]);
