@@ -47,7 +47,24 @@ pub struct ServeConfig {
     /// Frames the process-wide broadcast queue keeps for a slow connection
     /// before that connection is disconnected (close 1013).
     pub broadcast_buffer: usize,
+    /// Broadcasts per second per connection, on top of `rate_limit`; the
+    /// bucket holds [`BROADCAST_BURST`].
+    pub broadcast_rate: f64,
+    /// Largest broadcast `message` payload (serialized), in bytes.
+    pub broadcast_max_size: usize,
+    /// Only connections that presented a valid token may broadcast.
+    pub broadcast_require_auth: bool,
+    /// Sessions the embedded layer keeps; when full, the least recently
+    /// active session without a live connection is evicted.
+    pub max_sessions: usize,
 }
+
+/// Broadcasts a connection may send at once after a quiet spell.
+pub const BROADCAST_BURST: f64 = 5.0;
+
+/// The shutdown keeps at least this long after the last goodbye, for the
+/// last replies and close handshakes.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -69,6 +86,10 @@ impl Default for ServeConfig {
             require_auth: false,
             echo_endpoint: false,
             broadcast_buffer: 1024,
+            broadcast_rate: 1.0,
+            broadcast_max_size: 4096,
+            broadcast_require_auth: false,
+            max_sessions: 100_000,
         }
     }
 }
@@ -81,16 +102,23 @@ pub struct ConfigError(pub String);
 impl ServeConfig {
     /// Checks the rules that involve more than one setting.
     pub fn validate(self) -> Result<Self, ConfigError> {
-        if self.drain_window >= self.shutdown_timeout {
+        if self.drain_window + SHUTDOWN_MARGIN > self.shutdown_timeout {
             return Err(ConfigError(format!(
-                "DRAIN_WINDOW ({}s) must be less than SHUTDOWN_TIMEOUT ({}s)",
+                "DRAIN_WINDOW ({}s) must leave at least {}s before SHUTDOWN_TIMEOUT ({}s)",
                 self.drain_window.as_secs_f64(),
+                SHUTDOWN_MARGIN.as_secs_f64(),
                 self.shutdown_timeout.as_secs_f64()
             )));
         }
         if self.require_auth && self.secret_key.is_none() {
             return Err(ConfigError(
                 "REQUIRE_AUTH is on but SECRET_KEY is not set: tokens cannot be checked".into(),
+            ));
+        }
+        if self.broadcast_require_auth && self.secret_key.is_none() {
+            return Err(ConfigError(
+                "BROADCAST_REQUIRE_AUTH is on but SECRET_KEY is not set: tokens cannot be checked"
+                    .into(),
             ));
         }
         if let Some(url) = &self.redis_url {
@@ -232,6 +260,31 @@ mod tests {
         };
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("DRAIN_WINDOW"), "{error}");
+    }
+
+    #[test]
+    fn drain_window_must_leave_a_second_before_the_timeout() {
+        let tight = ServeConfig {
+            drain_window: Duration::from_millis(9500),
+            ..ServeConfig::default()
+        };
+        let error = tight.validate().unwrap_err().to_string();
+        assert!(error.contains("at least 1s"), "{error}");
+        let exact = ServeConfig {
+            drain_window: Duration::from_secs(9),
+            ..ServeConfig::default()
+        };
+        assert!(exact.validate().is_ok());
+    }
+
+    #[test]
+    fn broadcast_auth_needs_a_secret() {
+        let config = ServeConfig {
+            broadcast_require_auth: true,
+            ..ServeConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("BROADCAST_REQUIRE_AUTH"), "{error}");
     }
 
     #[test]

@@ -234,7 +234,12 @@ async fn messages_sent_before_sigterm_are_answered_before_goodbye() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
-    let server = Server::start(&[("RATE_LIMIT", "100000"), ("BROADCAST_BUFFER", "16")]);
+    let server = Server::start(&[
+        ("RATE_LIMIT", "100000"),
+        ("BROADCAST_RATE", "100000"),
+        ("BROADCAST_MAX_SIZE", "100000"),
+        ("BROADCAST_BUFFER", "16"),
+    ]);
     let (mut fast, _) = server.connect("").await;
     let (mut stalled, _) = server.connect("").await;
     // 400 broadcasts of 60 KB: about 24 MB, more than the socket buffers of

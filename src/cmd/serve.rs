@@ -68,6 +68,22 @@ pub struct ServeArgs {
     #[arg(long, env = "BROADCAST_BUFFER", default_value = "1024",
           value_parser = |raw: &str| config::parse_count(raw, 16))]
     broadcast_buffer: usize,
+    /// Broadcasts per second per connection (burst 5), on top of RATE_LIMIT.
+    #[arg(long, env = "BROADCAST_RATE", default_value = "1", value_parser = config::parse_rate,
+          allow_negative_numbers = true)]
+    broadcast_rate: f64,
+    /// Largest broadcast `message` payload (serialized), in bytes.
+    #[arg(long, env = "BROADCAST_MAX_SIZE", default_value = "4096", value_name = "BYTES",
+          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+    broadcast_max_size: usize,
+    /// Only connections with a valid `?token=` may broadcast.
+    #[arg(long, env = "BROADCAST_REQUIRE_AUTH", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    broadcast_require_auth: bool,
+    /// Sessions the embedded layer keeps; when full, the least recently
+    /// active session without a live connection is evicted.
+    #[arg(long, env = "MAX_SESSIONS", default_value = "100000",
+          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+    max_sessions: usize,
 }
 
 impl ServeArgs {
@@ -97,6 +113,10 @@ impl ServeArgs {
             require_auth: self.require_auth,
             echo_endpoint: self.echo_endpoint,
             broadcast_buffer: self.broadcast_buffer,
+            broadcast_rate: self.broadcast_rate,
+            broadcast_max_size: self.broadcast_max_size,
+            broadcast_require_auth: self.broadcast_require_auth,
+            max_sessions: self.max_sessions,
         }
         .validate()
     }

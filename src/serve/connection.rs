@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use serde_json::value::RawValue;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -27,6 +28,7 @@ use super::frames::{
 use super::rate_limit::TokenBucket;
 use super::session::OpenedSession;
 use super::state::{AppState, VERSION};
+use crate::config::BROADCAST_BURST;
 
 pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -67,7 +69,12 @@ pub struct ChatConnection {
     id: Uuid,
     session: Uuid,
     hub: broadcast::Receiver<HubFrame>,
+    /// Every message: `RATE_LIMIT`, burst twice that.
     bucket: TokenBucket,
+    /// Broadcasts on top: `BROADCAST_RATE`, burst [`BROADCAST_BURST`].
+    broadcast_bucket: TokenBucket,
+    /// The upgrade carried a valid token (for `BROADCAST_REQUIRE_AUTH`).
+    authenticated: bool,
     /// The last count this connection saw, for a goodbye when the store is down.
     last_count: u64,
 }
@@ -79,8 +86,12 @@ impl ChatConnection {
         id: Uuid,
         session: Uuid,
         hub: broadcast::Receiver<HubFrame>,
+        authenticated: bool,
     ) -> Self {
-        let bucket = TokenBucket::new(state.config.rate_limit, Instant::now());
+        let config = &state.config;
+        let now = Instant::now();
+        let bucket = TokenBucket::new(config.rate_limit, config.rate_limit * 2.0, now);
+        let broadcast_bucket = TokenBucket::new(config.broadcast_rate, BROADCAST_BURST, now);
         ChatConnection {
             state,
             ws,
@@ -88,6 +99,8 @@ impl ChatConnection {
             session,
             hub,
             bucket,
+            broadcast_bucket,
+            authenticated,
             last_count: 0,
         }
     }
@@ -214,6 +227,9 @@ impl ChatConnection {
             }
             Ok(ClientRequest::Broadcast(value)) => {
                 self.state.metrics.broadcast_in.inc();
+                if let Err((code, detail)) = self.broadcast_allowed(value, received) {
+                    return self.refuse(code, detail).await;
+                }
                 let timestamp = crate::time::now_rfc3339();
                 let frame = ServerFrame::Broadcast {
                     from: self.id,
@@ -252,6 +268,36 @@ impl ChatConnection {
                 self.refuse(refusal.code, &refusal.detail).await
             }
         }
+    }
+
+    /// The broadcast budget, checked before anything is counted or sent:
+    /// the token rule, the size, then the broadcast rate (a refused
+    /// broadcast spends no broadcast token).
+    fn broadcast_allowed(
+        &mut self,
+        value: &RawValue,
+        received: Instant,
+    ) -> Result<(), (ErrorCode, &'static str)> {
+        let config = &self.state.config;
+        if config.broadcast_require_auth && !self.authenticated {
+            return Err((
+                ErrorCode::Unauthorized,
+                "broadcasts need a valid token (?token= on the upgrade); nothing was sent",
+            ));
+        }
+        if value.get().len() > config.broadcast_max_size {
+            return Err((
+                ErrorCode::MessageTooLarge,
+                "broadcast larger than BROADCAST_MAX_SIZE; nothing was sent",
+            ));
+        }
+        if !self.broadcast_bucket.try_take(received) {
+            return Err((
+                ErrorCode::RateLimited,
+                "broadcast rate limit exceeded; nothing was sent",
+            ));
+        }
+        Ok(())
     }
 
     fn counted(&mut self, count: u64) {

@@ -96,6 +96,11 @@ pub enum ErrorCode {
     UnsupportedFrame,
     RateLimited,
     Unavailable,
+    /// A broadcast larger than `BROADCAST_MAX_SIZE`.
+    MessageTooLarge,
+    /// A broadcast from a connection without a valid token while
+    /// `BROADCAST_REQUIRE_AUTH` is on.
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -106,6 +111,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 }

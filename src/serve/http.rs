@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 use warp::http::{HeaderValue, Request, StatusCode, header};
+use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
@@ -41,11 +42,11 @@ pub fn routes(
         warp::any().map(move || state.clone())
     };
 
-    let healthz = warp::path!("healthz")
+    let healthz = exactly(&["/healthz"])
         .and(warp::get())
         .map(|| warp::reply::json(&json!({ "status": "ok" })).into_response());
 
-    let readyz = warp::path!("readyz")
+    let readyz = exactly(&["/readyz"])
         .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<AppState>| match state.readiness() {
@@ -57,12 +58,12 @@ pub fn routes(
             .into_response(),
         });
 
-    let status = warp::path!("status")
+    let status = exactly(&["/status"])
         .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<AppState>| warp::reply::json(&status_body(&state)).into_response());
 
-    let metrics = warp::path!("metrics")
+    let metrics = exactly(&["/metrics"])
         .and(warp::get())
         .and(with_state.clone())
         .map(|state: Arc<AppState>| {
@@ -80,9 +81,7 @@ pub fn routes(
         .and(warp::ext::optional::<UpgradeSlot>());
 
     // `/ws/chat` and `/ws/chat/` are the same endpoint.
-    let chat = warp::path!("ws" / "chat")
-        .or(warp::path!("ws" / "chat" / ..).and(warp::path::end()))
-        .unify()
+    let chat = exactly(&["/ws/chat/", "/ws/chat"])
         .and(with_state.clone())
         .and(upgrade_parts)
         .and_then(|state, headers, query, slot| {
@@ -90,7 +89,7 @@ pub fn routes(
         });
 
     let echo_enabled = state.config.echo_endpoint;
-    let echo = warp::path!("ws" / "echo")
+    let echo = exactly(&["/ws/echo"])
         .and(warp::any().and_then(move || async move {
             if echo_enabled {
                 Ok(())
@@ -118,6 +117,24 @@ pub fn routes(
         .unify()
         .recover(answer_rejection)
         .unify()
+}
+
+/// Matches only these spellings of a path. warp's `path!` would also take
+/// `/status/` and `//status`, and a proxy rule that keeps `/status` private
+/// must not be bypassed by a spelling it does not list; any other spelling
+/// is an unknown path (404).
+fn exactly(
+    paths: &'static [&'static str],
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::path::full()
+        .and_then(move |full: FullPath| async move {
+            if paths.contains(&full.as_str()) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 fn status_body(state: &AppState) -> serde_json::Value {

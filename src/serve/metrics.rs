@@ -23,6 +23,7 @@ const ERROR_KINDS: &[&str] = &[
     "unsupported_frame",
     "rate_limited",
     "unavailable",
+    "message_too_large",
     "message_too_big",
     "protocol_error",
     "invalid_utf8",
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub heartbeat_out: IntCounter,
     redis_duration: HistogramVec,
     redis_errors: IntCounterVec,
+    /// Redis's clock minus this host's, as last estimated from `TIME`.
+    pub redis_clock_offset: Gauge,
 }
 
 impl Metrics {
@@ -118,6 +121,11 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let redis_clock_offset = Gauge::new(
+            "redis_clock_offset_seconds",
+            "Redis's clock minus this host's, estimated from TIME round trips",
+        )?;
+        registry.register(Box::new(redis_clock_offset.clone()))?;
         // process_cpu_seconds_total, process_resident_memory_bytes, open fds.
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -158,6 +166,7 @@ impl Metrics {
             counted_in,
             redis_duration,
             redis_errors,
+            redis_clock_offset,
         })
     }
 

@@ -89,7 +89,10 @@ pub async fn run(
     let background = TaskTracker::new();
     let state = match config.redis_url.clone() {
         None => {
-            let sessions = Arc::new(MemorySessionStore::new(config.session_ttl));
+            let sessions = Arc::new(MemorySessionStore::new(
+                config.session_ttl,
+                config.max_sessions,
+            ));
             let ttl = config.session_ttl;
             background.spawn(evict_sessions(sessions.clone(), ttl, stop.clone()));
             let channel = Arc::new(MemoryChannelLayer::new(hub.clone()));
@@ -102,9 +105,8 @@ pub async fn run(
             );
             background.spawn(layer.clone().watch_health(stop.clone()));
             background.spawn(layer.clone().relay_broadcasts(hub.clone(), stop.clone()));
-            let backend = Backend::Redis {
-                up: layer.up_flag(),
-            };
+            let (up, subscribed) = layer.health_flags();
+            let backend = Backend::Redis { up, subscribed };
             AppState::new(config, metrics, layer.clone(), layer, backend, hub)
         }
     };

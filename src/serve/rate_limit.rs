@@ -1,5 +1,6 @@
 //! A token bucket per connection: `rate` tokens per second, holding at most
-//! `2 x rate` so that a client may burst after a quiet spell.
+//! `capacity` so that a client may burst after a quiet spell. Messages use
+//! `2 x RATE_LIMIT`; broadcasts a fixed burst of 5.
 
 use std::time::Instant;
 
@@ -13,8 +14,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: f64, now: Instant) -> Self {
-        let capacity = rate * 2.0;
+    pub fn new(rate: f64, capacity: f64, now: Instant) -> Self {
         TokenBucket {
             rate,
             capacity,
@@ -45,9 +45,18 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn a_burst_of_five_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1.0, 5.0, start);
+        assert_eq!((0..50).filter(|_| bucket.try_take(start)).count(), 5);
+        assert!(!bucket.try_take(start + Duration::from_millis(900)));
+        assert!(bucket.try_take(start + Duration::from_millis(1000)));
+    }
+
+    #[test]
     fn burst_is_twice_the_rate() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(10.0, start);
+        let mut bucket = TokenBucket::new(10.0, 20.0, start);
         let taken = (0..50).filter(|_| bucket.try_take(start)).count();
         assert_eq!(taken, 20);
     }
@@ -55,7 +64,7 @@ mod tests {
     #[test]
     fn tokens_come_back_at_the_rate() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(10.0, start);
+        let mut bucket = TokenBucket::new(10.0, 20.0, start);
         while bucket.try_take(start) {}
         assert!(!bucket.try_take(start + Duration::from_millis(50)));
         assert!(bucket.try_take(start + Duration::from_millis(100)));
@@ -65,7 +74,7 @@ mod tests {
     #[test]
     fn a_long_pause_refills_only_to_capacity() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(1.0, start);
+        let mut bucket = TokenBucket::new(1.0, 2.0, start);
         let later = start + Duration::from_secs(3600);
         let taken = (0..10).filter(|_| bucket.try_take(later)).count();
         assert_eq!(taken, 2);

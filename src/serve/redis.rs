@@ -21,12 +21,25 @@
 //! after it the script changes nothing. We answer `unavailable` only after
 //! the deadline plus a margin ([`COMMAND_TIMEOUT`] vs [`COMMIT_WINDOW`]),
 //! so a message answered `unavailable` can never be counted afterwards.
-//! The margin absorbs clock skew between this host and Redis (on the same
-//! host: none). The one residual case is Redis stopping after executing a
-//! script and before writing its reply, for longer than the margin.
+//!
+//! The deadline is written on Redis's clock, not ours: the health check
+//! runs `TIME` every 500 ms and estimates Redis's clock minus ours from the
+//! round trip (the midpoint rule; a sample is used only when its round trip
+//! is under [`OFFSET_MAX_RTT`], so the estimate is off by at most half of
+//! that). Seconds of skew either way change nothing; only an estimate off
+//! by more than the margin could. The one residual case is Redis stopping
+//! after executing a script and before writing its reply, for longer than
+//! the margin.
+//!
+//! # Readiness
+//! Ready means both connections work: the command connection answers
+//! `TIME`, and the subscription is subscribed. The subscription is pinged
+//! every [`SUBSCRIPTION_PING`]; a ping without an answer within
+//! [`COMMAND_TIMEOUT`] means a hung connection, which is dropped and
+//! subscribed again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -46,6 +59,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long after sending a counting script may still commit (Redis clock).
 const COMMIT_WINDOW: Duration = Duration::from_millis(500);
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// A `TIME` sample with a longer round trip does not update the estimate
+/// of Redis's clock (its error is at most half the round trip).
+const OFFSET_MAX_RTT: Duration = Duration::from_millis(200);
+/// How often the subscription connection is pinged.
+const SUBSCRIPTION_PING: Duration = Duration::from_secs(1);
+/// The least time between two subscriptions, so a flapping Redis is not
+/// hammered (doubles up to 2 s while subscribing fails).
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
 
 fn session_key(session: Uuid) -> String {
     format!("wsctl:session:{session}")
@@ -84,6 +105,11 @@ pub struct RedisLayer {
     commands: ConnectionManager,
     ttl_ms: u64,
     up: Arc<AtomicBool>,
+    /// The subscription is live (readiness needs it too).
+    subscribed: Arc<AtomicBool>,
+    /// Redis's clock minus ours, in ms; known before `up` is first set.
+    clock_offset_ms: AtomicI64,
+    clock_known: AtomicBool,
     metrics: Arc<Metrics>,
     open: Script,
     increment: Script,
@@ -104,15 +130,25 @@ impl RedisLayer {
             commands,
             ttl_ms: session_ttl.as_millis().max(1) as u64,
             up: Arc::new(AtomicBool::new(false)),
+            subscribed: Arc::new(AtomicBool::new(false)),
+            clock_offset_ms: AtomicI64::new(0),
+            clock_known: AtomicBool::new(false),
             metrics,
             open: Script::new(OPEN),
             increment: Script::new(INCREMENT),
         })
     }
 
-    /// The health flag `/readyz` and `/status` read.
-    pub fn up_flag(&self) -> Arc<AtomicBool> {
-        self.up.clone()
+    /// The health flags `/readyz` and `/status` read: the command
+    /// connection, and the subscription.
+    pub fn health_flags(&self) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
+        (self.up.clone(), self.subscribed.clone())
+    }
+
+    /// Now, on Redis's clock as last estimated (Unix ms).
+    fn redis_now_ms(&self) -> u64 {
+        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
+        (unix_ms() as i64).saturating_add(offset).max(0) as u64
     }
 
     /// Runs one Redis operation with the health check, the round-trip
@@ -160,7 +196,7 @@ impl RedisLayer {
         session: Uuid,
         publish: Option<String>,
     ) -> Result<u64, StoreUnavailable> {
-        let deadline = unix_ms() + COMMIT_WINDOW.as_millis() as u64;
+        let deadline = self.redis_now_ms() + COMMIT_WINDOW.as_millis() as u64;
         let mut invocation = self.increment.prepare_invoke();
         invocation
             .key(session_key(session))
@@ -176,16 +212,25 @@ impl RedisLayer {
         })
     }
 
-    /// Pings Redis every 500 ms and keeps the health flag current.
+    /// Asks Redis for `TIME` every 500 ms: keeps the health flag current
+    /// and the estimate of Redis's clock fresh.
     pub async fn watch_health(self: Arc<Self>, stop: CancellationToken) {
         loop {
-            let mut connection = self.commands.clone();
-            let ping = redis::cmd("PING");
-            let healthy = matches!(
-                tokio::time::timeout(COMMAND_TIMEOUT, ping.query_async::<String>(&mut connection))
-                    .await,
-                Ok(Ok(_))
-            );
+            let healthy = match self.sample_clock().await {
+                Some((offset_ms, round_trip)) => {
+                    // The first sample is used whatever its round trip: a
+                    // rough estimate beats assuming no skew at all.
+                    let first = !self.clock_known.swap(true, Ordering::Relaxed);
+                    if round_trip <= OFFSET_MAX_RTT || first {
+                        self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
+                        self.metrics
+                            .redis_clock_offset
+                            .set(offset_ms as f64 / 1000.0);
+                    }
+                    true
+                }
+                None => false,
+            };
             let was = self.up.swap(healthy, Ordering::Relaxed);
             if was != healthy {
                 if healthy {
@@ -201,17 +246,67 @@ impl RedisLayer {
         }
     }
 
+    /// One `TIME` round trip: `(Redis's clock minus ours in ms, the round
+    /// trip)`, or `None` when Redis does not answer in time.
+    async fn sample_clock(&self) -> Option<(i64, Duration)> {
+        let mut connection = self.commands.clone();
+        let sent_ms = unix_ms() as i64;
+        let sent = Instant::now();
+        let time = redis::cmd("TIME");
+        let query = time.query_async::<(u64, u64)>(&mut connection);
+        let (seconds, micros) = tokio::time::timeout(COMMAND_TIMEOUT, query)
+            .await
+            .ok()?
+            .ok()?;
+        let round_trip = sent.elapsed();
+        let redis_ms = (seconds * 1000 + micros / 1000) as i64;
+        let midpoint_ms = sent_ms + (round_trip.as_millis() / 2) as i64;
+        Some((redis_ms - midpoint_ms, round_trip))
+    }
+
     /// One subscription per process: what arrives on the broadcast channel
-    /// goes into the local hub. Reconnects with backoff when it drops.
+    /// goes into the local hub. Reconnects with backoff when it drops or
+    /// stops answering pings; `subscribed` is true only while it works.
     pub async fn relay_broadcasts(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RESUBSCRIBE_DELAY;
         loop {
-            let session = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(BROADCAST_CHANNEL).await?;
-                tracing::info!(channel = BROADCAST_CHANNEL, "subscribed");
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+            let outcome = tokio::select! {
+                outcome = self.subscription(&hub) => outcome,
+                _ = stop.cancelled() => return,
+            };
+            let was_subscribed = self.subscribed.swap(false, Ordering::Relaxed);
+            match outcome {
+                Ok(why) => tracing::warn!(why, "redis subscription lost, resubscribing"),
+                Err(error) => tracing::warn!(%error, "redis subscription failed, retrying"),
+            }
+            // A subscription that worked starts the backoff again.
+            if was_subscribed {
+                backoff = RESUBSCRIBE_DELAY;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Subscribes and relays until the connection ends or a ping goes
+    /// unanswered; says which.
+    async fn subscription(&self, hub: &Hub) -> redis::RedisResult<&'static str> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(BROADCAST_CHANNEL).await?;
+        let (mut sink, mut messages) = pubsub.split();
+        self.subscribed.store(true, Ordering::Relaxed);
+        tracing::info!(channel = BROADCAST_CHANNEL, "subscribed");
+        let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Ok("connection closed");
+                    };
                     let Ok(text) = String::from_utf8(message.get_payload_bytes().to_vec()) else {
                         continue;
                     };
@@ -220,20 +315,17 @@ impl RedisLayer {
                         text: text.into(),
                     });
                 }
-                Ok::<_, redis::RedisError>(())
-            };
-            tokio::select! {
-                result = session => match result {
-                    Ok(()) => tracing::warn!("redis subscription ended, resubscribing"),
-                    Err(error) => tracing::warn!(%error, "redis subscription failed, retrying"),
-                },
-                _ = stop.cancelled() => return,
+                _ = ping.tick() => {
+                    let answered = tokio::time::timeout(
+                        COMMAND_TIMEOUT,
+                        sink.ping::<redis::Value>(),
+                    )
+                    .await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        return Ok("ping unanswered");
+                    }
+                }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 }

@@ -5,7 +5,7 @@
 //! live. [`MemorySessionStore`] keeps them in this process; the Redis store
 //! keeps them where every instance and colour can see them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn increment(&self, session: Uuid) -> Result<u64, StoreUnavailable>;
     /// The session's count now (0 when it is unknown).
     async fn count(&self, session: Uuid) -> Result<u64, StoreUnavailable>;
+    /// A connection that opened `session` ended (a store that bounds its
+    /// size never evicts a session with a live connection).
+    fn release(&self, _session: Uuid) {}
 
     /// Counts a `broadcast` and publishes its frame. A store that can do
     /// both at once (Redis, in one script) overrides this, so that a
@@ -52,28 +55,120 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
+/// A live connection's hold on its session, released when dropped (the
+/// connection ended, or its upgrade failed after the session was opened).
+pub struct SessionLease {
+    store: std::sync::Arc<dyn SessionStore>,
+    session: Uuid,
+}
+
+impl SessionLease {
+    pub fn new(store: std::sync::Arc<dyn SessionStore>, session: Uuid) -> Self {
+        SessionLease { store, session }
+    }
+}
+
+impl Drop for SessionLease {
+    fn drop(&mut self) {
+        self.store.release(self.session);
+    }
+}
+
 /// Counts in this process, behind one mutex (each operation is a hash-map
 /// lookup, far shorter than the I/O around it).
+///
+/// Memory is bounded twice: sessions expire `SESSION_TTL` after their last
+/// activity, and at most `MAX_SESSIONS` are kept. When a new session would
+/// exceed that, the least recently active session *without a live
+/// connection* is evicted (a connected client never loses its count). So
+/// the store holds at most `max(MAX_SESSIONS, live connections)` sessions,
+/// whatever a connect/close loop with fresh `session_uuid`s does.
 pub struct MemorySessionStore {
     ttl: Duration,
-    sessions: Mutex<HashMap<Uuid, Entry>>,
+    sessions: Mutex<Sessions>,
+}
+
+struct Sessions {
+    entries: HashMap<Uuid, Entry>,
+    /// Sessions without a live connection, oldest activity first: the
+    /// eviction order. Keyed by a sequence number taken at each activity.
+    idle: BTreeMap<u64, Uuid>,
+    next_seq: u64,
+    max: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     count: u64,
     expires_at: Instant,
+    /// Open connections on this session.
+    live: u32,
+    /// Its key in `idle` while `live` is 0.
+    idle_seq: Option<u64>,
 }
 
-impl MemorySessionStore {
-    pub fn new(ttl: Duration) -> Self {
-        MemorySessionStore {
-            ttl,
-            sessions: Mutex::new(HashMap::new()),
+impl Sessions {
+    /// Moves an entry to the young end of the idle order, or out of it
+    /// while it has a live connection.
+    fn touch(&mut self, session: Uuid) {
+        let Some(entry) = self.entries.get_mut(&session) else {
+            return;
+        };
+        if let Some(seq) = entry.idle_seq.take() {
+            self.idle.remove(&seq);
+        }
+        if entry.live == 0 {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            entry.idle_seq = Some(seq);
+            self.idle.insert(seq, session);
         }
     }
 
-    fn with_sessions<T>(&self, f: impl FnOnce(&mut HashMap<Uuid, Entry>) -> T) -> T {
+    /// Evicts idle sessions, oldest first, until the store fits `max`.
+    fn enforce_cap(&mut self) -> usize {
+        let mut evicted = 0;
+        while self.entries.len() > self.max {
+            let Some((_, oldest)) = self.idle.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// The entry for `session`, started at 0 when it is unknown or expired.
+    fn fresh_or_live(&mut self, session: Uuid, now: Instant, ttl: Duration) -> (&mut Entry, bool) {
+        let entry = self.entries.entry(session).or_insert(Entry {
+            count: 0,
+            expires_at: now,
+            live: 0,
+            idle_seq: None,
+        });
+        let known = entry.expires_at > now;
+        if !known {
+            entry.count = 0;
+        }
+        entry.expires_at = now + ttl;
+        (entry, known)
+    }
+}
+
+impl MemorySessionStore {
+    pub fn new(ttl: Duration, max_sessions: usize) -> Self {
+        MemorySessionStore {
+            ttl,
+            sessions: Mutex::new(Sessions {
+                entries: HashMap::new(),
+                idle: BTreeMap::new(),
+                next_seq: 0,
+                max: max_sessions.max(1),
+            }),
+        }
+    }
+
+    fn with_sessions<T>(&self, f: impl FnOnce(&mut Sessions) -> T) -> T {
         // A panic while holding the lock cannot leave an entry half-written
         // (each closure does one insert or field update), so a poisoned lock
         // is still consistent.
@@ -84,61 +179,57 @@ impl MemorySessionStore {
         f(&mut sessions)
     }
 
-    /// Drops every expired session; the server calls this periodically so
-    /// that memory stays bounded by the sessions active within one TTL.
+    /// Drops every expired session without a live connection; the server
+    /// calls this periodically.
     pub fn evict_expired(&self, now: Instant) -> usize {
         self.with_sessions(|sessions| {
-            let before = sessions.len();
-            sessions.retain(|_, entry| entry.expires_at > now);
-            before - sessions.len()
+            let before = sessions.entries.len();
+            let Sessions { entries, idle, .. } = sessions;
+            entries.retain(|_, entry| {
+                let keep = entry.expires_at > now || entry.live > 0;
+                if !keep && let Some(seq) = entry.idle_seq {
+                    idle.remove(&seq);
+                }
+                keep
+            });
+            before - entries.len()
         })
     }
 
     /// Sessions held now, expired ones not yet evicted included.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.with_sessions(|sessions| sessions.len())
+        self.with_sessions(|sessions| sessions.entries.len())
     }
 
     fn open_at(&self, session: Uuid, now: Instant) -> OpenedSession {
-        let expires_at = now + self.ttl;
-        self.with_sessions(|sessions| match sessions.get_mut(&session) {
-            Some(entry) if entry.expires_at > now => {
-                entry.expires_at = expires_at;
-                OpenedSession {
-                    count: entry.count,
-                    resumed: true,
-                }
-            }
-            _ => {
-                sessions.insert(
-                    session,
-                    Entry {
-                        count: 0,
-                        expires_at,
-                    },
-                );
-                OpenedSession {
-                    count: 0,
-                    resumed: false,
-                }
-            }
+        self.with_sessions(|sessions| {
+            let (entry, resumed) = sessions.fresh_or_live(session, now, self.ttl);
+            entry.live += 1;
+            let count = entry.count;
+            sessions.touch(session);
+            sessions.enforce_cap();
+            OpenedSession { count, resumed }
         })
     }
 
     fn increment_at(&self, session: Uuid, now: Instant) -> u64 {
-        let expires_at = now + self.ttl;
         self.with_sessions(|sessions| {
-            let entry = sessions.entry(session).or_insert(Entry {
-                count: 0,
-                expires_at,
-            });
-            if entry.expires_at <= now {
-                entry.count = 0;
-            }
+            let (entry, _) = sessions.fresh_or_live(session, now, self.ttl);
             entry.count += 1;
-            entry.expires_at = expires_at;
-            entry.count
+            let count = entry.count;
+            sessions.touch(session);
+            sessions.enforce_cap();
+            count
+        })
+    }
+
+    fn release_at(&self, session: Uuid) {
+        self.with_sessions(|sessions| {
+            if let Some(entry) = sessions.entries.get_mut(&session) {
+                entry.live = entry.live.saturating_sub(1);
+                sessions.touch(session);
+            }
         })
     }
 }
@@ -157,10 +248,15 @@ impl SessionStore for MemorySessionStore {
         let now = Instant::now();
         Ok(self.with_sessions(|sessions| {
             sessions
+                .entries
                 .get(&session)
                 .filter(|entry| entry.expires_at > now)
                 .map_or(0, |entry| entry.count)
         }))
+    }
+
+    fn release(&self, session: Uuid) {
+        self.release_at(session);
     }
 }
 
@@ -170,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_new_session_starts_at_zero_and_resumes_with_its_count() {
-        let store = MemorySessionStore::new(Duration::from_secs(60));
+        let store = MemorySessionStore::new(Duration::from_secs(60), 100);
         let id = Uuid::new_v4();
         let now = Instant::now();
         assert_eq!(
@@ -193,7 +289,7 @@ mod tests {
 
     #[test]
     fn an_expired_session_starts_again() {
-        let store = MemorySessionStore::new(Duration::from_secs(60));
+        let store = MemorySessionStore::new(Duration::from_secs(60), 100);
         let id = Uuid::new_v4();
         let now = Instant::now();
         store.open_at(id, now);
@@ -210,7 +306,7 @@ mod tests {
 
     #[test]
     fn activity_refreshes_the_ttl() {
-        let store = MemorySessionStore::new(Duration::from_secs(60));
+        let store = MemorySessionStore::new(Duration::from_secs(60), 100);
         let id = Uuid::new_v4();
         let now = Instant::now();
         store.open_at(id, now);
@@ -220,15 +316,77 @@ mod tests {
     }
 
     #[test]
-    fn eviction_bounds_memory() {
-        let store = MemorySessionStore::new(Duration::from_secs(1));
+    fn expiry_evicts_closed_sessions_and_keeps_connected_ones() {
+        let store = MemorySessionStore::new(Duration::from_secs(1), 10_000);
         let now = Instant::now();
         for _ in 0..1000 {
-            store.open_at(Uuid::new_v4(), now);
+            let closed = Uuid::new_v4();
+            store.open_at(closed, now);
+            store.release_at(closed);
         }
+        let connected = Uuid::new_v4();
+        store.open_at(connected, now);
         let kept = Uuid::new_v4();
         store.open_at(kept, now + Duration::from_secs(2));
         assert_eq!(store.evict_expired(now + Duration::from_secs(2)), 1000);
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_least_recently_active_idle_session() {
+        let store = MemorySessionStore::new(Duration::from_secs(60), 3);
+        let now = Instant::now();
+        let [connected, old, young] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+        // `connected` is the oldest but keeps a live connection.
+        store.open_at(connected, now);
+        store.increment_at(connected, now);
+        for id in [old, young] {
+            store.open_at(id, now);
+            store.increment_at(id, now);
+            store.release_at(id);
+        }
+        store.increment_at(young, now);
+        let newcomer = Uuid::new_v4();
+        store.open_at(newcomer, now);
+        assert_eq!(store.len(), 3);
+        assert_eq!(
+            store.open_at(connected, now).count,
+            1,
+            "a live session is kept"
+        );
+        assert_eq!(
+            store.open_at(young, now).count,
+            2,
+            "a recently active one is kept"
+        );
+        assert!(!store.open_at(old, now).resumed, "the oldest idle one went");
+    }
+
+    #[test]
+    fn a_store_of_live_sessions_grows_past_the_cap_rather_than_drop_one() {
+        let store = MemorySessionStore::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        let live: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        for id in &live {
+            store.open_at(*id, now);
+        }
+        assert_eq!(store.len(), 4);
+        for id in &live {
+            store.release_at(*id);
+        }
+        store.open_at(Uuid::new_v4(), now);
+        assert_eq!(store.len(), 2, "idle sessions are evicted down to the cap");
+    }
+
+    #[test]
+    fn a_connect_close_loop_stays_within_the_cap() {
+        let store = MemorySessionStore::new(Duration::from_secs(3600), 1000);
+        let now = Instant::now();
+        for _ in 0..20_000 {
+            let id = Uuid::new_v4();
+            store.open_at(id, now);
+            store.release_at(id);
+        }
+        assert_eq!(store.len(), 1000);
     }
 }

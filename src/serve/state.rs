@@ -21,8 +21,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum Backend {
     /// In this process.
     Memory,
-    /// In Redis; `up` follows the health of the command connection.
-    Redis { up: Arc<AtomicBool> },
+    /// In Redis; `up` follows the health of the command connection,
+    /// `subscribed` that of the broadcast subscription.
+    Redis {
+        up: Arc<AtomicBool>,
+        subscribed: Arc<AtomicBool>,
+    },
 }
 
 impl Backend {
@@ -38,16 +42,19 @@ impl Backend {
     pub fn redis_status(&self) -> Option<&'static str> {
         match self {
             Backend::Memory => None,
-            Backend::Redis { up } if up.load(Ordering::Relaxed) => Some("ok"),
+            Backend::Redis { .. } if self.is_up() => Some("ok"),
             Backend::Redis { .. } => Some("down"),
         }
     }
 
-    /// `false` only when Redis is configured and cannot be reached.
+    /// `false` when Redis is configured and cannot be reached, or the
+    /// broadcast subscription is not live (broadcasts would be lost).
     pub fn is_up(&self) -> bool {
         match self {
             Backend::Memory => true,
-            Backend::Redis { up } => up.load(Ordering::Relaxed),
+            Backend::Redis { up, subscribed } => {
+                up.load(Ordering::Relaxed) && subscribed.load(Ordering::Relaxed)
+            }
         }
     }
 }

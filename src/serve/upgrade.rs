@@ -22,6 +22,7 @@ use warp::reply::{Reply, Response};
 
 use super::connection::{ChatConnection, run_echo, websocket_config};
 use super::http::{REQUEST_ID, json_error};
+use super::session::SessionLease;
 use super::state::AppState;
 use crate::auth;
 use crate::config::normalize_origin;
@@ -92,7 +93,7 @@ async fn try_upgrade(
         None => Uuid::new_v4(),
     };
     check_origin(&state, headers)?;
-    check_token(&state, query)?;
+    let authenticated = check_token(&state, query)?;
     if state.is_draining() {
         return Err(refused(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -116,6 +117,7 @@ async fn try_upgrade(
         })?),
         Endpoint::Echo => None,
     };
+    let lease = opened.map(|_| SessionLease::new(state.sessions.clone(), session));
     let on_upgrade = slot
         .and_then(|slot| slot.take())
         .ok_or_else(|| refused(StatusCode::BAD_REQUEST, "this request cannot be upgraded"))?;
@@ -157,14 +159,22 @@ async fn try_upgrade(
             tracing::info!("connection opened");
             match opened {
                 Some(opened) => {
-                    ChatConnection::new(task_state.clone(), ws, connection_id, session, hub)
-                        .run(opened)
-                        .await
+                    ChatConnection::new(
+                        task_state.clone(),
+                        ws,
+                        connection_id,
+                        session,
+                        hub,
+                        authenticated,
+                    )
+                    .run(opened)
+                    .await
                 }
                 None => run_echo(task_state.clone(), ws).await,
             }
             task_state.metrics.connections_active.dec();
             tracing::info!("connection closed");
+            drop(lease);
             drop(permit);
         }
         .instrument(span),
@@ -206,18 +216,23 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Refused> {
     }
 }
 
-fn check_token(state: &AppState, query: &HashMap<String, String>) -> Result<(), Refused> {
+/// Checks `?token=`. With `REQUIRE_AUTH` a missing or bad token is a 401;
+/// otherwise the answer only says whether the connection is authenticated
+/// (which `BROADCAST_REQUIRE_AUTH` asks), and a bad token is no token.
+fn check_token(state: &AppState, query: &HashMap<String, String>) -> Result<bool, Refused> {
     let config = &state.config;
-    let (true, Some(secret)) = (config.require_auth, &config.secret_key) else {
-        return Ok(());
+    let Some(secret) = &config.secret_key else {
+        return Ok(false);
     };
     let token = query.get("token").map(String::as_str).unwrap_or_default();
-    auth::verify(secret.as_bytes(), token)
-        .map(|_| ())
-        .map_err(|error| {
+    match auth::verify(secret.as_bytes(), token) {
+        Ok(_) => Ok(true),
+        Err(error) if config.require_auth => {
             state.metrics.error("unauthorized");
-            refused(StatusCode::UNAUTHORIZED, &error.to_string())
-        })
+            Err(refused(StatusCode::UNAUTHORIZED, &error.to_string()))
+        }
+        Err(_) => Ok(false),
+    }
 }
 
 /// Checks the RFC 6455 opening handshake and returns `Sec-WebSocket-Accept`.
