@@ -202,3 +202,95 @@ async fn an_unreachable_redis_at_start_means_not_ready_until_it_comes() {
     let (mut ws, _) = server.connect("").await;
     assert_eq!(message(&mut ws, json!(1)).await["count"], 1);
 }
+
+/// The subscription is part of readiness: killed, `/readyz` turns 503
+/// (reason `redis`) until it is back, and broadcasts flow again after.
+#[tokio::test]
+async fn a_killed_subscription_means_not_ready_until_it_is_back() {
+    let redis = RedisServer::start();
+    let server = instance(&redis, "blue");
+    wait_ready(&server, true).await;
+    let (mut ws, _) = server.connect("").await;
+
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.trim(), "1", "one subscription killed: {killed}");
+    // The 503 lasts for the resubscribe delay (250 ms): poll faster.
+    let started = Instant::now();
+    let seen = loop {
+        let (code, body) = server.get_json("/readyz").await;
+        if code == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "readyz never turned 503 after the subscription was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(seen["reason"], "redis", "{seen}");
+    wait_ready(&server, true).await;
+
+    // Broadcasts reach the sender through the new subscription.
+    send_json(&mut ws, json!({"type": "broadcast", "message": "back"})).await;
+    let frame = recv_non_heartbeat(&mut ws).await;
+    assert_eq!(frame["type"], "broadcast", "{frame}");
+    assert_eq!(frame["message"], "back");
+    let logs = server.log_lines().join("\n");
+    assert!(logs.contains("redis subscription lost"), "{logs}");
+}
+
+/// Reads `redis_clock_offset_seconds` from `/metrics`.
+async fn clock_offset(server: &Server) -> f64 {
+    let text = server.get("/metrics").await.text().await.expect("metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix("redis_clock_offset_seconds "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no redis_clock_offset_seconds in {text}"))
+}
+
+/// A Redis clock 5 s ahead of ours: with deadlines on our clock every
+/// message would be answered `unavailable` while `/readyz` says 200.
+#[tokio::test]
+async fn a_redis_clock_seconds_ahead_still_counts_every_message() {
+    let redis = RedisServer::start_with_clock_skew(5_000);
+    let server = instance(&redis, "blue");
+    wait_ready(&server, true).await;
+    let offset = clock_offset(&server).await;
+    assert!((4.8..5.2).contains(&offset), "estimated offset {offset} s");
+    let (mut ws, _) = server.connect("").await;
+    for expected in 1..=20 {
+        let reply = message(&mut ws, json!(expected)).await;
+        assert_eq!(reply["count"], expected, "{reply}");
+    }
+}
+
+/// A Redis clock 5 s behind ours: with deadlines on our clock, a command
+/// that sat in a paused Redis for 1.5 s would still count after we had
+/// answered `unavailable`.
+#[tokio::test]
+async fn a_redis_clock_seconds_behind_still_counts_nothing_late() {
+    let redis = RedisServer::start_with_clock_skew(-5_000);
+    let server = instance(&redis, "blue");
+    wait_ready(&server, true).await;
+    let offset = clock_offset(&server).await;
+    assert!(
+        (-5.2..-4.8).contains(&offset),
+        "estimated offset {offset} s"
+    );
+    let (mut ws, greeting) = server.connect("").await;
+    let session = common::session_of(&greeting);
+    assert_eq!(message(&mut ws, json!("one")).await["count"], 1);
+
+    redis.pause();
+    let late = message(&mut ws, json!("while paused")).await;
+    assert_eq!(late["code"], "unavailable", "{late}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.resume();
+    wait_ready(&server, true).await;
+    assert_eq!(message(&mut ws, json!("two")).await["count"], 2);
+    let (_, greeting) = server.connect(&format!("?session_uuid={session}")).await;
+    assert_eq!(
+        greeting["count"], 2,
+        "the message sent while paused was counted late"
+    );
+}

@@ -478,6 +478,151 @@ async fn unknown_paths_get_404_with_a_json_body() {
     assert!(body["error"].is_string());
 }
 
+/// Only the exact spellings answer: a proxy rule that keeps `/status` and
+/// `/metrics` private must not be bypassed by `/status/` or `//status`.
+#[tokio::test]
+async fn status_and_metrics_answer_only_their_exact_path() {
+    let server = Server::start(&[]);
+    for path in ["/status", "/metrics", "/healthz", "/readyz", "/status?x=1"] {
+        assert_eq!(common::raw_get(&server.addr, path).await.0, 200, "{path}");
+    }
+    for path in [
+        "/status/",
+        "/metrics/",
+        "//status",
+        "//metrics",
+        "/STATUS",
+        "/Metrics",
+        "/%73tatus",
+        "/status%2F",
+        "/status/.",
+        "/ws/../status",
+        "/healthz/",
+    ] {
+        let (code, body) = common::raw_get(&server.addr, path).await;
+        assert_eq!(code, 404, "{path} answered {code}: {body}");
+        let body: Value = serde_json::from_str(&body).expect("a JSON body");
+        assert!(body["error"].is_string(), "{path}");
+    }
+}
+
+/// Sends `n` broadcasts at once and sorts the answers: the sender's own
+/// copies (accepted) and the refusals by code.
+async fn burst_of_broadcasts(
+    ws: &mut common::Ws,
+    n: usize,
+    message: Value,
+) -> (usize, Vec<String>) {
+    for _ in 0..n {
+        send_json(ws, json!({"type": "broadcast", "message": message})).await;
+    }
+    let (mut accepted, mut refused) = (0, Vec::new());
+    for _ in 0..n {
+        let reply = recv_non_heartbeat(ws).await;
+        match reply["type"].as_str() {
+            Some("broadcast") => accepted += 1,
+            Some("error") => refused.push(reply["code"].as_str().unwrap_or_default().to_string()),
+            other => panic!("unexpected {other:?}: {reply}"),
+        }
+    }
+    (accepted, refused)
+}
+
+/// The count after one more message: what the refusals did to it.
+async fn count_after_one_message(ws: &mut common::Ws) -> u64 {
+    send_json(ws, json!({"type": "message", "message": "probe"})).await;
+    let reply = recv_non_heartbeat(ws).await;
+    assert_eq!(reply["type"], "message_response", "{reply}");
+    reply["count"].as_u64().expect("count")
+}
+
+#[tokio::test]
+async fn broadcasts_over_broadcast_rate_are_refused_and_neither_counted_nor_sent() {
+    let server = Server::start(&[("BROADCAST_RATE", "1")]);
+    let (mut sender, _) = server.connect("").await;
+    let (mut listener, _) = server.connect("").await;
+    let (accepted, refused) = burst_of_broadcasts(&mut sender, 12, json!("hi")).await;
+    // A burst of 5 passes; refill at 1/s may add one on a slow machine.
+    assert!((5..=6).contains(&accepted), "{accepted} accepted");
+    assert_eq!(refused.len(), 12 - accepted);
+    assert!(
+        refused.iter().all(|code| code == "rate_limited"),
+        "{refused:?}"
+    );
+    // Only the accepted ones were counted, and only they reached the others.
+    assert_eq!(
+        count_after_one_message(&mut sender).await,
+        accepted as u64 + 1
+    );
+    for _ in 0..accepted {
+        assert_eq!(recv_non_heartbeat(&mut listener).await["type"], "broadcast");
+    }
+    let extra = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures_util::StreamExt::next(&mut listener),
+    )
+    .await;
+    assert!(extra.is_err(), "a refused broadcast arrived: {extra:?}");
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "websocket_errors_total{{type=\"rate_limited\"}} {}",
+            12 - accepted
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_broadcast_over_broadcast_max_size_is_refused_and_not_counted() {
+    let server = Server::start(&[("BROADCAST_MAX_SIZE", "100")]);
+    let (mut ws, _) = server.connect("").await;
+    // The limit is on the serialized `message`: "x" * 98 plus quotes = 100.
+    let (accepted, refused) = burst_of_broadcasts(&mut ws, 1, json!("x".repeat(98))).await;
+    assert_eq!((accepted, refused.len()), (1, 0));
+    let (accepted, refused) = burst_of_broadcasts(&mut ws, 1, json!("x".repeat(99))).await;
+    assert_eq!(accepted, 0);
+    assert_eq!(refused, ["message_too_large"]);
+    // A plain message of that size is still fine: the limit is for broadcasts.
+    send_json(
+        &mut ws,
+        json!({"type": "message", "message": "x".repeat(5000)}),
+    )
+    .await;
+    assert_eq!(recv_non_heartbeat(&mut ws).await["count"], 2);
+}
+
+#[tokio::test]
+async fn broadcast_require_auth_lets_only_connections_with_a_valid_token_broadcast() {
+    let secret = "broadcast-secret";
+    let server = Server::start(&[("SECRET_KEY", secret), ("BROADCAST_REQUIRE_AUTH", "true")]);
+    let token = common::wsctl()
+        .args(["token", "--subject", "alice", "--ttl", "60"])
+        .env("SECRET_KEY", secret)
+        .output()
+        .expect("wsctl token");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+
+    // Without a token (or with a bad one) the connection works, but may not broadcast.
+    for query in ["".to_string(), "?token=garbage".to_string()] {
+        let (mut ws, _) = server.connect(&query).await;
+        let (accepted, refused) = burst_of_broadcasts(&mut ws, 1, json!("hi")).await;
+        assert_eq!(
+            (accepted, refused),
+            (0, vec!["unauthorized".to_string()]),
+            "{query}"
+        );
+        assert_eq!(
+            count_after_one_message(&mut ws).await,
+            1,
+            "{query}: nothing counted"
+        );
+    }
+    let (mut ws, _) = server.connect(&format!("?token={token}")).await;
+    let (accepted, refused) = burst_of_broadcasts(&mut ws, 1, json!("hi")).await;
+    assert_eq!((accepted, refused.len()), (1, 0));
+}
+
 #[tokio::test]
 async fn two_connections_on_one_session_count_each_message_exactly_once() {
     let server = Server::start(&[("RATE_LIMIT", "100000")]);

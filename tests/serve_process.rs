@@ -49,6 +49,20 @@ fn invalid_configuration_exits_2_with_one_line_naming_the_setting() {
         (&[], &["--shutdown-timeout", "0"], "shutdown-timeout"),
         (&[("REDIS_URL", "http://not-redis")], &[], "REDIS_URL"),
         (&[("DRAIN_WINDOW", "20")], &[], "DRAIN_WINDOW"),
+        // The last goodbyes need time before the shutdown deadline.
+        (
+            &[("DRAIN_WINDOW", "9.5"), ("SHUTDOWN_TIMEOUT", "10")],
+            &[],
+            "DRAIN_WINDOW",
+        ),
+        (&[("BROADCAST_RATE", "0")], &[], "broadcast-rate"),
+        (&[("BROADCAST_MAX_SIZE", "-1")], &[], "broadcast-max-size"),
+        (&[("MAX_SESSIONS", "lots")], &[], "max-sessions"),
+        (
+            &[("BROADCAST_REQUIRE_AUTH", "true")],
+            &[],
+            "BROADCAST_REQUIRE_AUTH",
+        ),
         (&[("MAX_MESSAGE_SIZE", "0")], &[], "max-message-size"),
         (&[("RATE_LIMIT", "none")], &[], "rate-limit"),
         (

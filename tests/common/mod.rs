@@ -40,6 +40,11 @@ const CONTRACT_VARS: &[&str] = &[
     "REQUIRE_AUTH",
     "ECHO_ENDPOINT",
     "BROADCAST_BUFFER",
+    "BROADCAST_RATE",
+    "BROADCAST_MAX_SIZE",
+    "BROADCAST_REQUIRE_AUTH",
+    "MAX_SESSIONS",
+    "REDIS_CLUSTER",
     "RUST_LOG",
 ];
 
@@ -158,6 +163,32 @@ impl Drop for Server {
 }
 
 /// The `session_uuid` of a `connection_established` frame.
+/// Sends `GET target` byte for byte (no URL library normalizes it) and
+/// returns the status code and the body.
+pub async fn raw_get(addr: &str, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
 pub fn session_of(greeting: &Value) -> String {
     greeting["session_uuid"]
         .as_str()

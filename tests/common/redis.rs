@@ -9,6 +9,28 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: std::path::PathBuf,
+    /// Milliseconds Redis's wall clock is ahead of this host's (negative:
+    /// behind), through tests/support/clock_skew.c.
+    clock_skew_ms: i64,
+}
+
+/// Builds the clock shim once per test binary.
+fn clock_skew_shim() -> std::path::PathBuf {
+    static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/clock_skew.c");
+        let out = std::env::temp_dir().join(format!("wsctl-clock-skew-{}.so", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&out)
+            .arg(source)
+            .arg("-ldl")
+            .status()
+            .expect("cc (the C compiler Rust links with) builds the clock shim");
+        assert!(status.success(), "building {source} failed");
+        out
+    })
+    .clone()
 }
 
 fn free_port() -> u16 {
@@ -20,6 +42,12 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with_clock_skew(0)
+    }
+
+    /// A Redis whose wall clock (`TIME`, and `TIME` inside scripts) is off
+    /// by `skew_ms` from this host's.
+    pub fn start_with_clock_skew(skew_ms: i64) -> RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("wsctl-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -27,6 +55,7 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            clock_skew_ms: skew_ms,
         };
         server.spawn();
         server
@@ -36,8 +65,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Runs `redis-cli` against this server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.clock_skew_ms != 0 {
+            command
+                .env("LD_PRELOAD", clock_skew_shim())
+                .env("CLOCK_SKEW_MS", self.clock_skew_ms.to_string());
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
