@@ -150,17 +150,29 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 
 /// Reads one client text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, Refusal> {
+    let not_json = |error: serde_json::Error| Refusal {
+        code: ErrorCode::InvalidJson,
+        detail: format!("the frame is not valid JSON: {error}"),
+    };
+    let not_an_object = || Refusal {
+        code: ErrorCode::InvalidMessage,
+        detail: "a frame must be a JSON object with a string \"type\"".into(),
+    };
+    // serde would read `null` as an object of defaults, and stops at the
+    // first data error without looking at the rest of the text: a frame
+    // that is not an object is `invalid_message` only when it is JSON.
+    let is_json = || serde_json::from_str::<serde::de::IgnoredAny>(text);
+    if !text.trim_start().starts_with('{') {
+        return Err(match is_json() {
+            Ok(_) => not_an_object(),
+            Err(error) => not_json(error),
+        });
+    }
     let frame: RawClientFrame = serde_json::from_str(text).map_err(|error| {
-        if error.is_data() {
-            Refusal {
-                code: ErrorCode::InvalidMessage,
-                detail: "a frame must be a JSON object with a string \"type\"".into(),
-            }
+        if error.is_data() && is_json().is_ok() {
+            not_an_object()
         } else {
-            Refusal {
-                code: ErrorCode::InvalidJson,
-                detail: format!("the frame is not valid JSON: {error}"),
-            }
+            not_json(error)
         }
     })?;
     let missing_message = |kind: &str| Refusal {
@@ -256,5 +268,67 @@ mod tests {
         assert_eq!(json["type"], "goodbye");
         assert_eq!(json["reason"], "server_shutdown");
         assert_eq!(json["count"], 3);
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// Any JSON value, a few levels deep.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                "[ -~]{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Any text at all: no panic, and the refusal code agrees with
+            /// what a JSON parser makes of it.
+            #[test]
+            fn any_text_is_either_a_request_or_the_right_refusal(text in "\\PC{0,64}") {
+                match parse_client_frame(&text) {
+                    Ok(_) => {
+                        let value: Value = serde_json::from_str(&text).expect("accepted text is JSON");
+                        prop_assert!(value.is_object());
+                    }
+                    Err(refusal) if refusal.code == ErrorCode::InvalidJson => {
+                        prop_assert!(serde_json::from_str::<Value>(&text).is_err());
+                    }
+                    Err(refusal) => {
+                        prop_assert_eq!(refusal.code, ErrorCode::InvalidMessage);
+                        prop_assert!(serde_json::from_str::<Value>(&text).is_ok());
+                    }
+                }
+            }
+
+            /// A well-formed message or broadcast frame carries its value
+            /// unchanged; a non-object is invalid_message.
+            #[test]
+            fn framed_values_round_trip(value in json_value(), broadcast in any::<bool>()) {
+                let kind = if broadcast { "broadcast" } else { "message" };
+                let text = serde_json::json!({"type": kind, "message": value}).to_string();
+                let carried = match parse_client_frame(&text) {
+                    Ok(ClientRequest::Message(raw)) if !broadcast => raw,
+                    Ok(ClientRequest::Broadcast(raw)) if broadcast => raw,
+                    other => return Err(TestCaseError::fail(format!("{text}: {other:?}"))),
+                };
+                prop_assert_eq!(serde_json::from_str::<Value>(carried.get()).unwrap(), value.clone());
+                if !value.is_object() {
+                    let bare = value.to_string();
+                    prop_assert_eq!(parse_client_frame(&bare).unwrap_err().code, ErrorCode::InvalidMessage);
+                }
+            }
+        }
     }
 }
