@@ -449,7 +449,8 @@ async fn a_fuzz_run_of_random_and_mutated_frames_is_answered_per_the_protocol() 
     assert_eq!(code, 200);
     let grown = rss_kib(&server).saturating_sub(before);
     println!(
-        "fuzz: {sent} frames, {answered} answered, {failed} failed the connection, RSS +{grown} KiB"
+        "fuzz: {sent} frames in {:?}, {answered} answered, {failed} failed the connection, RSS +{grown} KiB",
+        started.elapsed()
     );
     assert!(grown < 50 * 1024, "RSS grew by {grown} KiB");
 }
