@@ -55,8 +55,10 @@ RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
 
 # Deploy tests need the local Nginx and Redis images (no registry here).
+# Always rebuilt (a few seconds each), so CI tests this commit's Nginx
+# config and binary, not images left on the machine by an earlier run.
 echo "==> images"
-bash scripts/build-images.sh
+FORCE=1 bash scripts/build-images.sh
 
 echo "==> tests"
 cargo nextest run --locked --no-fail-fast "$@"

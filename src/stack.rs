@@ -82,6 +82,47 @@ pub struct StackConfig {
     pub lock_ttl: u64,
     /// An upstream template of your own (default: templates/upstream.conf.j2).
     pub upstream_template: Option<std::path::PathBuf>,
+    /// Client networks (CIDR or address) that may read `/metrics` and
+    /// `/status` through Nginx; everyone else gets 403.
+    pub private_networks: Vec<String>,
+    /// Load balancers in front of Nginx whose `X-Forwarded-For` names the
+    /// real client (per-IP limits and the private networks then see it).
+    pub trusted_proxies: Vec<String>,
+    /// Memory bounds of the stack's Redis.
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `maxmemory` of the stack's Redis (`256mb`, `1gb`, bytes).
+    pub maxmemory: String,
+    /// What Redis evicts when full; `volatile-ttl` drops the sessions
+    /// closest to expiring first (every wsctl key has a TTL).
+    pub maxmemory_policy: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            maxmemory: "256mb".into(),
+            maxmemory_policy: "volatile-ttl".into(),
+        }
+    }
+}
+
+/// Checks `10.0.0.0/8`, `192.168.1.7` or `::1/128`: an address with an
+/// optional prefix length that fits it.
+fn is_network(text: &str) -> bool {
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    let Ok(address) = address.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|prefix| prefix.parse::<u8>().is_ok_and(|bits| bits <= max))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +156,9 @@ impl Default for StackConfig {
             drain_timeout: 15,
             lock_ttl: 60,
             upstream_template: None,
+            private_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            trusted_proxies: Vec::new(),
+            redis: RedisSettings::default(),
         }
     }
 }
@@ -147,6 +191,18 @@ lock_ttl: 60
 # An upstream template of your own; it must start with
 # `# wsctl live colour: {{ color }}` (default: the shipped template).
 upstream_template: null
+# Who may read /metrics and /status through Nginx (CIDR or address); all
+# others get 403. Requests from the host to a published port arrive from
+# the Docker network's gateway: add its subnet to read them there.
+private_networks: ["127.0.0.0/8", "::1/128"]
+# Load balancers in front of Nginx: their X-Forwarded-For names the real
+# client, so per-IP limits and private_networks see real addresses.
+trusted_proxies: []
+redis:
+  # Memory bound of the stack's Redis; volatile-ttl evicts the sessions
+  # closest to expiry first.
+  maxmemory: 256mb
+  maxmemory_policy: volatile-ttl
 "#;
 
 impl StackConfig {
@@ -187,6 +243,45 @@ impl StackConfig {
             if value == 0 {
                 return Err(ConfigError(format!(
                     "{origin}: {key} must be at least 1 second"
+                )));
+            }
+        }
+        const POLICIES: &[&str] = &[
+            "noeviction",
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ];
+        if !POLICIES.contains(&self.redis.maxmemory_policy.as_str()) {
+            return Err(ConfigError(format!(
+                "{origin}: redis.maxmemory_policy '{}' is not one of {}",
+                self.redis.maxmemory_policy,
+                POLICIES.join(", ")
+            )));
+        }
+        let memory = self.redis.maxmemory.to_ascii_lowercase();
+        let digits = memory.trim_end_matches(['k', 'm', 'g', 'b']);
+        let unit = &memory[digits.len()..];
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || !["", "b", "k", "kb", "m", "mb", "g", "gb"].contains(&unit)
+        {
+            return Err(ConfigError(format!(
+                "{origin}: redis.maxmemory '{}' is not a size such as 256mb or 1gb",
+                self.redis.maxmemory
+            )));
+        }
+        for (key, networks) in [
+            ("private_networks", &self.private_networks),
+            ("trusted_proxies", &self.trusted_proxies),
+        ] {
+            if let Some(bad) = networks.iter().find(|network| !is_network(network)) {
+                return Err(ConfigError(format!(
+                    "{origin}: {key} entry '{bad}' is not an address or CIDR network"
                 )));
             }
         }

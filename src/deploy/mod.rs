@@ -270,8 +270,25 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
     let config = &stack.config;
     let network = config.network_name();
     docker::ensure_network(&stack.docker, &network).await?;
+    // Flags only: our image's entrypoint is redis-server, and the official
+    // image's entrypoint script puts redis-server in front of flags.
+    let redis_flags = [
+        "--bind",
+        "0.0.0.0",
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory",
+        &config.redis.maxmemory,
+        "--maxmemory-policy",
+        &config.redis.maxmemory_policy,
+    ];
     let redis = ContainerCreateBody {
         image: Some(config.images.redis.clone()),
+        cmd: Some(redis_flags.iter().map(|flag| flag.to_string()).collect()),
         host_config: Some(HostConfig {
             network_mode: Some(network.clone()),
             restart_policy: containers::unless_stopped(),

@@ -29,7 +29,8 @@ pub struct Serving {
     /// The colour of the configuration Nginx has loaded (its `X-Wsctl-Live`
     /// header); `None` when it answered without one (nothing live yet).
     pub loaded: Option<Color>,
-    /// The colour `/status` reported through the public address.
+    /// The colour of the service that answered through the public address
+    /// (its `X-Wsctl-Color` header).
     pub status_color: Option<Color>,
     /// The colour the upstream file on disk names.
     pub file: Option<Color>,
@@ -73,26 +74,29 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// One request through the public address: `(loaded colour, /status colour)`,
-/// or `None` when Nginx did not answer.
+/// One request through the public address: `(loaded colour, colour of the
+/// service that answered)`, or `None` when Nginx did not answer. It asks
+/// the public `/healthz`: `/status` is private, and from the host a
+/// published port's traffic arrives from the Docker gateway, which is not
+/// a private network by default. Nginx names its loaded colour in
+/// `X-Wsctl-Live`, the service its own in `X-Wsctl-Color`.
 async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>, Option<Color>)> {
-    let url = format!("http://{}/status", stack.config.public_address);
+    let url = format!("http://{}/healthz", stack.config.public_address);
     let response = client.get(&url).send().await.ok()?;
-    let loaded = response
-        .headers()
-        .get(HEADER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(Color::parse);
-    let status_color = if response.status().is_success() {
+    let header = |name: &str| {
         response
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|status| status["color"].as_str().and_then(Color::parse))
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(Color::parse)
+    };
+    let loaded = header(HEADER);
+    let answered_by = if response.status().is_success() {
+        header(crate::serve::COLOR_HEADER)
     } else {
         None
     };
-    Some((loaded, status_color))
+    Some((loaded, answered_by))
 }
 
 /// Asks Nginx (through the public address) and reads its upstream file.
@@ -127,6 +131,10 @@ pub fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
         color,
         &stack.config.app(color),
         stack.config.app_port,
+        &upstream::Access {
+            private_networks: &stack.config.private_networks,
+            trusted_proxies: &stack.config.trusted_proxies,
+        },
     )
     .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
 }
@@ -185,7 +193,7 @@ async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Waits until new connections through the public address reach `color`:
-/// Nginx names it as loaded and its `/status` answers with it, three times
+/// Nginx names it as loaded and the service answers with it, three times
 /// in a row and, with `steady`, for that long without a miss. One look is
 /// not enough: for a moment after a reload an old worker may still accept
 /// a connection and serve the old upstream. That is harmless while the old
@@ -207,9 +215,9 @@ pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Re
             _ if in_a_row.get() >= VERIFY_IN_A_ROW && steady_enough => Check::Ready(()),
             _ if good => Check::Pending("verifying".into()),
             Some((loaded, status)) => Check::Pending(format!(
-                "Nginx serves {} and /status reports {}",
+                "Nginx serves {} and the service that answered is {}",
                 loaded.map_or("no colour".into(), |c| c.to_string()),
-                status.map_or("no answer".into(), |c| c.to_string()),
+                status.map_or("none".into(), |c| c.to_string()),
             )),
             None => Check::Pending("no answer".into()),
         }

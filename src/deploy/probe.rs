@@ -60,8 +60,10 @@ impl Probe {
         let mut tasks: Vec<_> = (0..SESSIONS)
             .map(|_| tokio::spawn(session(format!("ws://{public}/ws/chat/"), stop.clone())))
             .collect();
+        // A public path: /status is private, and the probe's requests come
+        // from the Docker gateway when `public` is a published host port.
         tasks.push(tokio::spawn(poll(
-            format!("http://{public}/status"),
+            format!("http://{public}/healthz"),
             stop.clone(),
         )));
         Probe { stop, tasks }

@@ -14,7 +14,21 @@ const MARKER: &str = "# wsctl live colour: ";
 /// The response header naming the loaded colour.
 pub const HEADER: &str = "X-Wsctl-Live";
 
-pub fn render(template: &str, color: Color, host: &str, port: u16) -> anyhow::Result<String> {
+/// The access policy rendered next to the upstream: who may read the
+/// private endpoints, and which proxies name the real client.
+#[derive(Debug, Clone, Default)]
+pub struct Access<'a> {
+    pub private_networks: &'a [String],
+    pub trusted_proxies: &'a [String],
+}
+
+pub fn render(
+    template: &str,
+    color: Color,
+    host: &str,
+    port: u16,
+    access: &Access<'_>,
+) -> anyhow::Result<String> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     environment.add_template("upstream", template)?;
@@ -22,6 +36,8 @@ pub fn render(template: &str, color: Color, host: &str, port: u16) -> anyhow::Re
         color => color,
         host => host,
         port => port,
+        private_networks => access.private_networks,
+        trusted_proxies => access.trusted_proxies,
         rendered_at => crate::time::now_rfc3339(),
     })?;
     anyhow::ensure!(
@@ -31,6 +47,11 @@ pub fn render(template: &str, color: Color, host: &str, port: u16) -> anyhow::Re
     anyhow::ensure!(
         rendered.contains(&format!("add_header {HEADER} {color} always;")),
         "the upstream template must contain `add_header {HEADER} {{{{ color }}}} always;`"
+    );
+    // nginx.conf's rule for /metrics and /status reads this variable.
+    anyhow::ensure!(
+        rendered.contains("geo $wsctl_private"),
+        "the upstream template must define `geo $wsctl_private` (see templates/upstream.conf.j2)"
     );
     Ok(rendered)
 }
@@ -49,7 +70,20 @@ mod tests {
 
     #[test]
     fn rendering_names_the_colour_and_the_server() {
-        let text = render(DEFAULT_TEMPLATE, Color::Green, "app_green", 8000).unwrap();
+        let networks = ["127.0.0.0/8".to_string(), "10.1.0.0/16".to_string()];
+        let proxies = ["192.0.2.10".to_string()];
+        let access = Access {
+            private_networks: &networks,
+            trusted_proxies: &proxies,
+        };
+        let text = render(DEFAULT_TEMPLATE, Color::Green, "app_green", 8000, &access).unwrap();
+        assert!(text.contains("\n    10.1.0.0/16 1;\n"), "{text}");
+        assert!(
+            text.contains("\nset_real_ip_from 192.0.2.10;\nreal_ip_header X-Forwarded-For;"),
+            "{text}"
+        );
+        let without = render(DEFAULT_TEMPLATE, Color::Green, "h", 1, &Access::default()).unwrap();
+        assert!(!without.contains("real_ip_header"), "{without}");
         assert_eq!(live_color(&text), Some(Color::Green));
         assert!(text.contains("server app_green:8000;"), "{text}");
         assert!(
@@ -60,12 +94,12 @@ mod tests {
 
     #[test]
     fn a_template_with_an_unknown_variable_or_no_marker_is_refused() {
-        assert!(render("{{ nope }}", Color::Blue, "h", 1).is_err());
+        assert!(render("{{ nope }}", Color::Blue, "h", 1, &Access::default()).is_err());
         let no_marker = "upstream x { server {{ host }}:{{ port }}; }";
-        assert!(render(no_marker, Color::Blue, "h", 1).is_err());
+        assert!(render(no_marker, Color::Blue, "h", 1, &Access::default()).is_err());
         let no_header =
             "# wsctl live colour: {{ color }}\nupstream x { server {{ host }}:{{ port }}; }";
-        let error = render(no_header, Color::Blue, "h", 1).unwrap_err();
+        let error = render(no_header, Color::Blue, "h", 1, &Access::default()).unwrap_err();
         assert!(error.to_string().contains("X-Wsctl-Live"), "{error}");
     }
 

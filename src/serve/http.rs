@@ -26,6 +26,9 @@ use super::state::{AppState, VERSION};
 use super::upgrade::{Endpoint, UpgradeSlot, upgrade};
 
 pub const REQUEST_ID: &str = "x-request-id";
+/// Every answer names the colour of the process that gave it, so a deploy
+/// tool can tell through a proxy which colour answered, from a public path.
+pub const COLOR_HEADER: &str = "x-wsctl-color";
 
 /// A JSON body `{"error": message}` with `status`.
 pub fn json_error(status: StatusCode, message: &str) -> Response {
@@ -171,14 +174,19 @@ async fn answer_rejection(rejection: Rejection) -> Result<Response, Infallible> 
 
 /// Serves HTTP/1.1 on one accepted socket until the client leaves or `stop`
 /// fires (then in-flight requests finish and idle keep-alives close).
-pub async fn serve_socket<F>(stream: TcpStream, routes: F, stop: CancellationToken)
-where
+pub async fn serve_socket<F>(
+    stream: TcpStream,
+    routes: F,
+    color: HeaderValue,
+    stop: CancellationToken,
+) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let warp_service = warp::service(routes);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let mut warp_service = warp_service.clone();
-        async move { Ok::<_, Infallible>(answer(&mut warp_service, request).await) }
+        let color = color.clone();
+        async move { Ok::<_, Infallible>(answer(&mut warp_service, request, color).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -200,7 +208,11 @@ where
 }
 
 /// One request through warp, with its request id on the way in and out.
-async fn answer<S>(warp_service: &mut S, mut request: Request<Incoming>) -> Response
+async fn answer<S>(
+    warp_service: &mut S,
+    mut request: Request<Incoming>,
+    color: HeaderValue,
+) -> Response
 where
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
 {
@@ -225,6 +237,7 @@ where
         Err(never) => match never {},
     };
     response.headers_mut().insert(REQUEST_ID, request_id);
+    response.headers_mut().insert(COLOR_HEADER, color);
     response
 }
 

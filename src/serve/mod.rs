@@ -21,6 +21,8 @@ mod session;
 mod state;
 mod upgrade;
 
+pub use http::COLOR_HEADER;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,6 +180,9 @@ async fn accept_loop(
     http_tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    // Colours are validated names ([a-z0-9_-]), always a valid header value.
+    let color = warp::http::HeaderValue::from_str(&state.config.color)
+        .unwrap_or(warp::http::HeaderValue::from_static("unknown"));
     let routes = http::routes(state);
     loop {
         let accepted = tokio::select! {
@@ -187,7 +192,12 @@ async fn accept_loop(
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                http_tasks.spawn(http::serve_socket(stream, routes.clone(), stop.clone()));
+                http_tasks.spawn(http::serve_socket(
+                    stream,
+                    routes.clone(),
+                    color.clone(),
+                    stop.clone(),
+                ));
             }
             Err(error) => {
                 // Usually EMFILE: back off instead of spinning.

@@ -94,6 +94,12 @@ impl TestStack {
         for (key, line) in [
             ("ready_timeout", "ready_timeout: 20\n"),
             ("drain_timeout", "drain_timeout: 5\n"),
+            // The tests read /status through the public address from the
+            // host: that traffic arrives from the Docker network's gateway.
+            (
+                "private_networks",
+                "private_networks: [\"127.0.0.0/8\", \"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\"]\n",
+            ),
         ] {
             if !extra.contains(key) {
                 defaults.push_str(line);
