@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::raw::RawClient;
 use common::{Server, Ws, recv_non_heartbeat, send_json};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The server's resident memory, in KiB.
@@ -26,47 +25,6 @@ fn rss_kib(server: &Server) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
-}
-
-/// Opens `/ws/chat/` with a hand-written upgrade and returns the socket
-/// right after the `101` (the session is opened before the 101).
-async fn raw_upgrade(addr: &str, query: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET /ws/chat/{query} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut head = Vec::with_capacity(256);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
-            .await
-            .expect("an answer to the upgrade within 10 s")
-            .expect("read");
-        assert_eq!(
-            read,
-            1,
-            "closed before the 101: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
-}
-
-async fn metric(server: &Server, line_prefix: &str) -> f64 {
-    let text = server.get("/metrics").await.text().await.expect("metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(line_prefix))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Broadcasts each abuser attempts.
@@ -138,7 +96,9 @@ async fn broadcast_abusers_cannot_get_quiet_clients_disconnected() {
         assert_eq!(per_sender, accepted, "a quiet client missed broadcasts");
     }
     assert_eq!(
-        metric(&server, "websocket_errors_total{type=\"slow_consumer\"} ").await,
+        server
+            .metric("websocket_errors_total{type=\"slow_consumer\"}")
+            .await,
         0.0
     );
 }
@@ -235,7 +195,7 @@ async fn a_connect_close_loop_with_fresh_sessions_keeps_memory_bounded() {
                 workers.push(tokio::spawn(async move {
                     while done.fetch_add(1, Ordering::Relaxed) < rounds {
                         let query = format!("?session_uuid={}", uuid::Uuid::new_v4());
-                        drop(raw_upgrade(&addr, &query).await);
+                        drop(RawClient::connect(&addr, &format!("/ws/chat/{query}")).await);
                     }
                 }));
             }
@@ -244,6 +204,16 @@ async fn a_connect_close_loop_with_fresh_sessions_keeps_memory_bounded() {
             }
         }
     };
+    // A connected client with a count, and a closed session from before
+    // the loop: the cap must evict the second and never the first.
+    let (mut connected, greeting) = server.connect("").await;
+    let kept = common::session_of(&greeting);
+    send_json(&mut connected, json!({"type": "message", "message": 1})).await;
+    assert_eq!(recv_non_heartbeat(&mut connected).await["count"], 1);
+    let (mut early, greeting) = server.connect("").await;
+    let evicted = common::session_of(&greeting);
+    send_json(&mut early, json!({"type": "bye"})).await;
+    assert_eq!(recv_non_heartbeat(&mut early).await["type"], "goodbye");
     // Warm up (allocator arenas, the first 1,000 sessions), then measure.
     loop_rounds(5_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -258,6 +228,15 @@ async fn a_connect_close_loop_with_fresh_sessions_keeps_memory_bounded() {
     let grown = after.saturating_sub(before);
     println!("{ROUNDS} fresh sessions in {took:?}: RSS {before} KiB -> {after} KiB (+{grown} KiB)");
     assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
+    let (_, greeting) = server.connect(&format!("?session_uuid={evicted}")).await;
+    assert_eq!(greeting["resumed"], false, "the old idle session was kept");
+    let (_, greeting) = server.connect(&format!("?session_uuid={kept}")).await;
+    assert_eq!(
+        greeting["resumed"], true,
+        "the connected session was evicted"
+    );
+    assert_eq!(greeting["count"], 1);
+    drop(connected);
 }
 
 /// 1,000 clients that never read while broadcasts flow: each is closed
@@ -273,7 +252,7 @@ async fn clients_that_never_read_are_closed_and_memory_stays_bounded() {
     ]);
     let mut deaf = Vec::new();
     for _ in 0..DEAF {
-        deaf.push(raw_upgrade(&server.addr, "").await);
+        deaf.push(RawClient::connect(&server.addr, "/ws/chat/").await);
     }
     let before = rss_kib(&server);
     let (mut talker, greeting) = server.connect("").await;
@@ -313,8 +292,12 @@ async fn clients_that_never_read_are_closed_and_memory_stays_bounded() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let slow = metric(&server, "websocket_errors_total{type=\"slow_consumer\"} ").await;
-    let timed_out = metric(&server, "websocket_errors_total{type=\"write_timeout\"} ").await;
+    let slow = server
+        .metric("websocket_errors_total{type=\"slow_consumer\"}")
+        .await;
+    let timed_out = server
+        .metric("websocket_errors_total{type=\"write_timeout\"}")
+        .await;
     assert_eq!(
         slow + timed_out,
         DEAF as f64,
@@ -402,7 +385,7 @@ async fn a_fuzz_run_of_random_and_mutated_frames_is_answered_per_the_protocol() 
     let mut rng = fastrand::Rng::with_seed(seed);
     let before = rss_kib(&server);
     let (mut answered, mut failed, mut sent) = (0, 0, 0);
-    let mut client = common::raw::RawClient::connect(&server.addr, "/ws/chat/").await;
+    let mut client = RawClient::connect(&server.addr, "/ws/chat/").await;
     client.read_frame().await.expect("greeting");
     while sent < FRAMES {
         let (first, payload, masked, expect) = fuzz_frame(&mut rng);
@@ -455,8 +438,8 @@ async fn a_fuzz_run_of_random_and_mutated_frames_is_answered_per_the_protocol() 
     assert!(grown < 50 * 1024, "RSS grew by {grown} KiB");
 }
 
-async fn reconnect(server: &Server) -> common::raw::RawClient {
-    let mut client = common::raw::RawClient::connect(&server.addr, "/ws/chat/").await;
+async fn reconnect(server: &Server) -> RawClient {
+    let mut client = RawClient::connect(&server.addr, "/ws/chat/").await;
     client.read_frame().await.expect("greeting");
     client
 }

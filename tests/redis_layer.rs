@@ -239,15 +239,6 @@ async fn a_killed_subscription_means_not_ready_until_it_is_back() {
     assert!(logs.contains("redis subscription lost"), "{logs}");
 }
 
-/// Reads `redis_clock_offset_seconds` from `/metrics`.
-async fn clock_offset(server: &Server) -> f64 {
-    let text = server.get("/metrics").await.text().await.expect("metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix("redis_clock_offset_seconds "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no redis_clock_offset_seconds in {text}"))
-}
-
 /// A Redis clock 5 s ahead of ours: with deadlines on our clock every
 /// message would be answered `unavailable` while `/readyz` says 200.
 #[tokio::test]
@@ -255,7 +246,7 @@ async fn a_redis_clock_seconds_ahead_still_counts_every_message() {
     let redis = RedisServer::start_with_clock_skew(5_000);
     let server = instance(&redis, "blue");
     wait_ready(&server, true).await;
-    let offset = clock_offset(&server).await;
+    let offset = server.metric("redis_clock_offset_seconds").await;
     assert!((4.8..5.2).contains(&offset), "estimated offset {offset} s");
     let (mut ws, _) = server.connect("").await;
     for expected in 1..=20 {
@@ -272,7 +263,7 @@ async fn a_redis_clock_seconds_behind_still_counts_nothing_late() {
     let redis = RedisServer::start_with_clock_skew(-5_000);
     let server = instance(&redis, "blue");
     wait_ready(&server, true).await;
-    let offset = clock_offset(&server).await;
+    let offset = server.metric("redis_clock_offset_seconds").await;
     assert!(
         (-5.2..-4.8).contains(&offset),
         "estimated offset {offset} s"

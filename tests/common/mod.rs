@@ -119,6 +119,18 @@ impl Server {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// The value of one series in `/metrics`, named with its labels as
+    /// exposed (`websocket_errors_total{type="rate_limited"}`); a missing
+    /// series fails the test.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics");
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+    }
+
     /// Opens `/ws/chat/` (with an optional query) and returns the stream and
     /// its `connection_established` frame.
     pub async fn connect(&self, query: &str) -> (Ws, Value) {
