@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::proxy::HangingProxy;
 use common::redis::RedisServer;
 use common::{Server, Ws, recv_non_heartbeat, send_json};
 use serde_json::{Value, json};
@@ -237,6 +238,51 @@ async fn a_killed_subscription_means_not_ready_until_it_is_back() {
     assert_eq!(frame["message"], "back");
     let logs = server.log_lines().join("\n");
     assert!(logs.contains("redis subscription lost"), "{logs}");
+}
+
+/// A subscription that hangs (open, but nothing passes) is not noticed by
+/// its reader: only the ping is. `/readyz` turns 503 (reason `redis`), a new
+/// subscription is made, and broadcasts flow again.
+#[tokio::test]
+async fn a_hung_subscription_is_found_by_its_ping_and_replaced() {
+    let redis = RedisServer::start();
+    let proxy = HangingProxy::start(&redis.addr()).await;
+    let server = Server::start(&[
+        ("REDIS_URL", &format!("redis://{}", proxy.addr)),
+        ("COLOR", "blue"),
+    ]);
+    wait_ready(&server, true).await;
+    let (mut ws, _) = server.connect("").await;
+    send_json(&mut ws, json!({"type": "broadcast", "message": "before"})).await;
+    assert_eq!(recv_non_heartbeat(&mut ws).await["message"], "before");
+
+    assert_eq!(proxy.hang_subscribers(), 1, "one subscription hung");
+    let started = Instant::now();
+    let seen = loop {
+        let (code, body) = server.get_json("/readyz").await;
+        if code == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "readyz never turned 503 with the subscription hung"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(seen["reason"], "redis", "{seen}");
+    wait_ready(&server, true).await;
+    assert_eq!(
+        proxy.subscribers(),
+        2,
+        "a new subscription replaced the hung one"
+    );
+
+    send_json(&mut ws, json!({"type": "broadcast", "message": "after"})).await;
+    let frame = recv_non_heartbeat(&mut ws).await;
+    assert_eq!(frame["type"], "broadcast", "{frame}");
+    assert_eq!(frame["message"], "after");
+    let logs = server.log_lines().join("\n");
+    assert!(logs.contains("ping unanswered"), "{logs}");
 }
 
 /// A Redis clock 5 s ahead of ours: with deadlines on our clock every

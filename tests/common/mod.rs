@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod live;
+pub mod proxy;
 pub mod raw;
 pub mod redis;
 

@@ -61,6 +61,11 @@ impl RedisServer {
         server
     }
 
+    /// `host:port`, for a proxy in front of this server.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
