@@ -20,6 +20,8 @@ pub struct ServeConfig {
     /// Redis URL for the shared session store and channel layer; `None` keeps
     /// everything in this process.
     pub redis_url: Option<String>,
+    /// `REDIS_URL` is a comma-separated list of Redis Cluster seed nodes.
+    pub redis_cluster: bool,
     /// Debug-level logs.
     pub debug: bool,
     /// Time between two heartbeats sent to every connection.
@@ -73,6 +75,7 @@ impl Default for ServeConfig {
             port: 8000,
             color: "blue".into(),
             redis_url: None,
+            redis_cluster: false,
             debug: false,
             heartbeat_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
@@ -121,8 +124,20 @@ impl ServeConfig {
                     .into(),
             ));
         }
-        if let Some(url) = &self.redis_url {
-            validate_redis_url(url)?;
+        match (&self.redis_url, self.redis_cluster) {
+            (Some(url), false) => validate_redis_url(url)?,
+            (Some(urls), true) => {
+                for url in urls.split(',') {
+                    validate_redis_url(url.trim())?;
+                }
+            }
+            (None, true) => {
+                return Err(ConfigError(
+                    "REDIS_CLUSTER is on but REDIS_URL does not name the cluster's seed nodes"
+                        .into(),
+                ));
+            }
+            (None, false) => {}
         }
         Ok(self)
     }

@@ -21,6 +21,9 @@ pub struct ServeArgs {
     /// Redis URL for sessions and broadcasts; unset keeps them in this process.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// REDIS_URL is a comma-separated list of Redis Cluster seed nodes.
+    #[arg(long, env = "REDIS_CLUSTER", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    redis_cluster: bool,
     /// Debug-level logs (`true`/`1`).
     #[arg(long, env = "DEBUG", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     debug: bool,
@@ -100,6 +103,7 @@ impl ServeArgs {
             port: self.port,
             color: self.color,
             redis_url: self.redis_url.filter(|url| !url.is_empty()),
+            redis_cluster: self.redis_cluster,
             debug: self.debug,
             heartbeat_interval: self.heartbeat_interval,
             shutdown_timeout: self.shutdown_timeout,

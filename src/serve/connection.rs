@@ -21,12 +21,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 use uuid::Uuid;
 
-use super::channel::{HubFrame, HubKind};
+use super::backend::OpenedSession;
 use super::frames::{
     ClientRequest, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame, seconds_number,
 };
+use super::hub::{HubFrame, HubKind};
 use super::rate_limit::TokenBucket;
-use super::session::OpenedSession;
 use super::state::{AppState, VERSION};
 use crate::config::BROADCAST_BURST;
 
@@ -203,7 +203,7 @@ impl ChatConnection {
         match parse_client_frame(&text) {
             Ok(ClientRequest::Message(value)) => {
                 self.state.metrics.message_in.inc();
-                let count = match self.state.sessions.increment(self.session).await {
+                let count = match self.state.backend.increment(self.session).await {
                     Ok(count) => count,
                     Err(error) => return self.unavailable(error).await,
                 };
@@ -238,12 +238,8 @@ impl ChatConnection {
                 };
                 let counted = self
                     .state
-                    .sessions
-                    .increment_and_broadcast(
-                        self.session,
-                        frame.to_json(),
-                        self.state.channel.as_ref(),
-                    )
+                    .backend
+                    .increment_and_broadcast(self.session, frame.to_json())
                     .await;
                 match counted {
                     Ok(count) => self.counted(count),
@@ -324,7 +320,7 @@ impl ChatConnection {
         self.refuse(code, detail).await
     }
 
-    async fn unavailable(&mut self, error: super::session::StoreUnavailable) -> Flow {
+    async fn unavailable(&mut self, error: super::backend::Unavailable) -> Flow {
         tracing::warn!(%error, "message not counted");
         self.refuse(
             ErrorCode::Unavailable,
@@ -344,7 +340,7 @@ impl ChatConnection {
 
     /// Sends `goodbye` with the session's total, then closes with `code`.
     async fn goodbye(&mut self, reason: GoodbyeReason, code: CloseCode) {
-        let count = match self.state.sessions.count(self.session).await {
+        let count = match self.state.backend.count(self.session).await {
             Ok(count) => count.max(self.last_count),
             Err(_) => self.last_count,
         };

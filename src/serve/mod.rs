@@ -4,20 +4,20 @@
 //!   `101` and the hand-over to a connection task; `connection.rs`: the
 //!   per-connection loop (and the echo endpoint).
 //! - `frames.rs`: the JSON frames; `rate_limit.rs`: the token bucket.
-//! - `session.rs`: the session store; `channel.rs`: the channel layer and
-//!   the process hub. `metrics.rs`: Prometheus. `state.rs`: what they share.
+//! - `backend/`: where sessions and broadcasts live (embedded, Redis, Redis
+//!   Cluster), behind one trait; `hub.rs`: the process-wide fan-out queue.
+//!   `metrics.rs`: Prometheus. `state.rs`: what they share.
 //!
 //! [`run`] takes its listener and its shutdown trigger from the caller, so
 //! tests bind port 0 and pass their own trigger.
 
-mod channel;
+mod backend;
 mod connection;
 mod frames;
 mod http;
+mod hub;
 mod metrics;
 mod rate_limit;
-mod redis;
-mod session;
 mod state;
 mod upgrade;
 
@@ -33,11 +33,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigError, ServeConfig};
-use channel::{HubFrame, HubKind, MemoryChannelLayer};
+use crate::config::ServeConfig;
 use frames::ServerFrame;
-use session::MemorySessionStore;
-use state::{AppState, Backend, VERSION};
+use hub::{HubFrame, HubKind};
+use state::{AppState, VERSION};
 
 /// Binds the configured address with a deep accept queue: thousands of
 /// clients reconnecting at once after a deploy would overflow the usual 1024
@@ -89,30 +88,8 @@ pub async fn run(
     // Background work, stopped with the listener.
     let stop = CancellationToken::new();
     let background = TaskTracker::new();
-    let state = match config.redis_url.clone() {
-        None => {
-            let sessions = Arc::new(MemorySessionStore::new(
-                config.session_ttl,
-                config.max_sessions,
-            ));
-            let ttl = config.session_ttl;
-            background.spawn(evict_sessions(sessions.clone(), ttl, stop.clone()));
-            let channel = Arc::new(MemoryChannelLayer::new(hub.clone()));
-            AppState::new(config, metrics, sessions, channel, Backend::Memory, hub)
-        }
-        Some(url) => {
-            let layer = Arc::new(
-                redis::RedisLayer::new(&url, config.session_ttl, metrics.clone())
-                    .map_err(|error| ConfigError(format!("REDIS_URL: {error}")))?,
-            );
-            background.spawn(layer.clone().watch_health(stop.clone()));
-            background.spawn(layer.clone().relay_broadcasts(hub.clone(), stop.clone()));
-            let (up, subscribed) = layer.health_flags();
-            let backend = Backend::Redis { up, subscribed };
-            AppState::new(config, metrics, layer.clone(), layer, backend, hub)
-        }
-    };
-    let state = Arc::new(state);
+    let backend = backend::start(&config, metrics.clone(), &hub, &background, &stop)?;
+    let state = Arc::new(AppState::new(config, metrics, backend, hub));
     background.spawn(heartbeats(state.clone(), stop.clone()));
 
     let address = listener.local_addr().context("reading the bound address")?;
@@ -229,22 +206,5 @@ async fn heartbeats(state: Arc<AppState>, stop: CancellationToken) {
             text: frame.to_json().into(),
         });
         tracing::debug!(connections = receivers.unwrap_or(0), "heartbeat sent");
-    }
-}
-
-/// Evicts expired sessions so that memory stays bounded by the sessions
-/// active within one TTL.
-async fn evict_sessions(store: Arc<MemorySessionStore>, ttl: Duration, stop: CancellationToken) {
-    let period = ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let evicted = store.evict_expired(Instant::now());
-        if evicted > 0 {
-            tracing::debug!(evicted, "expired sessions evicted");
-        }
     }
 }

@@ -1,5 +1,5 @@
-//! What every part of the server shares: configuration, metrics, the session
-//! store, the channel layer, the hub and the drain state.
+//! What every part of the server shares: configuration, metrics, the
+//! backend, the hub and the drain state.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -10,61 +10,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::channel::{ChannelLayer, Hub};
+use super::backend::Backend;
+use super::hub::Hub;
 use super::metrics::Metrics;
-use super::session::SessionStore;
 use crate::config::ServeConfig;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Where sessions and broadcasts live.
-pub enum Backend {
-    /// In this process.
-    Memory,
-    /// In Redis; `up` follows the health of the command connection,
-    /// `subscribed` that of the broadcast subscription.
-    Redis {
-        up: Arc<AtomicBool>,
-        subscribed: Arc<AtomicBool>,
-    },
-}
-
-impl Backend {
-    /// `channel_layer` in `/status`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Memory => "memory",
-            Backend::Redis { .. } => "redis",
-        }
-    }
-
-    /// `redis` in `/status`: `ok` or `down`, `None` without Redis.
-    pub fn redis_status(&self) -> Option<&'static str> {
-        match self {
-            Backend::Memory => None,
-            Backend::Redis { .. } if self.is_up() => Some("ok"),
-            Backend::Redis { .. } => Some("down"),
-        }
-    }
-
-    /// `false` when Redis is configured and cannot be reached, or the
-    /// broadcast subscription is not live (broadcasts would be lost).
-    pub fn is_up(&self) -> bool {
-        match self {
-            Backend::Memory => true,
-            Backend::Redis { up, subscribed } => {
-                up.load(Ordering::Relaxed) && subscribed.load(Ordering::Relaxed)
-            }
-        }
-    }
-}
-
 pub struct AppState {
     pub config: ServeConfig,
     pub metrics: Arc<Metrics>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub channel: Arc<dyn ChannelLayer>,
-    pub backend: Backend,
+    pub backend: Arc<dyn Backend>,
     pub hub: Hub,
     /// Cancelled when the drain begins: every connection schedules its goodbye.
     pub drain: CancellationToken,
@@ -99,21 +55,16 @@ struct DrainSchedule {
 }
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: ServeConfig,
         metrics: Arc<Metrics>,
-        sessions: Arc<dyn SessionStore>,
-        channel: Arc<dyn ChannelLayer>,
-        backend: Backend,
+        backend: Arc<dyn Backend>,
         hub: Hub,
     ) -> Self {
         let connection_slots = Arc::new(Semaphore::new(config.max_connections));
         AppState {
             config,
             metrics,
-            sessions,
-            channel,
             backend,
             hub,
             drain: CancellationToken::new(),
@@ -143,7 +94,7 @@ impl AppState {
             Err("starting")
         } else if self.is_draining() {
             Err("shutting_down")
-        } else if !self.backend.is_up() {
+        } else if self.backend.redis_up() == Some(false) {
             Err("redis")
         } else {
             Ok(())

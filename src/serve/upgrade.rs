@@ -20,9 +20,9 @@ use uuid::Uuid;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use super::backend::SessionLease;
 use super::connection::{ChatConnection, run_echo, websocket_config};
 use super::http::{REQUEST_ID, json_error};
-use super::session::SessionLease;
 use super::state::AppState;
 use crate::auth;
 use crate::config::normalize_origin;
@@ -110,14 +110,14 @@ async fn try_upgrade(
             refused(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
         })?;
     let opened = match endpoint {
-        Endpoint::Chat => Some(state.sessions.open(session).await.map_err(|error| {
+        Endpoint::Chat => Some(state.backend.open(session).await.map_err(|error| {
             tracing::warn!(%error, "refusing upgrade");
             state.metrics.error("unavailable");
             refused(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
         })?),
         Endpoint::Echo => None,
     };
-    let lease = opened.map(|_| SessionLease::new(state.sessions.clone(), session));
+    let lease = opened.map(|_| SessionLease::new(state.backend.clone(), session));
     let on_upgrade = slot
         .and_then(|slot| slot.take())
         .ok_or_else(|| refused(StatusCode::BAD_REQUEST, "this request cannot be upgraded"))?;

@@ -1,5 +1,5 @@
-//! Sessions and broadcasts in Redis, so that every instance and both
-//! deployment colours act as one service.
+//! Sessions and broadcasts in Redis or a Redis Cluster, so that every
+//! instance and both deployment colours act as one service.
 //!
 //! # Key layout
 //! - `wsctl:session:{session_uuid}`: the session's count (a string holding
@@ -11,8 +11,23 @@
 //! # Connections
 //! Two per process, whatever the number of WebSockets: one multiplexed
 //! command connection (a `ConnectionManager`, which pipelines concurrent
-//! commands and reconnects by itself) and one pub/sub connection whose
-//! messages are fanned out locally through the hub.
+//! commands and reconnects by itself; on a cluster, the redis crate's
+//! async cluster connection, which routes each key to its master and
+//! follows failovers) and one pub/sub connection whose messages are fanned
+//! out locally through the hub.
+//!
+//! # Redis Cluster
+//! `REDIS_CLUSTER=true` makes `REDIS_URL` a comma-separated list of seed
+//! nodes. A session is one key, so every script touches one slot. The
+//! broadcast channel stays classic pub/sub (`PUBLISH` inside the counting
+//! script, which a cluster forwards to every node), not sharded pub/sub:
+//! `SPUBLISH` on one channel would have to run on that channel's shard, so
+//! counting a broadcast (on the session's shard) and sending it could no
+//! longer be one atomic script. The subscription is on one seed node at a
+//! time and moves to the next when that node stops answering. The price is
+//! that every broadcast crosses the cluster bus to every node; broadcasts
+//! are rate-limited per connection (`BROADCAST_RATE`), so that traffic is
+//! bounded.
 //!
 //! # Counting exactly once when Redis stalls
 //! A command that timed out on our side may still run later (a paused Redis
@@ -44,14 +59,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{FromRedisValue, Script, ScriptInvocation};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::channel::{ChannelLayer, Hub, HubFrame, HubKind};
-use super::metrics::Metrics;
-use super::session::{OpenedSession, SessionStore, StoreUnavailable};
+use super::{Backend, OpenedSession, Unavailable};
+use crate::serve::hub::{Hub, HubFrame, HubKind};
+use crate::serve::metrics::Metrics;
 
 pub const BROADCAST_CHANNEL: &str = "wsctl:broadcast";
 /// How long we wait for a reply before answering `unavailable`.
@@ -100,9 +119,61 @@ end
 return count
 ";
 
-pub struct RedisLayer {
-    client: redis::Client,
-    commands: ConnectionManager,
+/// The command connection.
+enum Commands {
+    Single(ConnectionManager),
+    /// Connected by the first health check that reaches the cluster, so a
+    /// cluster that is down at start leaves the process running, not ready.
+    Cluster {
+        client: Box<ClusterClient>,
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
+/// A handle on the command connection, for one command.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+pub struct RedisBackend {
+    commands: Commands,
+    /// Where the broadcast subscription may live: the one server, or the
+    /// cluster's seed nodes, tried in turn.
+    subscribers: Vec<redis::Client>,
     ttl_ms: u64,
     up: Arc<AtomicBool>,
     /// The subscription is live (readiness needs it too).
@@ -115,19 +186,52 @@ pub struct RedisLayer {
     increment: Script,
 }
 
-impl RedisLayer {
-    /// Prepares the layer without connecting: a Redis that is down at start
-    /// leaves the process running, not ready, reconnecting with backoff.
-    pub fn new(url: &str, session_ttl: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(RedisLayer {
-            client,
+impl RedisBackend {
+    /// Prepares the backend without connecting: a Redis that is down at
+    /// start leaves the process running, not ready, reconnecting with
+    /// backoff. With `cluster`, `url` is a comma-separated list of seeds.
+    pub fn new(
+        url: &str,
+        cluster: bool,
+        session_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let urls: Vec<&str> = if cluster {
+            url.split(',').map(str::trim).collect()
+        } else {
+            vec![url]
+        };
+        let subscribers = urls
+            .iter()
+            .map(|url| redis::Client::open(*url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let commands = if cluster {
+            // Few, quick retries: enough to follow a MOVED after a failover
+            // within COMMAND_TIMEOUT, which bounds every command anyway.
+            let client = ClusterClientBuilder::new(urls)
+                .connection_timeout(COMMAND_TIMEOUT)
+                .response_timeout(COMMAND_TIMEOUT)
+                .retries(3)
+                .min_retry_wait(50)
+                .max_retry_wait(300)
+                .build()?;
+            Commands::Cluster {
+                client: Box::new(client),
+                connection: OnceCell::new(),
+            }
+        } else {
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(COMMAND_TIMEOUT))
+                .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                .set_max_delay(Duration::from_secs(2));
+            Commands::Single(ConnectionManager::new_lazy_with_config(
+                subscribers[0].clone(),
+                config,
+            )?)
+        };
+        Ok(RedisBackend {
             commands,
+            subscribers,
             ttl_ms: session_ttl.as_millis().max(1) as u64,
             up: Arc::new(AtomicBool::new(false)),
             subscribed: Arc::new(AtomicBool::new(false)),
@@ -139,10 +243,33 @@ impl RedisLayer {
         })
     }
 
-    /// The health flags `/readyz` and `/status` read: the command
-    /// connection, and the subscription.
-    pub fn health_flags(&self) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
-        (self.up.clone(), self.subscribed.clone())
+    /// The command connection, when there is one yet.
+    fn connection(&self) -> Option<Connection> {
+        match &self.commands {
+            Commands::Single(connection) => Some(Connection::Single(connection.clone())),
+            Commands::Cluster { connection, .. } => {
+                connection.get().cloned().map(Connection::Cluster)
+            }
+        }
+    }
+
+    /// The command connection, connecting to the cluster the first time.
+    async fn connect(&self) -> Option<Connection> {
+        match &self.commands {
+            Commands::Single(connection) => Some(Connection::Single(connection.clone())),
+            Commands::Cluster { client, connection } => {
+                let connected = connection.get_or_try_init(|| async {
+                    let connecting = client.get_async_connection();
+                    match tokio::time::timeout(COMMAND_TIMEOUT * 2, connecting).await {
+                        Ok(result) => result,
+                        Err(_) => Err(redis::RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::TimedOut,
+                        ))),
+                    }
+                });
+                connected.await.ok().cloned().map(Connection::Cluster)
+            }
+        }
     }
 
     /// Now, on Redis's clock as last estimated (Unix ms).
@@ -157,13 +284,19 @@ impl RedisLayer {
         &self,
         name: &'static str,
         operation: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreUnavailable> {
+    ) -> Result<T, Unavailable> {
         if !self.up.load(Ordering::Relaxed) {
             self.metrics.redis_error("down");
-            return Err(StoreUnavailable("redis is down".into()));
+            return Err(Unavailable("redis is down".into()));
         }
         let started = Instant::now();
-        let result = operation.await;
+        // The connections time out by themselves; this bounds retries too.
+        let result = match tokio::time::timeout(COMMAND_TIMEOUT, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            ))),
+        };
         self.metrics.redis_round_trip(name, started.elapsed());
         result.map_err(|error| {
             let kind = if error.is_timeout() {
@@ -177,7 +310,7 @@ impl RedisLayer {
                 "command"
             };
             self.metrics.redis_error(kind);
-            StoreUnavailable(format!("redis {name}: {error}"))
+            Unavailable(format!("redis {name}: {error}"))
         })
     }
 
@@ -185,17 +318,20 @@ impl RedisLayer {
         &self,
         name: &'static str,
         invocation: ScriptInvocation<'_>,
-    ) -> Result<T, StoreUnavailable> {
-        let mut connection = self.commands.clone();
+    ) -> Result<T, Unavailable> {
+        let mut connection = self.command_connection()?;
         self.timed(name, invocation.invoke_async(&mut connection))
             .await
     }
 
-    async fn count_once(
-        &self,
-        session: Uuid,
-        publish: Option<String>,
-    ) -> Result<u64, StoreUnavailable> {
+    fn command_connection(&self) -> Result<Connection, Unavailable> {
+        self.connection().ok_or_else(|| {
+            self.metrics.redis_error("down");
+            Unavailable("redis is down".into())
+        })
+    }
+
+    async fn count_once(&self, session: Uuid, publish: Option<String>) -> Result<u64, Unavailable> {
         let deadline = self.redis_now_ms() + COMMIT_WINDOW.as_millis() as u64;
         let mut invocation = self.increment.prepare_invoke();
         invocation
@@ -208,13 +344,13 @@ impl RedisLayer {
         let count: i64 = self.invoke("increment", invocation).await?;
         u64::try_from(count).map_err(|_| {
             self.metrics.redis_error("late");
-            StoreUnavailable("redis ran the command after its deadline; nothing was counted".into())
+            Unavailable("redis ran the command after its deadline; nothing was counted".into())
         })
     }
 
     /// Asks Redis for `TIME` every 500 ms: keeps the health flag current
     /// and the estimate of Redis's clock fresh.
-    pub async fn watch_health(self: Arc<Self>, stop: CancellationToken) {
+    async fn watch_health(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let healthy = match self.sample_clock().await {
                 Some((offset_ms, round_trip)) => {
@@ -249,7 +385,7 @@ impl RedisLayer {
     /// One `TIME` round trip: `(Redis's clock minus ours in ms, the round
     /// trip)`, or `None` when Redis does not answer in time.
     async fn sample_clock(&self) -> Option<(i64, Duration)> {
-        let mut connection = self.commands.clone();
+        let mut connection = self.connect().await?;
         let sent_ms = unix_ms() as i64;
         let sent = Instant::now();
         let time = redis::cmd("TIME");
@@ -266,12 +402,13 @@ impl RedisLayer {
 
     /// One subscription per process: what arrives on the broadcast channel
     /// goes into the local hub. Reconnects with backoff when it drops or
-    /// stops answering pings; `subscribed` is true only while it works.
-    pub async fn relay_broadcasts(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
+    /// stops answering pings, on the next seed node of a cluster;
+    /// `subscribed` is true only while it works.
+    async fn relay_broadcasts(self: Arc<Self>, hub: Hub, stop: CancellationToken) {
         let mut backoff = RESUBSCRIBE_DELAY;
-        loop {
+        for node in (0..self.subscribers.len()).cycle() {
             let outcome = tokio::select! {
-                outcome = self.subscription(&hub) => outcome,
+                outcome = self.subscription(&self.subscribers[node], &hub) => outcome,
                 _ = stop.cancelled() => return,
             };
             let was_subscribed = self.subscribed.swap(false, Ordering::Relaxed);
@@ -293,8 +430,16 @@ impl RedisLayer {
 
     /// Subscribes and relays until the connection ends or a ping goes
     /// unanswered; says which.
-    async fn subscription(&self, hub: &Hub) -> redis::RedisResult<&'static str> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+    async fn subscription(
+        &self,
+        node: &redis::Client,
+        hub: &Hub,
+    ) -> redis::RedisResult<&'static str> {
+        let connecting = node.get_async_pubsub();
+        let Ok(pubsub) = tokio::time::timeout(COMMAND_TIMEOUT, connecting).await else {
+            return Ok("connection timed out");
+        };
+        let mut pubsub = pubsub?;
         pubsub.subscribe(BROADCAST_CHANNEL).await?;
         let (mut sink, mut messages) = pubsub.split();
         self.subscribed.store(true, Ordering::Relaxed);
@@ -338,8 +483,24 @@ fn unix_ms() -> u64 {
 }
 
 #[async_trait]
-impl SessionStore for RedisLayer {
-    async fn open(&self, session: Uuid) -> Result<OpenedSession, StoreUnavailable> {
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        match self.commands {
+            Commands::Single(_) => "redis",
+            Commands::Cluster { .. } => "redis-cluster",
+        }
+    }
+
+    fn redis_up(&self) -> Option<bool> {
+        Some(self.up.load(Ordering::Relaxed) && self.subscribed.load(Ordering::Relaxed))
+    }
+
+    fn spawn_background(self: Arc<Self>, tasks: &TaskTracker, hub: Hub, stop: CancellationToken) {
+        tasks.spawn(self.clone().watch_health(stop.clone()));
+        tasks.spawn(self.relay_broadcasts(hub, stop));
+    }
+
+    async fn open(&self, session: Uuid) -> Result<OpenedSession, Unavailable> {
         let mut invocation = self.open.prepare_invoke();
         invocation.key(session_key(session)).arg(self.ttl_ms);
         let (resumed, count): (i64, i64) = self.invoke("open", invocation).await?;
@@ -349,7 +510,7 @@ impl SessionStore for RedisLayer {
         })
     }
 
-    async fn increment(&self, session: Uuid) -> Result<u64, StoreUnavailable> {
+    async fn increment(&self, session: Uuid) -> Result<u64, Unavailable> {
         self.count_once(session, None).await
     }
 
@@ -359,27 +520,15 @@ impl SessionStore for RedisLayer {
         &self,
         session: Uuid,
         frame: String,
-        _channel: &dyn ChannelLayer,
-    ) -> Result<u64, StoreUnavailable> {
+    ) -> Result<u64, Unavailable> {
         self.count_once(session, Some(frame)).await
     }
 
-    async fn count(&self, session: Uuid) -> Result<u64, StoreUnavailable> {
-        let mut connection = self.commands.clone();
+    async fn count(&self, session: Uuid) -> Result<u64, Unavailable> {
+        let mut connection = self.command_connection()?;
         let mut get = redis::cmd("GET");
         get.arg(session_key(session));
         let query = get.query_async::<Option<u64>>(&mut connection);
         Ok(self.timed("get", query).await?.unwrap_or(0))
-    }
-}
-
-#[async_trait]
-impl ChannelLayer for RedisLayer {
-    async fn publish(&self, text: String) -> Result<(), StoreUnavailable> {
-        let mut connection = self.commands.clone();
-        let mut publish = redis::cmd("PUBLISH");
-        publish.arg(BROADCAST_CHANNEL).arg(text);
-        let query = publish.query_async::<i64>(&mut connection);
-        self.timed("publish", query).await.map(|_| ())
     }
 }

@@ -1,78 +1,18 @@
-//! The session store: each session's message count, kept for `SESSION_TTL`
-//! after its last activity.
-//!
-//! [`SessionStore`] is the seam between the connection code and where counts
-//! live. [`MemorySessionStore`] keeps them in this process; the Redis store
-//! keeps them where every instance and colour can see them.
+//! The embedded backend: each session's message count kept in this process
+//! for `SESSION_TTL` after its last activity, and broadcasts straight into
+//! the local hub.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::channel::ChannelLayer;
-
-/// A session as a connection finds it when it opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenedSession {
-    /// Messages counted so far (0 for a new session).
-    pub count: u64,
-    /// The session was known and had not expired.
-    pub resumed: bool,
-}
-
-/// The store could not be reached; the message was not counted.
-#[derive(Debug, thiserror::Error)]
-#[error("session store unavailable: {0}")]
-pub struct StoreUnavailable(pub String);
-
-#[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
-    /// Finds the session (refreshing its TTL) or starts it at 0.
-    async fn open(&self, session: Uuid) -> Result<OpenedSession, StoreUnavailable>;
-    /// Counts one accepted message, exactly once, and returns the new count.
-    async fn increment(&self, session: Uuid) -> Result<u64, StoreUnavailable>;
-    /// The session's count now (0 when it is unknown).
-    async fn count(&self, session: Uuid) -> Result<u64, StoreUnavailable>;
-    /// A connection that opened `session` ended (a store that bounds its
-    /// size never evicts a session with a live connection).
-    fn release(&self, _session: Uuid) {}
-
-    /// Counts a `broadcast` and publishes its frame. A store that can do
-    /// both at once (Redis, in one script) overrides this, so that a
-    /// broadcast is never counted without being sent or sent uncounted.
-    async fn increment_and_broadcast(
-        &self,
-        session: Uuid,
-        frame: String,
-        channel: &dyn ChannelLayer,
-    ) -> Result<u64, StoreUnavailable> {
-        let count = self.increment(session).await?;
-        channel.publish(frame).await?;
-        Ok(count)
-    }
-}
-
-/// A live connection's hold on its session, released when dropped (the
-/// connection ended, or its upgrade failed after the session was opened).
-pub struct SessionLease {
-    store: std::sync::Arc<dyn SessionStore>,
-    session: Uuid,
-}
-
-impl SessionLease {
-    pub fn new(store: std::sync::Arc<dyn SessionStore>, session: Uuid) -> Self {
-        SessionLease { store, session }
-    }
-}
-
-impl Drop for SessionLease {
-    fn drop(&mut self) {
-        self.store.release(self.session);
-    }
-}
+use super::{Backend, OpenedSession, Unavailable};
+use crate::serve::hub::{Hub, HubFrame, HubKind};
 
 /// Counts in this process, behind one mutex (each operation is a hash-map
 /// lookup, far shorter than the I/O around it).
@@ -83,9 +23,10 @@ impl Drop for SessionLease {
 /// connection* is evicted (a connected client never loses its count). So
 /// the store holds at most `max(MAX_SESSIONS, live connections)` sessions,
 /// whatever a connect/close loop with fresh `session_uuid`s does.
-pub struct MemorySessionStore {
+pub struct MemoryBackend {
     ttl: Duration,
     sessions: Mutex<Sessions>,
+    hub: Hub,
 }
 
 struct Sessions {
@@ -155,10 +96,11 @@ impl Sessions {
     }
 }
 
-impl MemorySessionStore {
-    pub fn new(ttl: Duration, max_sessions: usize) -> Self {
-        MemorySessionStore {
+impl MemoryBackend {
+    pub fn new(ttl: Duration, max_sessions: usize, hub: Hub) -> Self {
+        MemoryBackend {
             ttl,
+            hub,
             sessions: Mutex::new(Sessions {
                 entries: HashMap::new(),
                 idle: BTreeMap::new(),
@@ -235,16 +177,42 @@ impl MemorySessionStore {
 }
 
 #[async_trait]
-impl SessionStore for MemorySessionStore {
-    async fn open(&self, session: Uuid) -> Result<OpenedSession, StoreUnavailable> {
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn redis_up(&self) -> Option<bool> {
+        None
+    }
+
+    fn spawn_background(self: Arc<Self>, tasks: &TaskTracker, _hub: Hub, stop: CancellationToken) {
+        tasks.spawn(evict_expired_sessions(self, stop));
+    }
+
+    async fn open(&self, session: Uuid) -> Result<OpenedSession, Unavailable> {
         Ok(self.open_at(session, Instant::now()))
     }
 
-    async fn increment(&self, session: Uuid) -> Result<u64, StoreUnavailable> {
+    async fn increment(&self, session: Uuid) -> Result<u64, Unavailable> {
         Ok(self.increment_at(session, Instant::now()))
     }
 
-    async fn count(&self, session: Uuid) -> Result<u64, StoreUnavailable> {
+    async fn increment_and_broadcast(
+        &self,
+        session: Uuid,
+        frame: String,
+    ) -> Result<u64, Unavailable> {
+        let count = self.increment_at(session, Instant::now());
+        // An error only means no connection is listening right now.
+        let _ = self.hub.send(HubFrame {
+            kind: HubKind::Broadcast,
+            text: frame.into(),
+        });
+        Ok(count)
+    }
+
+    async fn count(&self, session: Uuid) -> Result<u64, Unavailable> {
         let now = Instant::now();
         Ok(self.with_sessions(|sessions| {
             sessions
@@ -260,13 +228,36 @@ impl SessionStore for MemorySessionStore {
     }
 }
 
+/// Evicts expired sessions so that memory stays bounded by the sessions
+/// active within one TTL.
+async fn evict_expired_sessions(store: Arc<MemoryBackend>, stop: CancellationToken) {
+    let period = store
+        .ttl
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let evicted = store.evict_expired(Instant::now());
+        if evicted > 0 {
+            tracing::debug!(evicted, "expired sessions evicted");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn test_hub() -> Hub {
+        tokio::sync::broadcast::channel(16).0
+    }
+
     #[test]
     fn a_new_session_starts_at_zero_and_resumes_with_its_count() {
-        let store = MemorySessionStore::new(Duration::from_secs(60), 100);
+        let store = MemoryBackend::new(Duration::from_secs(60), 100, test_hub());
         let id = Uuid::new_v4();
         let now = Instant::now();
         assert_eq!(
@@ -289,7 +280,7 @@ mod tests {
 
     #[test]
     fn an_expired_session_starts_again() {
-        let store = MemorySessionStore::new(Duration::from_secs(60), 100);
+        let store = MemoryBackend::new(Duration::from_secs(60), 100, test_hub());
         let id = Uuid::new_v4();
         let now = Instant::now();
         store.open_at(id, now);
@@ -306,7 +297,7 @@ mod tests {
 
     #[test]
     fn activity_refreshes_the_ttl() {
-        let store = MemorySessionStore::new(Duration::from_secs(60), 100);
+        let store = MemoryBackend::new(Duration::from_secs(60), 100, test_hub());
         let id = Uuid::new_v4();
         let now = Instant::now();
         store.open_at(id, now);
@@ -317,7 +308,7 @@ mod tests {
 
     #[test]
     fn expiry_evicts_closed_sessions_and_keeps_connected_ones() {
-        let store = MemorySessionStore::new(Duration::from_secs(1), 10_000);
+        let store = MemoryBackend::new(Duration::from_secs(1), 10_000, test_hub());
         let now = Instant::now();
         for _ in 0..1000 {
             let closed = Uuid::new_v4();
@@ -334,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_full_store_evicts_the_least_recently_active_idle_session() {
-        let store = MemorySessionStore::new(Duration::from_secs(60), 3);
+        let store = MemoryBackend::new(Duration::from_secs(60), 3, test_hub());
         let now = Instant::now();
         let [connected, old, young] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
         // `connected` is the oldest but keeps a live connection.
@@ -364,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_store_of_live_sessions_grows_past_the_cap_rather_than_drop_one() {
-        let store = MemorySessionStore::new(Duration::from_secs(60), 2);
+        let store = MemoryBackend::new(Duration::from_secs(60), 2, test_hub());
         let now = Instant::now();
         let live: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
         for id in &live {
@@ -380,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_connect_close_loop_stays_within_the_cap() {
-        let store = MemorySessionStore::new(Duration::from_secs(3600), 1000);
+        let store = MemoryBackend::new(Duration::from_secs(3600), 1000, test_hub());
         let now = Instant::now();
         for _ in 0..20_000 {
             let id = Uuid::new_v4();
