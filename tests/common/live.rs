@@ -2,7 +2,8 @@
 //! of the contract behaves: each sends a message every 50 ms, and after a
 //! `goodbye` (or any disconnect) reconnects with its `session_uuid` and
 //! resends what was not answered. At the end every client's counts must run
-//! 1, 2, 3, ... without a repeat or a gap, with nothing left unanswered.
+//! 1, 2, 3, ... without a repeat or a gap, with nothing left unanswered. A
+//! message answered `unavailable` was not counted: it is sent again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ pub struct Outcome {
     pub close_codes: Vec<u16>,
     pub longest_gap: Duration,
     pub unanswered: u64,
+    /// Messages answered `unavailable` (and sent again).
+    pub unavailable: u64,
 }
 
 /// One client: send, wait for the answer, reconnect and resend on any break.
@@ -61,7 +64,7 @@ pub async fn client(url: String, stop: Arc<AtomicBool>) -> Outcome {
                 "{greeting}"
             );
         }
-        loop {
+        'send: loop {
             if stop.load(Ordering::Relaxed) {
                 let _ = ws.close(None).await;
                 return outcome;
@@ -106,6 +109,11 @@ pub async fn client(url: String, stop: Arc<AtomicBool>) -> Outcome {
                     // unless answered above; reconnect and resend it.
                     Some("goodbye") => continue,
                     Some("heartbeat") => continue,
+                    Some("error") if reply["code"] == "unavailable" => {
+                        outcome.unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'send;
+                    }
                     _ => panic!("unexpected frame {reply}"),
                 }
             }
@@ -121,6 +129,7 @@ pub async fn client(url: String, stop: Arc<AtomicBool>) -> Outcome {
 pub struct Summary {
     pub messages: u64,
     pub reconnects: u64,
+    pub unavailable: u64,
     pub longest_gap: Duration,
     pub close_codes: std::collections::BTreeMap<u16, u64>,
     /// Each client's outcome, for per-client assertions.
@@ -153,6 +162,7 @@ impl LiveClients {
             assert_eq!(outcome.counts, expected, "counts repeated or skipped");
             summary.messages += outcome.answered;
             summary.reconnects += outcome.reconnects;
+            summary.unavailable += outcome.unavailable;
             summary.longest_gap = summary.longest_gap.max(outcome.longest_gap);
             for code in &outcome.close_codes {
                 *summary.close_codes.entry(*code).or_insert(0) += 1;

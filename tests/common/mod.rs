@@ -7,6 +7,7 @@ pub mod live;
 pub mod proxy;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -12,6 +12,8 @@ pub struct RedisServer {
     /// Milliseconds Redis's wall clock is ahead of this host's (negative:
     /// behind), through tests/support/clock_skew.c.
     clock_skew_ms: i64,
+    /// More `redis-server` arguments (cluster mode).
+    extra_args: Vec<String>,
 }
 
 /// Builds the clock shim once per test binary.
@@ -48,14 +50,20 @@ impl RedisServer {
     /// A Redis whose wall clock (`TIME`, and `TIME` inside scripts) is off
     /// by `skew_ms` from this host's.
     pub fn start_with_clock_skew(skew_ms: i64) -> RedisServer {
-        let port = free_port();
+        Self::start_on(free_port(), skew_ms, &[])
+    }
+
+    /// A Redis on `port` with more arguments.
+    pub fn start_on(port: u16, skew_ms: i64, extra_args: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("wsctl-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("redis dir");
         let mut server = RedisServer {
             child: None,
             port,
             dir,
             clock_skew_ms: skew_ms,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         };
         server.spawn();
         server
@@ -90,6 +98,7 @@ impl RedisServer {
         let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra_args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -130,6 +139,10 @@ impl RedisServer {
     pub fn restart_empty(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn stop(&mut self) {
