@@ -106,6 +106,48 @@ fn version_flag_prints_the_version() {
     );
 }
 
+/// The soft open-file limit (often 1,024) would refuse the 1,000th client:
+/// the server raises it to the hard limit, and names both numbers when
+/// `MAX_CONNECTIONS` cannot fit.
+#[tokio::test]
+async fn the_open_file_limit_is_raised_and_a_max_connections_above_it_is_named() {
+    let server = Server::start_with_open_files(&[("MAX_CONNECTIONS", "50000")], Some((256, 4096)));
+    let logs = server.log_lines();
+    let raised: Value = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "open-file limit raised to the hard limit")
+        .expect("the raise is logged");
+    assert_eq!(raised["before"], 256, "{raised}");
+    assert_eq!(raised["limit"], 4096, "{raised}");
+    let warning = logs
+        .iter()
+        .find(|line| line.contains("\"level\":\"WARN\"") && line.contains("MAX_CONNECTIONS"))
+        .expect("a warning names MAX_CONNECTIONS");
+    assert!(
+        warning.contains("50000") && warning.contains("4096"),
+        "{warning}"
+    );
+    // The raised limit is real: more sockets than the old soft limit open.
+    let mut sockets = Vec::new();
+    for _ in 0..400 {
+        let (ws, _) = server.connect("").await;
+        sockets.push(ws);
+    }
+    assert_eq!(server.metric("websocket_connections_active").await, 400.0);
+
+    // Under the limit: no warning.
+    let quiet = Server::start_with_open_files(&[("MAX_CONNECTIONS", "1000")], Some((256, 4096)));
+    assert!(
+        !quiet
+            .log_lines()
+            .iter()
+            .any(|line| line.contains("MAX_CONNECTIONS")),
+        "{:?}",
+        quiet.log_lines()
+    );
+}
+
 #[tokio::test]
 async fn logs_are_json_lines_with_the_contract_fields() {
     let server = Server::start(&[("COLOR", "green")]);

@@ -68,6 +68,33 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
     ))
 }
 
+/// Descriptors a process needs besides its WebSockets: the listener, Redis,
+/// stdio, the runtime, and HTTP probes in flight.
+const RESERVED_FILES: u64 = 100;
+
+/// Raises the soft open-file limit to the hard one (each WebSocket is one
+/// descriptor, and the usual soft limit of 1,024 would refuse the 1,000th
+/// client) and warns when `MAX_CONNECTIONS` cannot fit under it.
+fn raise_open_file_limit(max_connections: usize) {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(before, limit, "open-file limit raised to the hard limit");
+            let fits = limit.saturating_sub(RESERVED_FILES);
+            if max_connections as u64 > fits {
+                tracing::warn!(
+                    max_connections,
+                    open_files_limit = limit,
+                    "MAX_CONNECTIONS ({max_connections}) is above what the open-file limit \
+                     ({limit}) allows: about {fits} connections fit; raise the hard limit \
+                     (ulimit -Hn, or the container's nofile ulimit) or lower MAX_CONNECTIONS"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not read or raise the open-file limit"),
+    }
+}
+
 /// Connections the kernel may queue before we accept them (capped by
 /// `net.core.somaxconn`).
 const ACCEPT_BACKLOG: u32 = 8192;
@@ -81,6 +108,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
+    raise_open_file_limit(config.max_connections);
     let metrics =
         Arc::new(metrics::Metrics::new(&config.color, VERSION).context("registering metrics")?);
     let (hub, _) = broadcast::channel::<HubFrame>(config.broadcast_buffer);

@@ -69,12 +69,26 @@ impl Server {
     /// Starts `wsctl serve` on 127.0.0.1 and a free port with extra
     /// environment variables, and waits for its `listening` log line.
     pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_with_open_files(env, None)
+    }
+
+    /// Like [`Server::start`], with the process's open-file limit set to
+    /// `(soft, hard)` before it starts, as a shell's `ulimit` would.
+    pub fn start_with_open_files(env: &[(&str, &str)], limit: Option<(u64, u64)>) -> Server {
         let mut command = wsctl();
         command
             .args(["serve", "--host", "127.0.0.1", "--port", "0"])
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some((soft, hard)) = limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // shared with the parent.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
+            }
+        }
         let mut child = command.spawn().expect("spawn wsctl serve");
         let stdout = child.stdout.take().expect("stdout");
         let logs = Arc::new(Mutex::new(Vec::new()));
