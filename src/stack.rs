@@ -90,6 +90,64 @@ pub struct StackConfig {
     pub trusted_proxies: Vec<String>,
     /// Memory bounds of the stack's Redis.
     pub redis: RedisSettings,
+    /// What each app container may use.
+    pub resources: Resources,
+}
+
+/// Limits of each app container, as the design sizes them: one core, 1 GiB,
+/// and enough descriptors for its sockets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    /// CPUs (fractions allowed: `0.5`).
+    pub cpus: f64,
+    /// Memory limit (`512m`, `1g`, bytes).
+    pub memory: String,
+    /// Open-file limit (soft and hard) of the container. wsctl also sets
+    /// the service's `MAX_CONNECTIONS` to this minus a reserve, unless
+    /// `app_env` sets it.
+    pub open_files: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpus: 1.0,
+            memory: "1g".into(),
+            open_files: 20_000,
+        }
+    }
+}
+
+/// Descriptors of an app container that are not WebSockets (listener,
+/// Redis, probes, stdio).
+pub const RESERVED_FILES: u64 = 100;
+
+impl Resources {
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        parse_size(&self.memory).unwrap_or(0)
+    }
+
+    /// `MAX_CONNECTIONS` that fits under `open_files`.
+    pub fn max_connections(&self) -> u64 {
+        self.open_files.saturating_sub(RESERVED_FILES)
+    }
+}
+
+/// `256mb`, `1g`, `512k`, `1048576`: a size in bytes (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(['k', 'm', 'g', 'b']);
+    let number: u64 = digits.parse().ok()?;
+    let factor = match &lower[digits.len()..] {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +217,7 @@ impl Default for StackConfig {
             private_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             trusted_proxies: Vec::new(),
             redis: RedisSettings::default(),
+            resources: Resources::default(),
         }
     }
 }
@@ -203,6 +262,12 @@ redis:
   # closest to expiry first.
   maxmemory: 256mb
   maxmemory_policy: volatile-ttl
+# Limits of each app container. open_files is its nofile ulimit, and the
+# service's MAX_CONNECTIONS becomes open_files - 100 unless app_env sets it.
+resources:
+  cpus: 1.0
+  memory: 1g
+  open_files: 20000
 "#;
 
 impl StackConfig {
@@ -263,16 +328,31 @@ impl StackConfig {
                 POLICIES.join(", ")
             )));
         }
-        let memory = self.redis.maxmemory.to_ascii_lowercase();
-        let digits = memory.trim_end_matches(['k', 'm', 'g', 'b']);
-        let unit = &memory[digits.len()..];
-        if digits.is_empty()
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-            || !["", "b", "k", "kb", "m", "mb", "g", "gb"].contains(&unit)
-        {
+        if parse_size(&self.redis.maxmemory).is_none() {
             return Err(ConfigError(format!(
                 "{origin}: redis.maxmemory '{}' is not a size such as 256mb or 1gb",
                 self.redis.maxmemory
+            )));
+        }
+        let resources = &self.resources;
+        if !(resources.cpus > 0.0 && resources.cpus <= 1024.0) {
+            return Err(ConfigError(format!(
+                "{origin}: resources.cpus {} must be above 0 (fractions allowed: 0.5)",
+                resources.cpus
+            )));
+        }
+        // Docker refuses containers with less than 6 MiB.
+        if parse_size(&resources.memory).is_none_or(|bytes| bytes < 6 << 20) {
+            return Err(ConfigError(format!(
+                "{origin}: resources.memory '{}' is not a size of at least 6m such as 512m or 1g",
+                resources.memory
+            )));
+        }
+        if resources.open_files < 2 * RESERVED_FILES {
+            return Err(ConfigError(format!(
+                "{origin}: resources.open_files {} must be at least {}",
+                resources.open_files,
+                2 * RESERVED_FILES
             )));
         }
         for (key, networks) in [
@@ -365,6 +445,28 @@ mod tests {
                 .0
                 .contains("ready_timeout")
         );
+    }
+
+    #[test]
+    fn resources_are_sizes_and_counts_with_one_line_errors() {
+        let config = StackConfig::parse("resources: {cpus: 0.5, memory: 512m}", "f").unwrap();
+        assert_eq!(config.resources.memory_bytes(), 512 << 20);
+        assert_eq!(config.resources.open_files, 20_000);
+        assert_eq!(config.resources.max_connections(), 19_900);
+        for (yaml, named) in [
+            ("resources: {cpus: 0}", "resources.cpus"),
+            ("resources: {memory: lots}", "resources.memory"),
+            ("resources: {memory: 1m}", "resources.memory"),
+            ("resources: {open_files: 10}", "resources.open_files"),
+            ("resources: {gpus: 1}", "gpus"),
+        ] {
+            let error = StackConfig::parse(yaml, "f").unwrap_err().0;
+            assert!(error.contains(named), "{yaml}: {error}");
+        }
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("256mb"), Some(256 << 20));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("1t"), None);
     }
 
     #[test]

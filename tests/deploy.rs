@@ -15,6 +15,36 @@ fn code(output: &std::process::Output) -> Option<i32> {
     output.status.code()
 }
 
+/// The container's CPU and memory limits, its nofile ulimit, and the
+/// `MAX_CONNECTIONS` wsctl derived from it.
+async fn assert_resources(
+    docker: &bollard::Docker,
+    name: &str,
+    cpus: f64,
+    memory: i64,
+    open_files: i64,
+) {
+    let container = docker.inspect_container(name, None).await.expect(name);
+    let host = container.host_config.expect("host config");
+    assert_eq!(host.nano_cpus, Some((cpus * 1e9) as i64), "{name}");
+    assert_eq!(host.memory, Some(memory), "{name}");
+    let ulimits = host.ulimits.unwrap_or_default();
+    let nofile = ulimits
+        .iter()
+        .find(|limit| limit.name.as_deref() == Some("nofile"))
+        .expect("a nofile ulimit");
+    assert_eq!(
+        (nofile.soft, nofile.hard),
+        (Some(open_files), Some(open_files))
+    );
+    let env = container
+        .config
+        .and_then(|config| config.env)
+        .unwrap_or_default();
+    let expected = format!("MAX_CONNECTIONS={}", open_files - 100);
+    assert!(env.contains(&expected), "{name}: {env:?}");
+}
+
 #[tokio::test]
 async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let Some(docker) = docker_or_skip().await else {
@@ -53,9 +83,28 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
         explain(&absent)
     );
 
+    // Each container gets the resources the design sizes it for; the next
+    // deploy takes its own from wsctl.yaml.
+    assert_resources(
+        &docker,
+        &format!("{}app_blue", stack.prefix),
+        1.0,
+        1 << 30,
+        20_000,
+    )
+    .await;
+    stack.write_config("resources: {cpus: 0.5, memory: 256m, open_files: 4096}\n");
     let second = stack.wsctl(&["deploy"]);
     assert_eq!(code(&second), Some(0), "{}", explain(&second));
     assert_eq!(stack.public_status().await["color"], "green");
+    assert_resources(
+        &docker,
+        &format!("{}app_green", stack.prefix),
+        0.5,
+        256 << 20,
+        4096,
+    )
+    .await;
     let status = stack.status_json();
     assert_eq!(status["live"], "green");
     assert_eq!(status["colors"]["green"]["state"], "running");

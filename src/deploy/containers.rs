@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use serde_json::json;
 
@@ -34,10 +36,17 @@ pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Re
     let name = stack.config.app(color);
     retire(stack, color, true).await?;
     let config = &stack.config;
+    let resources = &config.resources;
     let mut env = HashMap::from([
         ("COLOR".to_string(), color.to_string()),
         ("REDIS_URL".to_string(), config.redis_url()),
         ("PORT".to_string(), config.app_port.to_string()),
+        // As many sockets as the container's open-file limit holds, so a
+        // full container answers 503 instead of failing accept().
+        (
+            "MAX_CONNECTIONS".to_string(),
+            resources.max_connections().to_string(),
+        ),
     ]);
     env.extend(config.app_env.clone());
     let body = ContainerCreateBody {
@@ -59,6 +68,13 @@ pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Re
             // it has no handler for), so undoing a just-started standby
             // does not wait for drain_timeout and a SIGKILL.
             init: Some(true),
+            nano_cpus: Some((resources.cpus * 1e9) as i64),
+            memory: Some(resources.memory_bytes() as i64),
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(resources.open_files as i64),
+                hard: Some(resources.open_files as i64),
+            }]),
             ..Default::default()
         }),
         ..Default::default()
