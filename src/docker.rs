@@ -197,6 +197,25 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
     }))
 }
 
+/// Names (without the engine's leading `/`) of the containers, running or
+/// not, whose name contains `fragment`.
+pub async fn container_names(docker: &Docker, fragment: &str) -> anyhow::Result<Vec<String>> {
+    let filters = HashMap::from([("name", vec![fragment])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let containers = docker
+        .list_containers(Some(options))
+        .await
+        .with_context(|| format!("listing containers named like {fragment}"))?;
+    Ok(containers
+        .into_iter()
+        .flat_map(|container| container.names.unwrap_or_default())
+        .map(|name| name.trim_start_matches('/').to_string())
+        .collect())
+}
+
 /// Removes a container, running or not; gone already is fine.
 pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()

@@ -92,7 +92,12 @@ pub struct StackConfig {
     pub redis: RedisSettings,
     /// What each app container may use.
     pub resources: Resources,
+    /// Containers per colour (`deploy --replicas` overrides it).
+    pub replicas: usize,
 }
+
+/// The most replicas a colour may have.
+pub const MAX_REPLICAS: usize = 64;
 
 /// Limits of each app container, as the design sizes them: one core, 1 GiB,
 /// and enough descriptors for its sockets.
@@ -132,6 +137,15 @@ impl Resources {
     /// `MAX_CONNECTIONS` that fits under `open_files`.
     pub fn max_connections(&self) -> u64 {
         self.open_files.saturating_sub(RESERVED_FILES)
+    }
+}
+
+/// A replica count is 1 to [`MAX_REPLICAS`].
+pub fn check_replicas(count: usize) -> Result<(), String> {
+    if (1..=MAX_REPLICAS).contains(&count) {
+        Ok(())
+    } else {
+        Err(format!("replicas {count} must be 1 to {MAX_REPLICAS}"))
     }
 }
 
@@ -218,6 +232,7 @@ impl Default for StackConfig {
             trusted_proxies: Vec::new(),
             redis: RedisSettings::default(),
             resources: Resources::default(),
+            replicas: 1,
         }
     }
 }
@@ -268,6 +283,9 @@ resources:
   cpus: 1.0
   memory: 1g
   open_files: 20000
+# Containers per colour: app_blue when 1, app_blue_1 ... app_blue_N above.
+# Nginx spreads new connections over them (least_conn).
+replicas: 1
 "#;
 
 impl StackConfig {
@@ -348,6 +366,7 @@ impl StackConfig {
                 resources.memory
             )));
         }
+        check_replicas(self.replicas).map_err(|why| ConfigError(format!("{origin}: {why}")))?;
         if resources.open_files < 2 * RESERVED_FILES {
             return Err(ConfigError(format!(
                 "{origin}: resources.open_files {} must be at least {}",
@@ -372,8 +391,35 @@ impl StackConfig {
         format!("{}{base}", self.prefix)
     }
 
+    /// The colour's container when it has one replica.
     pub fn app(&self, color: Color) -> String {
         self.name(&format!("app_{color}"))
+    }
+
+    /// The colour's containers with `count` replicas: `app_blue` for one
+    /// (the name stacks had before replicas), `app_blue_1`.. above.
+    pub fn app_replicas(&self, color: Color, count: usize) -> Vec<String> {
+        if count <= 1 {
+            return vec![self.app(color)];
+        }
+        (1..=count)
+            .map(|index| format!("{}_{index}", self.app(color)))
+            .collect()
+    }
+
+    /// The replica number of `name` if it is one of `color`'s containers
+    /// (0 for the single-replica name).
+    pub fn replica_index(&self, color: Color, name: &str) -> Option<usize> {
+        let name = name.trim_start_matches('/');
+        let rest = name.strip_prefix(&self.app(color))?;
+        if rest.is_empty() {
+            return Some(0);
+        }
+        let digits = rest.strip_prefix('_')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
     }
 
     pub fn network_name(&self) -> String {
@@ -467,6 +513,25 @@ mod tests {
         assert_eq!(parse_size("256mb"), Some(256 << 20));
         assert_eq!(parse_size("12"), Some(12));
         assert_eq!(parse_size("1t"), None);
+    }
+
+    #[test]
+    fn replicas_keep_the_single_name_and_number_the_rest() {
+        let config = StackConfig::parse("prefix: t_\nreplicas: 3", "f").unwrap();
+        assert_eq!(config.app_replicas(Color::Blue, 1), ["t_app_blue"]);
+        assert_eq!(
+            config.app_replicas(Color::Green, 3),
+            ["t_app_green_1", "t_app_green_2", "t_app_green_3"]
+        );
+        assert_eq!(config.replica_index(Color::Blue, "/t_app_blue"), Some(0));
+        assert_eq!(config.replica_index(Color::Blue, "t_app_blue_12"), Some(12));
+        assert_eq!(config.replica_index(Color::Blue, "t_app_blue_x"), None);
+        assert_eq!(config.replica_index(Color::Blue, "t_app_bluesky"), None);
+        assert_eq!(config.replica_index(Color::Green, "t_app_blue_1"), None);
+        for yaml in ["replicas: 0", "replicas: 65"] {
+            let error = StackConfig::parse(yaml, "f").unwrap_err().0;
+            assert!(error.contains("replicas"), "{error}");
+        }
     }
 
     #[test]

@@ -40,8 +40,20 @@ pub struct DeployArgs {
     /// Image for the new colour (default: images.app from the config).
     #[arg(long)]
     image: Option<String>,
+    /// Containers for the new colour, 1 to 64 (default: replicas from the
+    /// config).
+    #[arg(long, value_parser = parse_replicas)]
+    replicas: Option<usize>,
     #[command(flatten)]
     stack: StackArgs,
+}
+
+fn parse_replicas(raw: &str) -> Result<usize, String> {
+    let count: usize = raw
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number of replicas"))?;
+    crate::stack::check_replicas(count)?;
+    Ok(count)
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +171,7 @@ fn with_stack(
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     with_stack(&args.stack, true, async |stack| {
-        deploy::deploy(stack, args.color, args.image).await
+        deploy::deploy(stack, args.color, args.image, args.replicas).await
     })
 }
 
@@ -225,20 +237,34 @@ fn print_status(status: &serde_json::Value) {
         );
     }
     for color in Color::ALL {
-        let c = &status["colors"][color.as_str()];
-        println!(
-            "{color:<6} {:<10} health {:<9} image {:<24} version {:<8} uptime {:>6} s  connections {}",
-            c["state"].as_str().unwrap_or("-"),
-            c["health"].as_str().unwrap_or("-"),
-            c["image"].as_str().unwrap_or("-"),
-            c["version"].as_str().unwrap_or("-"),
-            c["uptime_seconds"]
-                .as_i64()
-                .map_or("-".into(), |s| s.to_string()),
-            c["connections"]
-                .as_i64()
-                .map_or("-".into(), |n| n.to_string()),
-        );
+        let colour = &status["colors"][color.as_str()];
+        let replicas = colour["replicas"].as_array().cloned().unwrap_or_default();
+        // One line per container, named when the colour has several.
+        let lines = if replicas.len() > 1 {
+            replicas
+        } else {
+            vec![colour.clone()]
+        };
+        for c in &lines {
+            let label = if lines.len() > 1 {
+                c["container"].as_str().unwrap_or("-").to_string()
+            } else {
+                color.to_string()
+            };
+            println!(
+                "{label:<6} {:<10} health {:<9} image {:<24} version {:<8} uptime {:>6} s  connections {}",
+                c["state"].as_str().unwrap_or("-"),
+                c["health"].as_str().unwrap_or("-"),
+                c["image"].as_str().unwrap_or("-"),
+                c["version"].as_str().unwrap_or("-"),
+                c["uptime_seconds"]
+                    .as_i64()
+                    .map_or("-".into(), |s| s.to_string()),
+                c["connections"]
+                    .as_i64()
+                    .map_or("-".into(), |n| n.to_string()),
+            );
+        }
     }
     for entry in status["history"].as_array().into_iter().flatten() {
         println!(

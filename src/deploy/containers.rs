@@ -1,6 +1,10 @@
 //! The Docker side of a traffic move: start a colour, wait until it is
 //! ready, smoke it, drain it. Nothing here assumes the host can reach a
 //! container's address: checks run inside the container by exec.
+//!
+//! A colour is one container per replica (`app_blue`, or `app_blue_1` ...
+//! `app_blue_N`); every operation on a colour runs on all of its replicas
+//! in parallel, and fails when one of them fails.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +14,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
+use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 
 use super::wait::{Check, WaitError, poll_until};
@@ -30,11 +35,84 @@ pub fn unless_stopped() -> Option<RestartPolicy> {
     })
 }
 
-/// Replaces the colour's container with a fresh one running `image`. The
-/// caller made sure Nginx does not route to this colour.
-pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
+/// The colour's containers as the engine has them, in replica order:
+/// `app_blue`, or `app_blue_1` ... `app_blue_N`. When it has none, the
+/// single-replica name, so that what follows names what is missing.
+pub async fn replicas(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
+    let base = stack.config.app(color);
+    let mut found: Vec<(usize, String)> = docker::container_names(&stack.docker, &base)
+        .await?
+        .into_iter()
+        .filter_map(|name| {
+            let index = stack.config.replica_index(color, &name)?;
+            Some((index, name))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        return Ok(vec![base]);
+    }
+    Ok(found.into_iter().map(|(_, name)| name).collect())
+}
+
+/// Each of the colour's containers with its state (`None`: absent).
+pub async fn inspect_all(
+    stack: &Stack,
+    color: Color,
+) -> anyhow::Result<Vec<(String, Option<docker::ContainerInfo>)>> {
+    let names = replicas(stack, color).await?;
+    let infos = try_join_all(
+        names
+            .iter()
+            .map(|name| docker::inspect(&stack.docker, name)),
+    )
+    .await?;
+    Ok(names.into_iter().zip(infos).collect())
+}
+
+/// The image the colour's (first) container runs; empty when it has none.
+pub async fn image_of(stack: &Stack, color: Color) -> anyhow::Result<String> {
+    let all = inspect_all(stack, color).await?;
+    Ok(all
+        .into_iter()
+        .find_map(|(_, info)| info)
+        .map(|info| info.image)
+        .unwrap_or_default())
+}
+
+/// Replaces the colour's containers with `count` fresh ones running
+/// `image`. The caller made sure Nginx does not route to this colour.
+pub async fn start_fresh(
+    stack: &Stack,
+    color: Color,
+    image: &str,
+    count: usize,
+) -> anyhow::Result<()> {
     retire(stack, color, true).await?;
+    let names = stack.config.app_replicas(color, count);
+    for (index, name) in names.iter().enumerate() {
+        create(stack, color, image, name, index + 1).await?;
+    }
+    try_join_all(names.iter().map(|name| docker::start(&stack.docker, name))).await?;
+    Ok(())
+}
+
+/// Starts the colour's kept containers again (a rollback).
+pub async fn start_kept(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
+    let names = replicas(stack, color).await?;
+    try_join_all(names.iter().map(|name| docker::start(&stack.docker, name))).await?;
+    Ok(names)
+}
+
+/// Creates one replica of the colour.
+async fn create(
+    stack: &Stack,
+    color: Color,
+    image: &str,
+    name: &str,
+    replica: usize,
+) -> anyhow::Result<()> {
     let config = &stack.config;
     let resources = &config.resources;
     let mut env = HashMap::from([
@@ -59,6 +137,7 @@ pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Re
         labels: Some(HashMap::from([
             ("wsctl.color".to_string(), color.to_string()),
             ("wsctl.image".to_string(), image.to_string()),
+            ("wsctl.replica".to_string(), replica.to_string()),
         ])),
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
@@ -79,29 +158,33 @@ pub async fn start_fresh(stack: &Stack, color: Color, image: &str) -> anyhow::Re
         }),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::default().name(&name).build();
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
     stack
         .docker
         .create_container(Some(options), body)
         .await
         .with_context(|| format!("creating {name}"))?;
-    docker::start(&stack.docker, &name).await
+    Ok(())
 }
 
 /// Stops a colour Nginx no longer routes to, gracefully (SIGTERM: its
 /// clients get goodbye and reconnect elsewhere), and removes it if asked.
 pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
-    stop_gracefully(
-        stack.docker.clone(),
-        name.clone(),
-        stack.config.drain_timeout(),
-        stack.config.app_port,
-    )
+    let names = replicas(stack, color).await?;
+    try_join_all(names.into_iter().map(|name| async move {
+        stop_gracefully(
+            stack.docker.clone(),
+            name.clone(),
+            stack.config.drain_timeout(),
+            stack.config.app_port,
+        )
+        .await?;
+        if remove {
+            docker::remove(&stack.docker, &name).await?;
+        }
+        anyhow::Ok(())
+    }))
     .await?;
-    if remove {
-        docker::remove(&stack.docker, &name).await?;
-    }
     Ok(())
 }
 
@@ -110,9 +193,16 @@ pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result
 /// engine's HEALTHCHECK (every 2 s) stays for `status` and restarts; this
 /// loop is what lets a deploy or rollback move on within 60 ms of ready.
 pub async fn wait_ready(stack: &Stack, color: Color) -> Result<(), DeployError> {
-    let name = stack.config.app(color);
+    let names = replicas(stack, color)
+        .await
+        .map_err(|error| DeployError::Health(format!("{error:#}")))?;
+    try_join_all(names.iter().map(|name| wait_replica_ready(stack, name))).await?;
+    Ok(())
+}
+
+async fn wait_replica_ready(stack: &Stack, name: &str) -> Result<(), DeployError> {
     let timeout = stack.config.ready_timeout();
-    let ready = poll_until(timeout, READY_INTERVAL, || ready_check(stack, &name)).await;
+    let ready = poll_until(timeout, READY_INTERVAL, || ready_check(stack, name)).await;
     match ready {
         Ok(()) => Ok(()),
         Err(WaitError::Failed(why)) => Err(DeployError::Health(why)),
@@ -143,21 +233,33 @@ async fn ready_check(stack: &Stack, name: &str) -> Check<()> {
     }
 }
 
-/// Ready right now (one probe), for `switch` and `recover`.
+/// Every replica ready right now (one probe each), for `switch` and
+/// `recover`.
 pub async fn ready_now(stack: &Stack, color: Color) -> bool {
-    matches!(
-        ready_check(stack, &stack.config.app(color)).await,
-        Check::Ready(())
-    )
+    let Ok(names) = replicas(stack, color).await else {
+        return false;
+    };
+    join_all(names.iter().map(|name| ready_check(stack, name)))
+        .await
+        .iter()
+        .all(|check| matches!(check, Check::Ready(())))
 }
 
-/// `wsctl smoke` inside the colour's container, straight at its port.
+/// `wsctl smoke` inside each of the colour's containers, straight at its
+/// port.
 pub async fn smoke(stack: &Stack, color: Color) -> anyhow::Result<()> {
-    let name = stack.config.app(color);
+    let names = replicas(stack, color).await?;
+    let named = names.len() > 1;
+    try_join_all(names.iter().map(|name| smoke_replica(stack, name, named))).await?;
+    Ok(())
+}
+
+/// Smokes one replica; `named`: say which in the error (several replicas).
+async fn smoke_replica(stack: &Stack, name: &str, named: bool) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{}", stack.config.app_port);
     let (code, output) = docker::exec(
         &stack.docker,
-        &name,
+        name,
         &["/wsctl", "smoke", "--json", "--url", &url],
     )
     .await?;
@@ -176,13 +278,28 @@ pub async fn smoke(stack: &Stack, color: Color) -> anyhow::Result<()> {
             )
         })
         .collect();
-    Err(DeployError::Smoke(failed.join("; ")).into())
+    let failed = failed.join("; ");
+    let failed = if named {
+        format!("{name}: {failed}")
+    } else {
+        failed
+    };
+    Err(DeployError::Smoke(failed).into())
 }
 
-/// Prints (or emits) a container's last log lines after a failed step.
+/// Prints (or emits) the last log lines of each of the colour's containers
+/// after a failed step.
 pub async fn report_logs(stack: &Stack, color: Color) {
-    let name = stack.config.app(color);
-    let logs = docker::logs_tail(&stack.docker, &name, 15).await;
+    let names = replicas(stack, color)
+        .await
+        .unwrap_or_else(|_| vec![stack.config.app(color)]);
+    for name in names {
+        report_replica_logs(stack, &name).await;
+    }
+}
+
+async fn report_replica_logs(stack: &Stack, name: &str) {
+    let logs = docker::logs_tail(&stack.docker, name, 15).await;
     if stack.events.is_json() {
         stack.events.emit(
             json!({"event": "logs", "container": name, "lines": logs.lines().collect::<Vec<_>>()}),
@@ -200,34 +317,49 @@ pub enum Drained {
     AlreadyStopped(String),
 }
 
-/// Stops the old colour with SIGTERM and `drain_timeout`, showing how many
-/// connections it still holds; the stopped container stays for rollback.
+/// Stops the old colour's replicas with SIGTERM and `drain_timeout`, in
+/// parallel, showing how many connections they still hold; the stopped
+/// containers stay for rollback.
 pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
-    let name = stack.config.app(color);
     let grace = stack.config.drain_timeout();
-    match docker::inspect(&stack.docker, &name).await? {
-        None => return Ok(Drained::AlreadyStopped(format!("{name} does not exist"))),
-        Some(info) if !info.running => {
-            return Ok(Drained::AlreadyStopped(format!(
+    let mut running = Vec::new();
+    let mut stopped = Vec::new();
+    for name in replicas(stack, color).await? {
+        match docker::inspect(&stack.docker, &name).await? {
+            None => stopped.push(format!("{name} does not exist")),
+            Some(info) if !info.running => stopped.push(format!(
                 "{name} was already {} (exit code {})",
                 info.state,
                 info.exit_code.unwrap_or_default()
-            )));
+            )),
+            Some(_) => running.push(name),
         }
-        Some(_) => {}
     }
-    let stopping = tokio::spawn(stop_gracefully(
-        stack.docker.clone(),
-        name.clone(),
-        grace,
-        stack.config.app_port,
-    ));
+    if running.is_empty() {
+        return Ok(Drained::AlreadyStopped(stopped.join("; ")));
+    }
+    let stops = running.iter().map(|name| {
+        stop_gracefully(
+            stack.docker.clone(),
+            name.clone(),
+            grace,
+            stack.config.app_port,
+        )
+    });
+    let stopping = tokio::spawn(try_join_all(stops));
     tokio::pin!(stopping);
+    let label = if running.len() == 1 {
+        running[0].clone()
+    } else {
+        format!("{} ({} replicas)", stack.config.app(color), running.len())
+    };
     loop {
-        if let Some(left) = connections(stack, &name).await {
+        let counts = join_all(running.iter().map(|name| connections(stack, name))).await;
+        if counts.iter().any(Option::is_some) {
+            let left: i64 = counts.into_iter().flatten().sum();
             stack
                 .events
-                .progress(&format!("{name}: {left} connections left"));
+                .progress(&format!("{label}: {left} connections left"));
         }
         tokio::select! {
             stopped = &mut stopping => {
@@ -237,15 +369,20 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
-    let info = docker::inspect(&stack.docker, &name).await?;
-    match info.and_then(|info| info.exit_code) {
-        Some(0) | None => Ok(Drained::Stopped),
-        Some(code) => Err(DeployError::Drain(format!(
-            "{name} did not exit within {} s (exit code {code})",
-            grace.as_secs()
-        ))
-        .into()),
+    for name in &running {
+        let info = docker::inspect(&stack.docker, name).await?;
+        if let Some(code) = info
+            .and_then(|info| info.exit_code)
+            .filter(|code| *code != 0)
+        {
+            return Err(DeployError::Drain(format!(
+                "{name} did not exit within {} s (exit code {code})",
+                grace.as_secs()
+            ))
+            .into());
+        }
     }
+    Ok(Drained::Stopped)
 }
 
 /// Stops a container with SIGTERM, then SIGKILL after `grace`. One that

@@ -152,9 +152,11 @@ pub async fn deploy(
     stack: &mut Stack,
     color: Option<Color>,
     image: Option<String>,
+    replicas: Option<usize>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let image = image.unwrap_or_else(|| stack.config.images.app.clone());
+    let replicas = replicas.unwrap_or(stack.config.replicas);
     stack
         .events
         .begin("preflight", "engine, images, lock, network, redis, nginx");
@@ -186,7 +188,7 @@ pub async fn deploy(
                 "live: {}, standby: {standby}",
                 live.map_or("none".to_string(), |c| c.to_string())
             ))?;
-            let plan = Plan::deploy(live, standby, image, serving.upstream);
+            let plan = Plan::deploy(live, standby, image, serving.upstream, replicas);
             plan::execute(stack, plan, started).await
         })
         .await;
@@ -212,10 +214,7 @@ pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Res
         .locked(&format!("switch {color}"), async move |stack| {
             let serving = stack.serving().await?;
             let live = serving.live();
-            let image = docker::inspect(&stack.docker, &stack.config.app(color))
-                .await?
-                .map(|info| info.image)
-                .unwrap_or_default();
+            let image = containers::image_of(stack, color).await?;
             stack.preflight_done(&format!(
                 "live: {}",
                 live.map_or("none".to_string(), |c| c.to_string())
@@ -249,15 +248,18 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
                 let error = DeployError::Usage(format!("{previous} is already live"));
                 return preflight_failed(stack, error.into());
             }
-            let name = stack.config.app(previous);
-            let kept = docker::inspect(&stack.docker, &name).await?.is_some();
+            let kept_names = containers::replicas(stack, previous).await?;
+            let kept = docker::inspect(&stack.docker, &kept_names[0])
+                .await?
+                .is_some();
             let image = if image.is_empty() {
                 stack.config.images.app.clone()
             } else {
                 image
             };
             stack.preflight_done(&format!("back to {previous} ({image})"))?;
-            let plan = Plan::rollback(live, previous, image, kept, serving.upstream);
+            let replicas = stack.config.replicas;
+            let plan = Plan::rollback(live, previous, image, kept, serving.upstream, replicas);
             plan::execute(stack, plan, started).await
         })
         .await;

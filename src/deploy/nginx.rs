@@ -124,12 +124,15 @@ async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
     Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-/// The upstream that routes to `color`.
-pub fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
+/// The upstream that routes to `color`: every replica it has.
+pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
+    let replicas = super::containers::replicas(stack, color)
+        .await
+        .map_err(|error| DeployError::Switch(format!("{error:#}")))?;
     upstream::render(
         &stack.template,
         color,
-        &stack.config.app(color),
+        &replicas,
         stack.config.app_port,
         &upstream::Access {
             private_networks: &stack.config.private_networks,
@@ -166,8 +169,8 @@ async fn upload(docker: bollard::Docker, nginx: String, text: String) -> anyhow:
 /// Renders and uploads the upstream for `color` on a task of its own, so
 /// the upload (60-110 ms through the engine's archive API) runs while the
 /// colour gets ready; the task completes even if its caller stops waiting.
-pub fn stage(stack: &Stack, color: Color) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let rendered = render(stack, color);
+pub async fn stage(stack: &Stack, color: Color) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let rendered = render(stack, color).await;
     let (docker, nginx) = (stack.docker.clone(), stack.config.name("nginx"));
     tokio::spawn(async move { upload(docker, nginx, rendered?).await })
 }
@@ -237,7 +240,7 @@ pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Re
 
 /// Points Nginx at `color` and verifies it.
 pub async fn switch_to(stack: &Stack, color: Color, steady: Duration) -> anyhow::Result<()> {
-    let text = render(stack, color)?;
+    let text = render(stack, color).await?;
     apply(stack, &text).await?;
     verify(stack, color, steady).await
 }

@@ -118,11 +118,19 @@ pub struct Plan {
     pub drain: bool,
     /// The upstream file before this run: what undoing the switch restores.
     pub previous_upstream: Option<String>,
+    /// Containers of a freshly started colour.
+    pub replicas: usize,
 }
 
 impl Plan {
     /// A new standby from `image`, checked, switched to, the old colour drained.
-    pub fn deploy(from: Option<Color>, to: Color, image: String, upstream: Option<String>) -> Plan {
+    pub fn deploy(
+        from: Option<Color>,
+        to: Color,
+        image: String,
+        upstream: Option<String>,
+        replicas: usize,
+    ) -> Plan {
         Plan {
             action: Action::Deploy,
             from,
@@ -133,6 +141,7 @@ impl Plan {
             smoke: true,
             drain: true,
             previous_upstream: upstream,
+            replicas,
         }
     }
 
@@ -154,6 +163,7 @@ impl Plan {
             smoke: false,
             drain: false,
             previous_upstream: upstream,
+            replicas: 0,
         }
     }
 
@@ -161,13 +171,15 @@ impl Plan {
     /// was removed). A kept container is not smoke-tested again: it served
     /// this image with this configuration until the last move, and
     /// readiness (which includes Redis) is checked; skipping the smoke
-    /// keeps a rollback under one second.
+    /// keeps a rollback under one second. A colour that was removed comes
+    /// back with `replicas` containers.
     pub fn rollback(
         from: Option<Color>,
         to: Color,
         image: String,
         kept: bool,
         upstream: Option<String>,
+        replicas: usize,
     ) -> Plan {
         Plan {
             action: Action::Rollback,
@@ -179,6 +191,7 @@ impl Plan {
             smoke: !kept,
             drain: true,
             previous_upstream: upstream,
+            replicas,
         }
     }
 }
@@ -277,7 +290,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             }),
             Step::Health if plan.health == Health::Wait => {
                 undo.push(Undo::RestoreUpstream);
-                staged = Some(nginx::stage(stack, plan.to));
+                staged = Some(nginx::stage(stack, plan.to).await);
             }
             Step::Switch => {
                 if staged.is_none() {
@@ -383,6 +396,9 @@ fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
     let name = stack.config.app(plan.to);
     match step {
         Step::Start if plan.start == Start::Kept => format!("{name} (kept container)"),
+        Step::Start if plan.replicas > 1 => {
+            format!("{name} x{} from {}", plan.replicas, plan.image)
+        }
         Step::Start => format!("{name} from {}", plan.image),
         Step::Health => format!("{name} (timeout {} s)", stack.config.ready_timeout),
         Step::Smoke => name,
@@ -417,11 +433,11 @@ async fn act(
     match step {
         Step::Start => {
             if plan.start == Start::Kept {
-                crate::docker::start(&stack.docker, &name).await?;
-            } else {
-                containers::start_fresh(stack, plan.to, &plan.image).await?;
+                let names = containers::start_kept(stack, plan.to).await?;
+                return Ok(names.join(", "));
             }
-            Ok(name)
+            containers::start_fresh(stack, plan.to, &plan.image, plan.replicas).await?;
+            Ok(stack.config.app_replicas(plan.to, plan.replicas).join(", "))
         }
         Step::Health => match plan.health {
             Health::Wait => {
@@ -612,8 +628,8 @@ mod tests {
         let (from, to) = (Some(Color::Blue), Color::Green);
         match action {
             Action::Switch => Plan::switch(from, to, "x".into(), false, None),
-            Action::Rollback => Plan::rollback(from, to, "x".into(), true, None),
-            _ => Plan::deploy(from, to, "x".into(), None),
+            Action::Rollback => Plan::rollback(from, to, "x".into(), true, None, 1),
+            _ => Plan::deploy(from, to, "x".into(), None, 1),
         }
     }
 

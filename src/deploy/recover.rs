@@ -22,7 +22,6 @@ use super::containers;
 use super::journal::{self, Outcome, Run};
 use super::plan::{Action, State};
 use super::{DeployError, Stack, nginx};
-use crate::docker;
 use crate::stack::Color;
 
 /// Recovers the runs that died unfinished, if any (under the lock), as a
@@ -83,19 +82,26 @@ async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
         changes.push(format!("Nginx now serves {target}"));
     }
     let other = target.other();
-    let name = stack.config.app(other);
+    let others = containers::inspect_all(stack, other).await?;
+    let name = others
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let created_unfinished = unfinished
         .iter()
         .any(|run| run.to == other && run.created_container);
-    if let Some(info) = docker::inspect(&stack.docker, &name).await? {
-        if info.running || created_unfinished {
-            containers::retire(stack, other, created_unfinished).await?;
-            changes.push(if created_unfinished {
-                format!("{name} removed (an unfinished run's standby)")
-            } else {
-                format!("{name} stopped (kept for rollback)")
-            });
-        }
+    let exists = others.iter().any(|(_, info)| info.is_some());
+    let running = others
+        .iter()
+        .any(|(_, info)| info.as_ref().is_some_and(|info| info.running));
+    if exists && (running || created_unfinished) {
+        containers::retire(stack, other, created_unfinished).await?;
+        changes.push(if created_unfinished {
+            format!("{name} removed (an unfinished run's standby)")
+        } else {
+            format!("{name} stopped (kept for rollback)")
+        });
     }
     let summary = if changes.is_empty() {
         format!("consistent: traffic on {target}")
@@ -113,10 +119,7 @@ async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
         stack.journal.write(&stack.docker, &mut run).await?;
     }
     if !changes.is_empty() || !unfinished.is_empty() {
-        let image = docker::inspect(&stack.docker, &stack.config.app(target))
-            .await?
-            .map(|info| info.image)
-            .unwrap_or_default();
+        let image = containers::image_of(stack, target).await?;
         let mut run = Run::new(Action::Recover, serving.live(), target, &image);
         run.enter(State::Recorded);
         run.outcome = Outcome::Succeeded;
@@ -147,9 +150,12 @@ async fn pick_target(stack: &Stack, serving: &nginx::Serving) -> anyhow::Result<
         }
     }
     for &color in &candidates {
-        let name = stack.config.app(color);
-        if docker::inspect(&stack.docker, &name).await?.is_some() {
-            docker::start(&stack.docker, &name).await?;
+        let exists = containers::inspect_all(stack, color)
+            .await?
+            .iter()
+            .any(|(_, info)| info.is_some());
+        if exists {
+            containers::start_kept(stack, color).await?;
             if containers::wait_ready(stack, color).await.is_ok() {
                 return Ok(Some(color));
             }

@@ -51,10 +51,28 @@ fn summary(run: &Run) -> Value {
     })
 }
 
+/// A colour: its first container's fields (as before replicas), the
+/// connections of all of them, and `replicas` with each container.
 async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Value> {
-    let name = stack.config.app(color);
-    let Some(info) = docker::inspect(&stack.docker, &name).await? else {
-        return Ok(json!({"container": name, "state": "absent"}));
+    let mut replicas = Vec::new();
+    for (name, info) in containers::inspect_all(stack, color).await? {
+        replicas.push(container(stack, name, info).await);
+    }
+    let mut colour = replicas.first().cloned().unwrap_or_default();
+    let connections: Vec<i64> = replicas
+        .iter()
+        .filter_map(|replica| replica["connections"].as_i64())
+        .collect();
+    if !connections.is_empty() {
+        colour["connections"] = json!(connections.iter().sum::<i64>());
+    }
+    colour["replicas"] = Value::Array(replicas);
+    Ok(colour)
+}
+
+async fn container(stack: &Stack, name: String, info: Option<docker::ContainerInfo>) -> Value {
+    let Some(info) = info else {
+        return json!({"container": name, "state": "absent"});
     };
     let connections = if info.running {
         containers::connections(stack, &name).await
@@ -72,9 +90,9 @@ async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Value> {
     } else {
         "-"
     };
-    Ok(json!({
+    json!({
         "container": name, "state": info.state, "health": health, "image": info.image,
         "version": info.labels.get("org.opencontainers.image.version"),
         "uptime_seconds": uptime, "connections": connections,
-    }))
+    })
 }

@@ -25,10 +25,12 @@ pub struct Access<'a> {
 pub fn render(
     template: &str,
     color: Color,
-    host: &str,
+    hosts: &[String],
     port: u16,
     access: &Access<'_>,
 ) -> anyhow::Result<String> {
+    let servers: Vec<String> = hosts.iter().map(|host| format!("{host}:{port}")).collect();
+    let host = hosts.first().map(String::as_str).unwrap_or_default();
     let mut environment = Environment::new();
     environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     environment.add_template("upstream", template)?;
@@ -36,6 +38,7 @@ pub fn render(
         color => color,
         host => host,
         port => port,
+        servers => servers,
         private_networks => access.private_networks,
         trusted_proxies => access.trusted_proxies,
         rendered_at => crate::time::now_rfc3339(),
@@ -76,13 +79,27 @@ mod tests {
             private_networks: &networks,
             trusted_proxies: &proxies,
         };
-        let text = render(DEFAULT_TEMPLATE, Color::Green, "app_green", 8000, &access).unwrap();
+        let text = render(
+            DEFAULT_TEMPLATE,
+            Color::Green,
+            &["app_green".into()],
+            8000,
+            &access,
+        )
+        .unwrap();
         assert!(text.contains("\n    10.1.0.0/16 1;\n"), "{text}");
         assert!(
             text.contains("\nset_real_ip_from 192.0.2.10;\nreal_ip_header X-Forwarded-For;"),
             "{text}"
         );
-        let without = render(DEFAULT_TEMPLATE, Color::Green, "h", 1, &Access::default()).unwrap();
+        let without = render(
+            DEFAULT_TEMPLATE,
+            Color::Green,
+            &["h".into()],
+            1,
+            &Access::default(),
+        )
+        .unwrap();
         assert!(!without.contains("real_ip_header"), "{without}");
         assert_eq!(live_color(&text), Some(Color::Green));
         assert!(text.contains("server app_green:8000;"), "{text}");
@@ -93,13 +110,39 @@ mod tests {
     }
 
     #[test]
+    fn every_replica_is_a_server_with_least_conn() {
+        let hosts = ["app_blue_1".to_string(), "app_blue_2".to_string()];
+        let text = render(
+            DEFAULT_TEMPLATE,
+            Color::Blue,
+            &hosts,
+            8000,
+            &Access::default(),
+        )
+        .unwrap();
+        assert!(text.contains("least_conn;"), "{text}");
+        assert!(text.contains("server app_blue_1:8000;"), "{text}");
+        assert!(text.contains("server app_blue_2:8000;"), "{text}");
+    }
+
+    #[test]
     fn a_template_with_an_unknown_variable_or_no_marker_is_refused() {
-        assert!(render("{{ nope }}", Color::Blue, "h", 1, &Access::default()).is_err());
+        assert!(
+            render(
+                "{{ nope }}",
+                Color::Blue,
+                &["h".into()],
+                1,
+                &Access::default()
+            )
+            .is_err()
+        );
         let no_marker = "upstream x { server {{ host }}:{{ port }}; }";
-        assert!(render(no_marker, Color::Blue, "h", 1, &Access::default()).is_err());
+        assert!(render(no_marker, Color::Blue, &["h".into()], 1, &Access::default()).is_err());
         let no_header =
             "# wsctl live colour: {{ color }}\nupstream x { server {{ host }}:{{ port }}; }";
-        let error = render(no_header, Color::Blue, "h", 1, &Access::default()).unwrap_err();
+        let error =
+            render(no_header, Color::Blue, &["h".into()], 1, &Access::default()).unwrap_err();
         assert!(error.to_string().contains("X-Wsctl-Live"), "{error}");
     }
 
