@@ -77,7 +77,8 @@ FROM scratch
 COPY . /
 EXPOSE 80
 STOPSIGNAL SIGQUIT
-ENTRYPOINT ["$(command -v nginx)", "-g", "daemon off;"]
+# nginx.conf leaves worker_processes to the command line (wsctl sizes it).
+CMD ["$(command -v nginx)", "-g", "daemon off; worker_processes auto;"]
 DOCKER
   build_scratch wsctl-nginx:local "$ctx"
 fi

@@ -140,6 +140,28 @@ impl Resources {
     }
 }
 
+/// Connections per Nginx worker: `worker_connections` in nginx/nginx.conf.
+pub const NGINX_WORKER_CONNECTIONS: u64 = 19_500;
+
+/// How the stack's Nginx is sized for the sockets its upstream can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySizing {
+    /// `worker_processes`.
+    pub workers: u64,
+    /// `worker_rlimit_nofile`, and the container's nofile ulimit.
+    pub open_files: u64,
+}
+
+impl ProxySizing {
+    /// The `-g` directives Nginx starts with.
+    pub fn directives(&self) -> String {
+        format!(
+            "daemon off; worker_processes {}; worker_rlimit_nofile {};",
+            self.workers, self.open_files
+        )
+    }
+}
+
 /// A replica count is 1 to [`MAX_REPLICAS`].
 pub fn check_replicas(count: usize) -> Result<(), String> {
     if (1..=MAX_REPLICAS).contains(&count) {
@@ -391,6 +413,22 @@ impl StackConfig {
         format!("{}{base}", self.prefix)
     }
 
+    /// Nginx sized for a colour of `replicas` full containers: each
+    /// proxied WebSocket costs Nginx two descriptors (client and upstream),
+    /// and no process may hold more than `resources.open_files`, so the
+    /// sockets are spread over enough workers.
+    pub fn proxy_sizing(&self, replicas: usize) -> ProxySizing {
+        let open_files = self.resources.open_files;
+        let per_worker = NGINX_WORKER_CONNECTIONS
+            .min(open_files.saturating_sub(2 * RESERVED_FILES))
+            .max(1);
+        let descriptors = 2 * replicas as u64 * self.resources.max_connections();
+        ProxySizing {
+            workers: descriptors.div_ceil(per_worker).max(1),
+            open_files,
+        }
+    }
+
     /// The colour's container when it has one replica.
     pub fn app(&self, color: Color) -> String {
         self.name(&format!("app_{color}"))
@@ -532,6 +570,27 @@ mod tests {
             let error = StackConfig::parse(yaml, "f").unwrap_err().0;
             assert!(error.contains("replicas"), "{error}");
         }
+    }
+
+    #[test]
+    fn nginx_has_workers_for_two_descriptors_per_socket() {
+        let one = StackConfig::default().proxy_sizing(1);
+        // 19,900 sockets, 39,800 descriptors, 19,500 per worker.
+        assert_eq!(
+            one,
+            ProxySizing {
+                workers: 3,
+                open_files: 20_000
+            }
+        );
+        assert_eq!(StackConfig::default().proxy_sizing(4).workers, 9);
+        let small = StackConfig::parse("resources: {open_files: 1000}", "f").unwrap();
+        // 900 sockets, 1,800 descriptors, 800 per worker.
+        assert_eq!(small.proxy_sizing(1).workers, 3);
+        assert_eq!(
+            one.directives(),
+            "daemon off; worker_processes 3; worker_rlimit_nofile 20000;"
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
         20_000,
     )
     .await;
+    // Nginx has workers for two descriptors per socket the colour can hold
+    // (19,900 sockets, 19,500 connections per worker: 3 workers).
+    assert_eq!(stack.nginx_workers(), 3);
     stack.write_config("resources: {cpus: 0.5, memory: 256m, open_files: 4096}\n");
     let second = stack.wsctl(&["deploy"]);
     assert_eq!(code(&second), Some(0), "{}", explain(&second));

@@ -53,6 +53,9 @@ async fn three_replicas_share_the_clients_and_move_without_loss() {
         .map(|i| format!("{}app_blue_{i}", stack.prefix))
         .collect();
     assert_eq!(blue, expected, "{status}");
+    // Nginx sized for three full replicas: 2 x 3 x 19,900 descriptors over
+    // workers of 19,500 connections.
+    assert_eq!(stack.nginx_workers(), 7);
 
     let url = format!("ws://{}/ws/chat/", stack.public);
     let clients = LiveClients::start(&url, CLIENTS);

@@ -307,13 +307,26 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
             host_port: Some(public.port().to_string()),
         }]),
     )]);
+    // Sized for the sockets the configured replicas can hold, when Nginx
+    // is created (a later change of `replicas` needs a new Nginx).
+    let sizing = config.proxy_sizing(config.replicas);
     let nginx = ContainerCreateBody {
         image: Some(config.images.nginx.clone()),
+        entrypoint: Some(vec![
+            nginx::NGINX.to_string(),
+            "-g".to_string(),
+            sizing.directives(),
+        ]),
         exposed_ports: Some(vec!["80/tcp".into()]),
         host_config: Some(HostConfig {
             network_mode: Some(network),
             port_bindings: Some(bindings),
             restart_policy: containers::unless_stopped(),
+            ulimits: Some(vec![bollard::models::ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(sizing.open_files as i64),
+                hard: Some(sizing.open_files as i64),
+            }]),
             ..Default::default()
         }),
         ..Default::default()

@@ -14,7 +14,8 @@ use crate::stack::Color;
 
 const UPSTREAM_DIR: &str = "/etc/nginx/conf.d";
 const UPSTREAM_FILE: &str = "upstream.conf";
-const NGINX: &str = "/usr/sbin/nginx";
+/// Where the stack's Nginx images (ours and the official one) keep nginx.
+pub const NGINX: &str = "/usr/sbin/nginx";
 /// How long new connections may take to reach the new colour after a reload.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 const VERIFY_INTERVAL: Duration = Duration::from_millis(10);

@@ -169,6 +169,18 @@ impl TestStack {
         serde_json::from_slice(&output.stdout).expect("status JSON")
     }
 
+    /// Nginx worker processes running in the stack's Nginx (`docker top`).
+    pub fn nginx_workers(&self) -> usize {
+        let output = Command::new("docker")
+            .args(["top", &format!("{}nginx", self.prefix)])
+            .output()
+            .expect("docker top");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains("nginx: worker process"))
+            .count()
+    }
+
     /// `/status` through the public Nginx address.
     pub async fn public_status(&self) -> serde_json::Value {
         reqwest::get(format!("http://{}/status", self.public))
