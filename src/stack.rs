@@ -88,6 +88,9 @@ pub struct StackConfig {
     /// Load balancers in front of Nginx whose `X-Forwarded-For` names the
     /// real client (per-IP limits and the private networks then see it).
     pub trusted_proxies: Vec<String>,
+    /// Client networks Nginx's per-address limits do not apply to: a load
+    /// balancer that cannot send `X-Forwarded-For`, a load generator.
+    pub unlimited_networks: Vec<String>,
     /// Memory bounds of the stack's Redis.
     pub redis: RedisSettings,
     /// What each app container may use.
@@ -252,6 +255,7 @@ impl Default for StackConfig {
             upstream_template: None,
             private_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             trusted_proxies: Vec::new(),
+            unlimited_networks: Vec::new(),
             redis: RedisSettings::default(),
             resources: Resources::default(),
             replicas: 1,
@@ -294,6 +298,10 @@ private_networks: ["127.0.0.0/8", "::1/128"]
 # Load balancers in front of Nginx: their X-Forwarded-For names the real
 # client, so per-IP limits and private_networks see real addresses.
 trusted_proxies: []
+# Clients Nginx's per-address limits (connections, requests, WebSocket
+# upgrades) do not apply to: a load balancer without X-Forwarded-For, or a
+# load generator. Everyone else is limited per address.
+unlimited_networks: []
 redis:
   # Memory bound of the stack's Redis; volatile-ttl evicts the sessions
   # closest to expiry first.
@@ -399,6 +407,7 @@ impl StackConfig {
         for (key, networks) in [
             ("private_networks", &self.private_networks),
             ("trusted_proxies", &self.trusted_proxies),
+            ("unlimited_networks", &self.unlimited_networks),
         ] {
             if let Some(bad) = networks.iter().find(|network| !is_network(network)) {
                 return Err(ConfigError(format!(

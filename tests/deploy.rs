@@ -199,7 +199,7 @@ async fn a_failing_nginx_test_keeps_the_previous_upstream_live() {
     let broken = stack.dir.join("broken.conf.j2");
     std::fs::write(
         &broken,
-        "# wsctl live colour: {{ color }}\nupstream wsctl_live {\n    server {{ host }}:{{ port }} no_such_parameter;\n}\nadd_header X-Wsctl-Live {{ color }} always;\ngeo $wsctl_private { default 0; }\n",
+        "# wsctl live colour: {{ color }}\nupstream wsctl_live {\n    server {{ host }}:{{ port }} no_such_parameter;\n}\nadd_header X-Wsctl-Live {{ color }} always;\ngeo $wsctl_private { default 0; }\ngeo $wsctl_unlimited { default 0; }\n",
     )
     .unwrap();
     stack.write_config(&format!("upstream_template: \"{}\"\n", broken.display()));

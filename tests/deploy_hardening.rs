@@ -81,6 +81,48 @@ async fn private_endpoints_stay_private_in_every_spelling() {
     );
 }
 
+/// 300 requests at once from one address: how many Nginx refused (429).
+async fn refused_of_a_burst(stack: &TestStack) -> usize {
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/healthz", stack.public);
+    let requests = (0..300).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+    });
+    let mut refused = 0;
+    for request in requests {
+        if let Ok(Ok(429)) = request.await {
+            refused += 1;
+        }
+    }
+    refused
+}
+
+/// Per-address limits apply to everyone but `unlimited_networks` (a load
+/// balancer without X-Forwarded-For, a load generator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlimited_networks_are_not_limited_per_address_and_others_are() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    stack.wsctl_ok(&["deploy"]);
+    let limited = refused_of_a_burst(&stack).await;
+    // The test reaches Nginx from the Docker gateway.
+    stack.write_config(
+        "unlimited_networks: [\"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\"]\n",
+    );
+    stack.wsctl_ok(&["switch", "--color", "blue"]);
+    tokio::time::sleep(Duration::from_secs(3)).await; // the request budget refills
+    let unlimited = refused_of_a_burst(&stack).await;
+    println!("300 requests at once: {limited} refused when limited, {unlimited} when unlimited");
+    assert!(
+        limited >= 100,
+        "the per-address limit did not apply: {limited} refused"
+    );
+    assert_eq!(unlimited, 0, "an unlimited network was limited");
+}
+
 /// Clients that share one source address, as behind a NAT or an office
 /// proxy: through the Docker gateway, every test client is the same IP.
 const SAME_ADDRESS_CLIENTS: usize = 1000;

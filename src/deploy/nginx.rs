@@ -138,6 +138,7 @@ pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> 
         &upstream::Access {
             private_networks: &stack.config.private_networks,
             trusted_proxies: &stack.config.trusted_proxies,
+            unlimited_networks: &stack.config.unlimited_networks,
         },
     )
     .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))

@@ -20,6 +20,7 @@ pub const HEADER: &str = "X-Wsctl-Live";
 pub struct Access<'a> {
     pub private_networks: &'a [String],
     pub trusted_proxies: &'a [String],
+    pub unlimited_networks: &'a [String],
 }
 
 pub fn render(
@@ -41,6 +42,7 @@ pub fn render(
         servers => servers,
         private_networks => access.private_networks,
         trusted_proxies => access.trusted_proxies,
+        unlimited_networks => access.unlimited_networks,
         rendered_at => crate::time::now_rfc3339(),
     })?;
     anyhow::ensure!(
@@ -52,6 +54,11 @@ pub fn render(
         "the upstream template must contain `add_header {HEADER} {{{{ color }}}} always;`"
     );
     // nginx.conf's rule for /metrics and /status reads this variable.
+    // nginx.conf's per-address limits key on this one.
+    anyhow::ensure!(
+        rendered.contains("geo $wsctl_unlimited"),
+        "the upstream template must define `geo $wsctl_unlimited` (see templates/upstream.conf.j2)"
+    );
     anyhow::ensure!(
         rendered.contains("geo $wsctl_private"),
         "the upstream template must define `geo $wsctl_private` (see templates/upstream.conf.j2)"
@@ -78,6 +85,7 @@ mod tests {
         let access = Access {
             private_networks: &networks,
             trusted_proxies: &proxies,
+            unlimited_networks: &networks[1..],
         };
         let text = render(
             DEFAULT_TEMPLATE,
@@ -88,6 +96,10 @@ mod tests {
         )
         .unwrap();
         assert!(text.contains("\n    10.1.0.0/16 1;\n"), "{text}");
+        assert!(
+            text.contains("geo $wsctl_unlimited {\n    default 0;\n    10.1.0.0/16 1;\n}"),
+            "{text}"
+        );
         assert!(
             text.contains("\nset_real_ip_from 192.0.2.10;\nreal_ip_header X-Forwarded-For;"),
             "{text}"
