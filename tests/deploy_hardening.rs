@@ -245,19 +245,8 @@ async fn a_thousand_clients_from_one_address_ride_two_cutovers_unrefused() {
     // before a deploy: let the upgrade budget refill (1,000 at 100/s).
     tokio::time::sleep(Duration::from_secs(12)).await;
     // Deploy, then roll back at once: two reconnect storms back to back.
-    let config = stack.dir.join("wsctl.yaml");
     for args in [&["deploy", "--color", "green"][..], &["rollback"][..]] {
-        let config = config.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            common::wsctl()
-                .args(args)
-                .arg("--config")
-                .arg(config)
-                .output()
-                .expect("wsctl runs")
-        })
-        .await
-        .expect("wsctl task");
+        let output = stack.wsctl_while_live(args).await;
         assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
     }
     // Every client is back on blue, then all stop.

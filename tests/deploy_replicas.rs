@@ -73,19 +73,8 @@ async fn three_replicas_share_the_clients_and_move_without_loss() {
     );
 
     // A deploy and a rollback under all of them.
-    let config = stack.dir.join("wsctl.yaml");
     for args in [&["deploy"][..], &["rollback"][..]] {
-        let config = config.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            common::wsctl()
-                .args(args)
-                .arg("--config")
-                .arg(config)
-                .output()
-                .expect("wsctl runs")
-        })
-        .await
-        .expect("wsctl task");
+        let output = stack.wsctl_while_live(args).await;
         assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

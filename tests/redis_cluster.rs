@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::live::LiveClients;
 use common::redis_cluster::RedisCluster;
-use common::{Server, Ws, recv_non_heartbeat, send_json};
-use serde_json::{Value, json};
+use common::{Server, message, recv_non_heartbeat, send_json};
+use serde_json::json;
 
 fn instance(cluster: &RedisCluster, color: &str) -> Server {
     Server::start(&[
@@ -21,32 +21,12 @@ fn instance(cluster: &RedisCluster, color: &str) -> Server {
     ])
 }
 
-async fn wait_ready(server: &Server) {
-    let started = Instant::now();
-    loop {
-        let (code, body) = server.get_json("/readyz").await;
-        if code == 200 {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "readyz stayed {code} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn message(ws: &mut Ws, value: Value) -> Value {
-    send_json(ws, json!({"type": "message", "message": value})).await;
-    recv_non_heartbeat(ws).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_broadcast_once_and_exactly_once_counting_on_a_cluster() {
     let cluster = RedisCluster::start();
     let (blue, green) = (instance(&cluster, "blue"), instance(&cluster, "green"));
-    wait_ready(&blue).await;
-    wait_ready(&green).await;
+    blue.wait_ready(true).await;
+    green.wait_ready(true).await;
     let (_, status) = blue.get_json("/status").await;
     assert_eq!(status["channel_layer"], "redis-cluster", "{status}");
     assert_eq!(status["redis"], "ok", "{status}");
@@ -101,8 +81,8 @@ async fn resume_broadcast_once_and_exactly_once_counting_on_a_cluster() {
 async fn a_killed_master_fails_over_and_every_count_carries_on() {
     let mut cluster = RedisCluster::start();
     let (blue, green) = (instance(&cluster, "blue"), instance(&cluster, "green"));
-    wait_ready(&blue).await;
-    wait_ready(&green).await;
+    blue.wait_ready(true).await;
+    green.wait_ready(true).await;
     let on_blue = LiveClients::start(&blue.ws_url("/ws/chat"), 25);
     let on_green = LiveClients::start(&green.ws_url("/ws/chat"), 25);
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::proxy::HangingProxy;
 use common::redis::RedisServer;
-use common::{Server, Ws, recv_non_heartbeat, send_json};
-use serde_json::{Value, json};
+use common::{Server, message, recv_non_heartbeat, send_json};
+use serde_json::json;
 
 fn instance(redis: &RedisServer, color: &str) -> Server {
     Server::start(&[
@@ -22,36 +22,16 @@ fn instance(redis: &RedisServer, color: &str) -> Server {
 /// A blue and a green instance on one Redis, both ready.
 async fn two_instances(redis: &RedisServer) -> (Server, Server) {
     let (blue, green) = (instance(redis, "blue"), instance(redis, "green"));
-    wait_ready(&blue, true).await;
-    wait_ready(&green, true).await;
+    blue.wait_ready(true).await;
+    green.wait_ready(true).await;
     (blue, green)
-}
-
-async fn wait_ready(server: &Server, ready: bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (code, body) = server.get_json("/readyz").await;
-        if (code == 200) == ready {
-            return body;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "readyz stayed {code} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn message(ws: &mut Ws, value: Value) -> Value {
-    send_json(ws, json!({"type": "message", "message": value})).await;
-    recv_non_heartbeat(ws).await
 }
 
 #[tokio::test]
 async fn status_reports_the_redis_layer() {
     let redis = RedisServer::start();
     let server = instance(&redis, "blue");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let (_, status) = server.get_json("/status").await;
     assert_eq!(status["channel_layer"], "redis");
     assert_eq!(status["redis"], "ok");
@@ -128,7 +108,7 @@ async fn concurrent_messages_from_two_instances_on_one_session_count_exactly_onc
 async fn a_paused_redis_gives_unavailable_and_nothing_is_counted_late() {
     let redis = RedisServer::start();
     let server = instance(&redis, "blue");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let (mut ws, greeting) = server.connect("").await;
     let session = common::session_of(&greeting);
     assert_eq!(message(&mut ws, json!("one")).await["count"], 1);
@@ -139,7 +119,7 @@ async fn a_paused_redis_gives_unavailable_and_nothing_is_counted_late() {
     let early = message(&mut ws, json!("while paused")).await;
     assert_eq!(early["type"], "error");
     assert_eq!(early["code"], "unavailable");
-    let body = wait_ready(&server, false).await;
+    let body = server.wait_ready(false).await;
     assert_eq!(body["reason"], "redis");
     let (_, status) = server.get_json("/status").await;
     assert_eq!(status["redis"], "down");
@@ -149,7 +129,7 @@ async fn a_paused_redis_gives_unavailable_and_nothing_is_counted_late() {
     }
 
     redis.resume();
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     // The connection stayed open, and the count continues from 1: the
     // refused messages were not counted, not even the one that sat in
     // Redis's socket while it was paused.
@@ -162,7 +142,7 @@ async fn a_paused_redis_gives_unavailable_and_nothing_is_counted_late() {
 async fn a_redis_that_lost_its_data_starts_sessions_again_from_zero() {
     let mut redis = RedisServer::start();
     let server = instance(&redis, "blue");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let (mut ws, greeting) = server.connect("").await;
     let session = common::session_of(&greeting);
     message(&mut ws, json!(1)).await;
@@ -194,12 +174,12 @@ async fn an_unreachable_redis_at_start_means_not_ready_until_it_comes() {
     let mut redis = RedisServer::start();
     redis.stop();
     let server = instance(&redis, "blue");
-    let body = wait_ready(&server, false).await;
+    let body = server.wait_ready(false).await;
     assert_eq!(body["reason"], "redis");
     let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/chat/")).await;
     assert!(refused.is_err(), "upgrade accepted without a session store");
     redis.restart_empty();
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let (mut ws, _) = server.connect("").await;
     assert_eq!(message(&mut ws, json!(1)).await["count"], 1);
 }
@@ -210,26 +190,17 @@ async fn an_unreachable_redis_at_start_means_not_ready_until_it_comes() {
 async fn a_killed_subscription_means_not_ready_until_it_is_back() {
     let redis = RedisServer::start();
     let server = instance(&redis, "blue");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let (mut ws, _) = server.connect("").await;
 
     let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert_eq!(killed.trim(), "1", "one subscription killed: {killed}");
     // The 503 lasts for the resubscribe delay (250 ms): poll faster.
-    let started = Instant::now();
-    let seen = loop {
-        let (code, body) = server.get_json("/readyz").await;
-        if code == 503 {
-            break body;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "readyz never turned 503 after the subscription was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let seen = server
+        .catch_not_ready(Duration::from_secs(3), "after the subscription was killed")
+        .await;
     assert_eq!(seen["reason"], "redis", "{seen}");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
 
     // Broadcasts reach the sender through the new subscription.
     send_json(&mut ws, json!({"type": "broadcast", "message": "back"})).await;
@@ -251,26 +222,17 @@ async fn a_hung_subscription_is_found_by_its_ping_and_replaced() {
         ("REDIS_URL", &format!("redis://{}", proxy.addr)),
         ("COLOR", "blue"),
     ]);
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let (mut ws, _) = server.connect("").await;
     send_json(&mut ws, json!({"type": "broadcast", "message": "before"})).await;
     assert_eq!(recv_non_heartbeat(&mut ws).await["message"], "before");
 
     assert_eq!(proxy.hang_subscribers(), 1, "one subscription hung");
-    let started = Instant::now();
-    let seen = loop {
-        let (code, body) = server.get_json("/readyz").await;
-        if code == 503 {
-            break body;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "readyz never turned 503 with the subscription hung"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let seen = server
+        .catch_not_ready(Duration::from_secs(5), "with the subscription hung")
+        .await;
     assert_eq!(seen["reason"], "redis", "{seen}");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     assert_eq!(
         proxy.subscribers(),
         2,
@@ -291,7 +253,7 @@ async fn a_hung_subscription_is_found_by_its_ping_and_replaced() {
 async fn a_redis_clock_seconds_ahead_still_counts_every_message() {
     let redis = RedisServer::start_with_clock_skew(5_000);
     let server = instance(&redis, "blue");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let offset = server.metric("redis_clock_offset_seconds").await;
     assert!((4.8..5.2).contains(&offset), "estimated offset {offset} s");
     let (mut ws, _) = server.connect("").await;
@@ -308,7 +270,7 @@ async fn a_redis_clock_seconds_ahead_still_counts_every_message() {
 async fn a_redis_clock_seconds_behind_still_counts_nothing_late() {
     let redis = RedisServer::start_with_clock_skew(-5_000);
     let server = instance(&redis, "blue");
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     let offset = server.metric("redis_clock_offset_seconds").await;
     assert!(
         (-5.2..-4.8).contains(&offset),
@@ -323,7 +285,7 @@ async fn a_redis_clock_seconds_behind_still_counts_nothing_late() {
     assert_eq!(late["code"], "unavailable", "{late}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.resume();
-    wait_ready(&server, true).await;
+    server.wait_ready(true).await;
     assert_eq!(message(&mut ws, json!("two")).await["count"], 2);
     let (_, greeting) = server.connect(&format!("?session_uuid={session}")).await;
     assert_eq!(

@@ -35,18 +35,7 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
     let clients = LiveClients::start(&url, CLIENTS);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let wsctl = |args: &'static [&'static str]| {
-        let config = stack.dir.join("wsctl.yaml");
-        tokio::task::spawn_blocking(move || {
-            common::wsctl()
-                .args(args)
-                .arg("--config")
-                .arg(config)
-                .output()
-                .unwrap()
-        })
-    };
-    let deploy = wsctl(&["deploy", "--json"]).await.unwrap();
+    let deploy = stack.wsctl_while_live(&["deploy", "--json"]).await;
     assert!(
         deploy.status.success(),
         "{}",
@@ -66,7 +55,7 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
     println!("deploy under load: {}", stdout.lines().last().unwrap());
     assert_eq!(stack.public_status().await["color"], "green");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rollback = wsctl(&["rollback"]).await.unwrap();
+    let rollback = stack.wsctl_while_live(&["rollback"]).await;
     assert!(
         rollback.status.success(),
         "{}",

@@ -162,6 +162,23 @@ impl TestStack {
         output
     }
 
+    /// Runs `wsctl ARGS` on a blocking thread, so live clients on the
+    /// test's runtime keep going while it runs.
+    pub async fn wsctl_while_live(&self, args: &[&str]) -> Output {
+        let config = self.dir.join("wsctl.yaml");
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            super::wsctl()
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .output()
+                .expect("wsctl runs")
+        })
+        .await
+        .expect("wsctl task")
+    }
+
     /// `wsctl status --json`, which must succeed.
     pub fn status_json(&self) -> serde_json::Value {
         let output = self.wsctl(&["status", "--json"]);

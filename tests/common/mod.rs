@@ -158,6 +158,37 @@ impl Server {
         (ws, greeting)
     }
 
+    /// Polls `/readyz` until it says `ready` (200) or not (503); returns
+    /// the last body. Fails the test after 20 s.
+    pub async fn wait_ready(&self, ready: bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (code, body) = self.get_json("/readyz").await;
+            if (code == 200) == ready {
+                return body;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "readyz stayed {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/readyz` every 5 ms for a 503 that may last only a moment
+    /// (a resubscription); returns its body. Fails the test after `limit`.
+    pub async fn catch_not_ready(&self, limit: Duration, why: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let (code, body) = self.get_json("/readyz").await;
+            if code == 503 {
+                return body;
+            }
+            assert!(started.elapsed() < limit, "readyz never turned 503 {why}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn send_signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
@@ -246,6 +277,13 @@ pub async fn recv_json_within(ws: &mut Ws, limit: Duration) -> Value {
 }
 
 /// The next frame that is not a heartbeat.
+/// Sends a `message` frame and returns the next frame that is not a
+/// heartbeat (its answer).
+pub async fn message(ws: &mut Ws, value: Value) -> Value {
+    send_json(ws, serde_json::json!({"type": "message", "message": value})).await;
+    recv_non_heartbeat(ws).await
+}
+
 pub async fn recv_non_heartbeat(ws: &mut Ws) -> Value {
     loop {
         let frame = recv_json(ws).await;
