@@ -109,6 +109,19 @@ async fn three_replicas_share_the_clients_and_move_without_loss() {
     assert!(!gone.status.success(), "app_green_3 still exists");
     assert_eq!(stack.public_status().await["color"], "green");
 
+    // More replicas than Nginx was sized for: the deploy says so.
+    let more = stack.wsctl_ok(&["deploy", "--replicas", "4", "--json"]);
+    let warning = String::from_utf8_lossy(&more.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "warning")
+        .expect("a warning event");
+    let detail = warning["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("7 workers") && detail.contains("9 needed"),
+        "{warning}"
+    );
+
     // A bad count is refused before anything happens.
     let refused = stack.wsctl(&["deploy", "--replicas", "0"]);
     assert_eq!(refused.status.code(), Some(2), "{}", explain(&refused));

@@ -99,6 +99,16 @@ impl Events {
         steps
     }
 
+    /// Something the user should act on that does not stop the run: a
+    /// `warning` event, or a line on stderr.
+    pub fn warn(&self, detail: &str) {
+        if self.json {
+            self.emit(json!({"event": "warning", "detail": detail}));
+        } else {
+            eprintln!("warning: {detail}");
+        }
+    }
+
     /// A final or informational object (JSON mode) or line (terminal).
     pub fn emit(&self, value: Value) {
         if self.json {

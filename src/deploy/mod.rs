@@ -188,6 +188,9 @@ pub async fn deploy(
                 "live: {}, standby: {standby}",
                 live.map_or("none".to_string(), |c| c.to_string())
             ))?;
+            if let Some(warning) = nginx::undersized(stack, replicas).await {
+                stack.events.warn(&warning);
+            }
             let plan = Plan::deploy(live, standby, image, serving.upstream, replicas);
             plan::execute(stack, plan, started).await
         })

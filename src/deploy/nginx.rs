@@ -125,6 +125,31 @@ async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
     Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// A warning when the running Nginx has fewer workers than `replicas` full
+/// containers need (it is sized when created; see `StackConfig::proxy_sizing`).
+/// Nothing when its sizing cannot be read (an Nginx wsctl did not create).
+pub async fn undersized(stack: &Stack, replicas: usize) -> Option<String> {
+    let name = stack.config.name("nginx");
+    let container = stack.docker.inspect_container(&name, None).await.ok()?;
+    let entrypoint = container.config?.entrypoint?.join(" ");
+    let workers: u64 = entrypoint
+        .split("worker_processes ")
+        .nth(1)?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    let needed = stack.config.proxy_sizing(replicas).workers;
+    (workers < needed).then(|| {
+        format!(
+            "{name} runs {workers} workers, sized for fewer sockets than {replicas} replicas \
+             hold ({needed} needed); remove it (docker rm -f {name}) and deploy again to \
+             recreate it (clients reconnect and resume)"
+        )
+    })
+}
+
 /// The upstream that routes to `color`: every replica it has.
 pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
     let replicas = super::containers::replicas(stack, color)
