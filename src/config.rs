@@ -143,6 +143,10 @@ impl ServeConfig {
     }
 }
 
+/// Descriptors a `wsctl serve` process needs besides its WebSockets: the
+/// listener, Redis, stdio, the runtime, and HTTP probes in flight.
+pub const RESERVED_FILES: u64 = 100;
+
 /// Rejects a `REDIS_URL` that cannot be parsed, at start, before any I/O
 /// (redis's own parser: it reads the URL and connects to nothing).
 pub fn validate_redis_url(url: &str) -> Result<(), ConfigError> {

@@ -127,9 +127,10 @@ impl Default for Resources {
     }
 }
 
-/// Descriptors of an app container that are not WebSockets (listener,
-/// Redis, probes, stdio).
-pub const RESERVED_FILES: u64 = 100;
+/// The service's own reserve of descriptors that are not WebSockets: a
+/// container's `MAX_CONNECTIONS` is `open_files` minus this, so that the
+/// service's start-up check agrees.
+use crate::config::RESERVED_FILES;
 
 impl Resources {
     /// The memory limit in bytes.

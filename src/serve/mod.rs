@@ -68,10 +68,6 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
     ))
 }
 
-/// Descriptors a process needs besides its WebSockets: the listener, Redis,
-/// stdio, the runtime, and HTTP probes in flight.
-const RESERVED_FILES: u64 = 100;
-
 /// Raises the soft open-file limit to the hard one (each WebSocket is one
 /// descriptor, and the usual soft limit of 1,024 would refuse the 1,000th
 /// client) and warns when `MAX_CONNECTIONS` cannot fit under it.
@@ -80,7 +76,7 @@ fn raise_open_file_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             tracing::info!(before, limit, "open-file limit raised to the hard limit");
-            let fits = limit.saturating_sub(RESERVED_FILES);
+            let fits = limit.saturating_sub(crate::config::RESERVED_FILES);
             if max_connections as u64 > fits {
                 tracing::warn!(
                     max_connections,
