@@ -9,6 +9,10 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+# The second Docker Engine of the multi-host test (scripts/second-engine.sh).
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v dockerd >/dev/null || need_apt+=(docker.io)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   apt-get update -qq

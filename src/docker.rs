@@ -1,5 +1,5 @@
 //! The Docker Engine, behind one module: one `connect()` that honours
-//! `DOCKER_HOST` (unix and tcp) and negotiates the API version (the engine
+//! `DOCKER_HOST` (unix, tcp with or without TLS, ssh) and negotiates the API version (the engine
 //! may be older than bollard's default), and the calls wsctl makes.
 
 use anyhow::Context;
@@ -16,16 +16,73 @@ pub struct EngineUnreachable {
     pub reason: String,
 }
 
-/// Connects to `DOCKER_HOST` (default: the local unix socket) and agrees on
-/// an API version both sides speak.
+/// Where an engine is and how to reach it: the docker CLI's `DOCKER_HOST`,
+/// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`, or a host of wsctl.yaml.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `unix:///path`, `tcp://host:port` or `ssh://user@host`.
+    pub docker_host: String,
+    pub tls_verify: bool,
+    /// ca.pem, cert.pem and key.pem (default ~/.docker).
+    pub cert_path: Option<std::path::PathBuf>,
+}
+
+impl Endpoint {
+    /// The engine the docker CLI would use (default: the local socket).
+    pub fn from_env() -> Endpoint {
+        let set = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        Endpoint {
+            docker_host: set("DOCKER_HOST").unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
+            tls_verify: set("DOCKER_TLS_VERIFY").is_some(),
+            cert_path: set("DOCKER_CERT_PATH").map(Into::into),
+        }
+    }
+
+    /// A client for this endpoint (no request made yet).
+    fn client(&self) -> Result<Docker, String> {
+        const TIMEOUT_SECONDS: u64 = 120;
+        let version = bollard::API_DEFAULT_VERSION;
+        let host = self.docker_host.as_str();
+        let made = match host.split_once("://").map(|(scheme, _)| scheme) {
+            Some("unix") => Docker::connect_with_unix(host, TIMEOUT_SECONDS, version),
+            Some("tcp") | Some("https") if self.tls_verify => {
+                let certs = match &self.cert_path {
+                    Some(path) => path.clone(),
+                    None => std::env::home_dir()
+                        .ok_or("no home directory for ~/.docker certificates")?
+                        .join(".docker"),
+                };
+                Docker::connect_with_ssl(
+                    host,
+                    &certs.join("key.pem"),
+                    &certs.join("cert.pem"),
+                    &certs.join("ca.pem"),
+                    TIMEOUT_SECONDS,
+                    version,
+                )
+            }
+            Some("tcp") | Some("http") => Docker::connect_with_http(host, TIMEOUT_SECONDS, version),
+            Some("ssh") => Docker::connect_with_ssh(host, TIMEOUT_SECONDS, version, None),
+            _ => return Err("not a unix://, tcp:// or ssh:// address".into()),
+        };
+        made.map_err(|error| error.to_string())
+    }
+}
+
+/// Connects to the engine the environment names (`DOCKER_HOST`, as the
+/// docker CLI reads it).
 pub async fn connect() -> anyhow::Result<Docker> {
-    let endpoint =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    connect_to(&Endpoint::from_env()).await
+}
+
+/// Connects to `endpoint` and agrees on an API version both sides speak
+/// (the engine may be older than bollard's default).
+pub async fn connect_to(endpoint: &Endpoint) -> anyhow::Result<Docker> {
     let unreachable = |reason: String| EngineUnreachable {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.docker_host.clone(),
         reason,
     };
-    let docker = Docker::connect_with_defaults().map_err(|error| unreachable(error.to_string()))?;
+    let docker = endpoint.client().map_err(unreachable)?;
     let docker = docker
         .negotiate_version()
         .await

@@ -97,6 +97,38 @@ pub struct StackConfig {
     pub resources: Resources,
     /// Containers per colour (`deploy --replicas` overrides it).
     pub replicas: usize,
+    /// A Redis (or Redis Cluster seed list) outside the stack: every app
+    /// container uses it and wsctl starts no Redis. Required with `hosts`.
+    pub redis_url: Option<String>,
+    /// The Docker hosts the stack runs on, switched in this order (empty:
+    /// the one engine `DOCKER_HOST` names).
+    pub hosts: Vec<Host>,
+    /// Hosts switched at a time during a deploy.
+    pub switch_batch: usize,
+}
+
+/// One Docker host of a stack spread over several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Shown in reports and `--json` events (`host` field).
+    pub name: String,
+    /// `unix:///path`, `tcp://host:port` or `ssh://user@host`.
+    pub docker_host: String,
+    /// Where this host's Nginx publishes the service.
+    pub public_address: String,
+    /// How this host's containers reach the shared Redis (default: the
+    /// stack's `redis_url`), when networks or regions differ.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// TLS with client certificates, as `DOCKER_TLS_VERIFY` means to the
+    /// docker CLI (`tcp://` only).
+    #[serde(default)]
+    pub tls_verify: bool,
+    /// Directory with ca.pem, cert.pem and key.pem (`DOCKER_CERT_PATH`;
+    /// default ~/.docker).
+    #[serde(default)]
+    pub cert_path: Option<std::path::PathBuf>,
 }
 
 /// The most replicas a colour may have.
@@ -209,6 +241,17 @@ impl Default for RedisSettings {
     }
 }
 
+/// Checks a Redis URL or a comma-separated seed list, without repeating
+/// it (it may hold a password).
+fn check_redis_url(urls: &str) -> Result<(), String> {
+    for (index, url) in urls.split(',').enumerate() {
+        if let Err(error) = redis::Client::open(url.trim()) {
+            return Err(format!("entry {} is not a Redis URL: {error}", index + 1));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `10.0.0.0/8`, `192.168.1.7` or `::1/128`: an address with an
 /// optional prefix length that fits it.
 fn is_network(text: &str) -> bool {
@@ -260,6 +303,9 @@ impl Default for StackConfig {
             redis: RedisSettings::default(),
             resources: Resources::default(),
             replicas: 1,
+            redis_url: None,
+            hosts: Vec::new(),
+            switch_batch: 1,
         }
     }
 }
@@ -317,6 +363,19 @@ resources:
 # Containers per colour: app_blue when 1, app_blue_1 ... app_blue_N above.
 # Nginx spreads new connections over them (least_conn).
 replicas: 1
+# A Redis outside the stack (a comma-separated seed list with
+# REDIS_CLUSTER=true in app_env): wsctl then starts no Redis of its own.
+redis_url: null
+# Several Docker hosts, each with its own Nginx, switched one after the
+# other (switch_batch at a time); needs redis_url. Without hosts, the one
+# engine DOCKER_HOST names. Example:
+#   hosts:
+#     - {name: eu1, docker_host: "ssh://deploy@eu1", public_address: "0.0.0.0:80"}
+#     - {name: eu2, docker_host: "tcp://10.0.0.2:2376", tls_verify: true,
+#        cert_path: /etc/wsctl/eu2, public_address: "0.0.0.0:80",
+#        redis_url: "redis://10.0.0.9:6379/0"}
+hosts: []
+switch_batch: 1
 "#;
 
 impl StackConfig {
@@ -405,6 +464,7 @@ impl StackConfig {
                 2 * RESERVED_FILES
             )));
         }
+        self.validate_hosts(origin)?;
         for (key, networks) in [
             ("private_networks", &self.private_networks),
             ("trusted_proxies", &self.trusted_proxies),
@@ -474,8 +534,87 @@ impl StackConfig {
         self.name(&self.network)
     }
 
-    pub fn redis_url(&self) -> String {
-        format!("redis://{}:6379/0", self.name("redis"))
+    /// The `REDIS_URL` app containers get: the configured Redis, or the
+    /// stack's own container.
+    pub fn app_redis_url(&self) -> String {
+        match &self.redis_url {
+            Some(url) => url.clone(),
+            None => format!("redis://{}:6379/0", self.name("redis")),
+        }
+    }
+
+    /// Whether wsctl runs the stack's Redis itself (no `redis_url`).
+    pub fn owns_redis(&self) -> bool {
+        self.redis_url.is_none()
+    }
+
+    /// The stack as seen on one of its hosts: that host's public address
+    /// and Redis address, and no host list of its own.
+    pub fn for_host(&self, host: &Host) -> StackConfig {
+        StackConfig {
+            public_address: host.public_address.clone(),
+            redis_url: host.redis_url.clone().or_else(|| self.redis_url.clone()),
+            hosts: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    fn validate_hosts(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |why: String| Err(ConfigError(format!("{origin}: {why}")));
+        if let Some(url) = &self.redis_url
+            && let Err(why) = check_redis_url(url)
+        {
+            return fail(format!("redis_url {why}"));
+        }
+        if self.switch_batch == 0 {
+            return fail("switch_batch must be at least 1".into());
+        }
+        if self.hosts.is_empty() {
+            return Ok(());
+        }
+        if self.redis_url.is_none() {
+            return fail(
+                "hosts needs redis_url: the Redis every host's containers share \
+                 (wsctl starts none of its own across hosts)"
+                    .into(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, host) in self.hosts.iter().enumerate() {
+            let at = format!("hosts[{index}]");
+            if host.name.trim().is_empty() {
+                return fail(format!("{at}: name must not be empty"));
+            }
+            if !seen.insert(host.name.as_str()) {
+                return fail(format!("{at}: host name '{}' appears twice", host.name));
+            }
+            let at = format!("host {}", host.name);
+            let scheme = host.docker_host.split("://").next().unwrap_or("");
+            if !["unix", "tcp", "ssh"].contains(&scheme) || !host.docker_host.contains("://") {
+                return fail(format!(
+                    "{at}: docker_host '{}' is not unix://, tcp:// or ssh://",
+                    host.docker_host
+                ));
+            }
+            if host.tls_verify && scheme != "tcp" {
+                return fail(format!("{at}: tls_verify needs a tcp:// docker_host"));
+            }
+            if host.cert_path.is_some() && !host.tls_verify {
+                return fail(format!("{at}: cert_path is set but tls_verify is not"));
+            }
+            if host.public_address.parse::<std::net::SocketAddr>().is_err() {
+                return fail(format!(
+                    "{at}: public_address '{}' is not IP:PORT",
+                    host.public_address
+                ));
+            }
+            if let Some(url) = &host.redis_url
+                && let Err(why) = check_redis_url(url)
+            {
+                return fail(format!("{at}: redis_url {why}"));
+            }
+        }
+        Ok(())
     }
 
     pub fn ready_timeout(&self) -> Duration {
@@ -505,7 +644,7 @@ mod tests {
         let init = StackConfig::parse(INIT_FILE, "wsctl.yaml").unwrap();
         assert_eq!(format!("{defaults:?}"), format!("{init:?}"));
         assert_eq!(defaults.app(Color::Green), "app_green");
-        assert_eq!(defaults.redis_url(), "redis://redis:6379/0");
+        assert_eq!(defaults.app_redis_url(), "redis://redis:6379/0");
     }
 
     #[test]
@@ -608,6 +747,57 @@ mod tests {
         let config = StackConfig::parse("prefix: t1_", "f").unwrap();
         assert_eq!(config.app(Color::Blue), "t1_app_blue");
         assert_eq!(config.network_name(), "t1_wsctl");
-        assert_eq!(config.redis_url(), "redis://t1_redis:6379/0");
+        assert_eq!(config.app_redis_url(), "redis://t1_redis:6379/0");
+    }
+
+    #[test]
+    fn hosts_need_a_shared_redis_and_sound_addresses() {
+        let two = "hosts:\n  - {name: a, docker_host: \"unix:///var/run/docker.sock\", public_address: \"127.0.0.1:80\"}\n  - {name: b, docker_host: \"tcp://10.0.0.2:2376\", tls_verify: true, public_address: \"0.0.0.0:80\", redis_url: \"redis://10.9.0.1:6379/0\"}\n";
+        let error = StackConfig::parse(two, "w").unwrap_err().0;
+        assert!(error.contains("hosts needs redis_url"), "{error}");
+        let config = StackConfig::parse(
+            &format!("redis_url: \"redis://:secret@r:6379/0\"\n{two}"),
+            "w",
+        )
+        .unwrap();
+        let b = config.for_host(&config.hosts[1]);
+        assert_eq!(b.public_address, "0.0.0.0:80");
+        assert_eq!(b.app_redis_url(), "redis://10.9.0.1:6379/0");
+        assert!(b.hosts.is_empty() && !b.owns_redis());
+        let a = config.for_host(&config.hosts[0]);
+        assert_eq!(a.app_redis_url(), "redis://:secret@r:6379/0");
+
+        for (bad, expected) in [
+            (two.replace("name: b", "name: a"), "appears twice"),
+            (
+                two.replace("tcp://10.0.0.2:2376", "ftp://x"),
+                "not unix://, tcp:// or ssh://",
+            ),
+            (
+                two.replace("0.0.0.0:80", "nowhere"),
+                "public_address 'nowhere'",
+            ),
+            (
+                two.replace(
+                    "unix:///var/run/docker.sock\"",
+                    "unix:///s\", tls_verify: true",
+                ),
+                "tls_verify needs a tcp://",
+            ),
+        ] {
+            let text = format!("redis_url: \"redis://r:6379/0\"\n{bad}");
+            let error = StackConfig::parse(&text, "w").unwrap_err().0;
+            assert!(error.contains(expected), "{error}");
+        }
+        // A bad URL is named by position, never echoed (it may hold a password).
+        let error = StackConfig::parse("redis_url: \"http://:secret@r\"\n", "w")
+            .unwrap_err()
+            .0;
+        assert!(
+            error.contains("redis_url entry 1") && !error.contains("secret"),
+            "{error}"
+        );
+        let error = StackConfig::parse("switch_batch: 0\n", "w").unwrap_err().0;
+        assert!(error.contains("switch_batch"), "{error}");
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::config::ConfigError;
+use crate::deploy::fleet::{Fleet, Move};
 use crate::deploy::{self, Events, Journal, Stack};
 use crate::signal::Interrupt;
 use crate::stack::{Color, INIT_FILE, StackConfig};
@@ -131,13 +132,20 @@ pub struct InitArgs {
 const ON_SECOND_SIGNAL: &str =
     "the journal shows the run unfinished; the next deploy or `wsctl recover` repairs the stack";
 
-/// Loads the config (and its template), connects to the engine, then runs
-/// `body`. Commands that move traffic (`interruptible`) catch the first
-/// SIGINT/SIGTERM and stop at a safe point; the others die as usual.
-fn with_stack(
+/// One engine, or every host of wsctl.yaml's `hosts:`.
+enum Target {
+    One(Box<Stack>),
+    Hosts(Fleet),
+}
+
+/// Loads the config (and its template), connects to the engine (or every
+/// host), then runs `body`. Commands that move traffic (`interruptible`)
+/// catch the first SIGINT/SIGTERM and stop at a safe point; the others die
+/// as usual.
+fn with_target(
     args: &StackArgs,
     interruptible: bool,
-    body: impl AsyncFnOnce(&mut Stack) -> anyhow::Result<()>,
+    body: impl AsyncFnOnce(Target) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let config = StackConfig::load(&args.config)?;
     let template = match &config.upstream_template {
@@ -155,52 +163,119 @@ fn with_stack(
         } else {
             Interrupt::default()
         };
+        let lock_wait = Duration::from_secs(args.lock_wait);
+        if !config.hosts.is_empty() {
+            let fleet = Fleet::connect(&config, &template, args.json, lock_wait, interrupt).await?;
+            return body(Target::Hosts(fleet)).await;
+        }
         let docker = crate::docker::connect().await?;
-        let mut stack = Stack {
+        let stack = Stack {
             docker,
             journal: Journal::new(&config),
             config,
             events: Events::new(args.json),
             template,
-            lock_wait: Duration::from_secs(args.lock_wait),
+            lock_wait,
             interrupt,
+            gate: None,
+            lock_held: false,
+            last_run: None,
         };
-        body(&mut stack).await
+        body(Target::One(Box::new(stack))).await
+    })
+}
+
+/// Runs `command` on the one stack, or on each host in order (the first
+/// error is returned once every host had its turn).
+fn on_each_stack(
+    args: &StackArgs,
+    interruptible: bool,
+    command: impl AsyncFn(&mut Stack) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    with_target(args, interruptible, async |target| match target {
+        Target::One(mut stack) => command(&mut stack).await,
+        Target::Hosts(mut fleet) => {
+            let mut first_error = None;
+            for host in &mut fleet.hosts {
+                if !args.json {
+                    println!("host {}:", host.name);
+                }
+                if let Err(error) = command(&mut host.stack).await {
+                    let error = error.context(format!("host {}", host.name));
+                    eprintln!("wsctl: {error:#}");
+                    first_error.get_or_insert(error);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        }
     })
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, true, async |stack| {
-        deploy::deploy(stack, args.color, args.image, args.replicas).await
+    with_target(&args.stack, true, async |target| match target {
+        Target::One(mut stack) => {
+            deploy::deploy(&mut stack, args.color, args.image, args.replicas).await
+        }
+        Target::Hosts(mut fleet) => {
+            let action = Move::Deploy {
+                color: args.color,
+                image: args.image,
+                replicas: args.replicas,
+            };
+            fleet.run(action).await
+        }
     })
 }
 
 pub fn switch(args: SwitchArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, true, async |stack| {
-        deploy::switch(stack, args.color, args.force).await
+    with_target(&args.stack, true, async |target| match target {
+        Target::One(mut stack) => deploy::switch(&mut stack, args.color, args.force).await,
+        Target::Hosts(mut fleet) => {
+            let action = Move::Switch {
+                color: args.color,
+                force: args.force,
+            };
+            fleet.run(action).await
+        }
     })
 }
 
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, true, async |stack| {
-        deploy::rollback(stack).await
+    with_target(&args.stack, true, async |target| match target {
+        Target::One(mut stack) => deploy::rollback(&mut stack).await,
+        Target::Hosts(mut fleet) => fleet.run(Move::Rollback).await,
     })
 }
 
 pub fn recover(args: RecoverArgs) -> anyhow::Result<()> {
-    with_stack(&args.stack, true, async |stack| {
+    on_each_stack(&args.stack, true, async |stack| {
         deploy::recover(stack).await
     })
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let json = args.stack.json;
-    with_stack(&args.stack, false, async |stack| {
-        let status = deploy::status(stack).await?;
-        if json {
-            println!("{status}");
-        } else {
-            print_status(&status);
+    with_target(&args.stack, false, async |target| {
+        match target {
+            Target::One(stack) => {
+                let status = deploy::status(&stack).await?;
+                if json {
+                    println!("{status}");
+                } else {
+                    print_status(&status);
+                }
+            }
+            Target::Hosts(mut fleet) => {
+                let status = deploy::fleet::status(&mut fleet).await?;
+                if json {
+                    println!("{status}");
+                } else {
+                    for host in status["hosts"].as_array().into_iter().flatten() {
+                        println!("host {}:", host["host"].as_str().unwrap_or(""));
+                        print_status(host);
+                    }
+                }
+            }
         }
         Ok(())
     })
@@ -282,7 +357,7 @@ fn print_status(status: &serde_json::Value) {
 
 pub fn lock(args: LockArgs) -> anyhow::Result<()> {
     let json = args.stack.json;
-    with_stack(&args.stack, false, async |stack| match args.command {
+    on_each_stack(&args.stack, false, async |stack| match &args.command {
         LockCommand::Status => {
             let holder = deploy::lock_holder(&stack.docker, &stack.config).await?;
             if json {
@@ -310,7 +385,7 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
             Ok(())
         }
         LockCommand::Acquire { message } => {
-            deploy::acquire_manual_lock(stack, &message).await?;
+            deploy::acquire_manual_lock(stack, message).await?;
             println!("lock acquired: {message}");
             Ok(())
         }
@@ -331,7 +406,7 @@ pub fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    with_stack(&args.stack, false, async |stack| {
+    on_each_stack(&args.stack, false, async |stack| {
         match deploy::force_unlock(&stack.docker, &stack.config).await? {
             Some(holder) => println!("lock held by {holder} broken"),
             None => println!("no lock was held"),

@@ -90,34 +90,89 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `wsctl smoke --json` inside the colour's container and reads its
-/// checks back.
+/// Runs `wsctl smoke --json` inside each of the colour's containers (on
+/// every host of `hosts:`) and reads their checks back. With more than one
+/// container, each check is named after its container (and host).
 fn smoke_colour(
     config: &std::path::Path,
     color: crate::stack::Color,
 ) -> anyhow::Result<Vec<smoke::Check>> {
     let stack = crate::stack::StackConfig::load(config)?;
-    let container = stack.app(color);
-    let url = format!("http://127.0.0.1:{}", stack.app_port);
+    let endpoints: Vec<(Option<String>, crate::docker::Endpoint)> = if stack.hosts.is_empty() {
+        vec![(None, crate::docker::Endpoint::from_env())]
+    } else {
+        stack
+            .hosts
+            .iter()
+            .map(|host| {
+                let endpoint = crate::docker::Endpoint {
+                    docker_host: host.docker_host.clone(),
+                    tls_verify: host.tls_verify,
+                    cert_path: host.cert_path.clone(),
+                };
+                (Some(host.name.clone()), endpoint)
+            })
+            .collect()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let output = runtime.block_on(async {
-        let docker = crate::docker::connect().await?;
-        if crate::docker::inspect(&docker, &container)
-            .await?
-            .is_none_or(|info| !info.running)
-        {
-            anyhow::bail!("{container} is not running");
+    runtime.block_on(async {
+        let mut all = Vec::new();
+        let mut containers = Vec::new();
+        for (host, endpoint) in &endpoints {
+            let docker = crate::docker::connect_to(endpoint).await?;
+            let base = stack.app(color);
+            let mut names: Vec<(usize, String)> = crate::docker::container_names(&docker, &base)
+                .await?
+                .into_iter()
+                .filter_map(|name| Some((stack.replica_index(color, &name)?, name)))
+                .collect();
+            names.sort();
+            names.dedup();
+            let at = host
+                .as_ref()
+                .map_or(String::new(), |host| format!("host {host}: "));
+            anyhow::ensure!(!names.is_empty(), "{at}{base} does not exist");
+            for (_, name) in names {
+                containers.push((host.clone(), docker.clone(), name));
+            }
         }
-        let (_, output) = crate::docker::exec(
-            &docker,
-            &container,
-            &["/wsctl", "smoke", "--json", "--url", &url],
-        )
-        .await?;
-        Ok(output)
-    })?;
+        let named = containers.len() > 1;
+        for (host, docker, container) in containers {
+            let label = match &host {
+                Some(host) => format!("{host}/{container}"),
+                None => container.clone(),
+            };
+            for mut check in smoke_container(&docker, &container, &stack).await? {
+                if named {
+                    check.name = format!("{label}: {}", check.name);
+                }
+                all.push(check);
+            }
+        }
+        Ok(all)
+    })
+}
+
+async fn smoke_container(
+    docker: &bollard::Docker,
+    container: &str,
+    stack: &crate::stack::StackConfig,
+) -> anyhow::Result<Vec<smoke::Check>> {
+    let url = format!("http://127.0.0.1:{}", stack.app_port);
+    if crate::docker::inspect(docker, container)
+        .await?
+        .is_none_or(|info| !info.running)
+    {
+        anyhow::bail!("{container} is not running");
+    }
+    let (_, output) = crate::docker::exec(
+        docker,
+        container,
+        &["/wsctl", "smoke", "--json", "--url", &url],
+    )
+    .await?;
     let checks: Vec<smoke::Check> = output
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

@@ -117,7 +117,7 @@ async fn create(
     let resources = &config.resources;
     let mut env = HashMap::from([
         ("COLOR".to_string(), color.to_string()),
-        ("REDIS_URL".to_string(), config.redis_url()),
+        ("REDIS_URL".to_string(), config.app_redis_url()),
         ("PORT".to_string(), config.app_port.to_string()),
         // As many sockets as the container's open-file limit holds, so a
         // full container answers 503 instead of failing accept().

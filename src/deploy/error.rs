@@ -24,6 +24,10 @@ pub enum DeployError {
     /// Nginx's loaded configuration and its upstream file disagree.
     #[error("{0}; the stack needs `wsctl recover`")]
     NeedsRecover(String),
+    /// On a stack of several hosts: this host's run was unwound because
+    /// another host failed.
+    #[error("undone: {0}")]
+    Undone(String),
     /// The first SIGINT or SIGTERM: the run stopped at a safe point.
     #[error("interrupted by {signal}: {outcome}")]
     Interrupted { signal: Signal, outcome: String },
@@ -38,6 +42,7 @@ impl DeployError {
             DeployError::Switch(_) => 5,
             DeployError::Drain(_) => 6,
             DeployError::LockHeld { .. } => 7,
+            DeployError::Undone(_) => 5,
             DeployError::NeedsRecover(_) => 9,
             DeployError::Interrupted { signal, .. } => signal.exit_code(),
         }

@@ -17,6 +17,10 @@ pub struct Events {
     started: Instant,
     /// Each finished step and its duration, for the summary.
     pub durations: Vec<(&'static str, Duration)>,
+    /// The host this reporter speaks for when a stack spans several: a
+    /// `host` field in every event, a `[host]` prefix on every line, and no
+    /// spinner (several hosts run at once).
+    host: Option<String>,
 }
 
 impl Events {
@@ -28,7 +32,23 @@ impl Events {
             open: false,
             started: Instant::now(),
             durations: Vec::new(),
+            host: None,
         }
+    }
+
+    /// A reporter for one host of several.
+    pub fn for_host(json: bool, host: &str) -> Events {
+        Events {
+            host: Some(host.to_string()),
+            ..Events::new(json)
+        }
+    }
+
+    /// `[host] ` when this reporter speaks for one host of several.
+    pub fn prefix(&self) -> String {
+        self.host
+            .as_ref()
+            .map_or(String::new(), |host| format!("[{host}] "))
     }
 
     pub fn begin(&mut self, step: &'static str, what: &str) {
@@ -37,6 +57,8 @@ impl Events {
         self.started = Instant::now();
         if self.json {
             self.emit(json!({"event": "step", "step": step, "status": "started", "detail": what}));
+        } else if self.host.is_some() {
+            println!("{}...  {step:<10} {what}", self.prefix());
         } else if std::io::stderr().is_terminal() {
             let spinner = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
@@ -80,7 +102,8 @@ impl Events {
         } else {
             let mark = if status == "ok" { "ok  " } else { "FAIL" };
             println!(
-                "{mark} {:<10} {:>7.2} s  {detail}",
+                "{}{mark} {:<10} {:>7.2} s  {detail}",
+                self.prefix(),
                 self.step,
                 took.as_secs_f64()
             );
@@ -105,13 +128,16 @@ impl Events {
         if self.json {
             self.emit(json!({"event": "warning", "detail": detail}));
         } else {
-            eprintln!("warning: {detail}");
+            eprintln!("{}warning: {detail}", self.prefix());
         }
     }
 
     /// A final or informational object (JSON mode) or line (terminal).
-    pub fn emit(&self, value: Value) {
+    pub fn emit(&self, mut value: Value) {
         if self.json {
+            if let (Some(host), Some(object)) = (&self.host, value.as_object_mut()) {
+                object.insert("host".into(), json!(host));
+            }
             println!("{value}");
         }
     }

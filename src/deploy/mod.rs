@@ -22,6 +22,8 @@
 mod containers;
 mod error;
 mod events;
+pub mod fleet;
+mod gate;
 mod journal;
 mod lock;
 mod nginx;
@@ -64,6 +66,13 @@ pub struct Stack {
     pub journal: Journal,
     /// The first SIGINT/SIGTERM, checked by the runner at safe points.
     pub interrupt: Interrupt,
+    /// Set when this stack is one host of several: the runner waits for
+    /// the fleet before and after its switch.
+    pub gate: Option<gate::Gate>,
+    /// The fleet holds the lock on every host for this stack's commands.
+    pub lock_held: bool,
+    /// The last run this stack executed, as journalled.
+    pub last_run: Option<journal::Run>,
 }
 
 impl Stack {
@@ -86,14 +95,19 @@ impl Stack {
         recover_first: bool,
         body: impl AsyncFnOnce(&mut Self) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let token = uuid::Uuid::new_v4().to_string();
-        let request = lock::Request {
-            command,
-            token: &token,
-            message: "",
-            ttl: self.config.lock_ttl,
+        let lock = match self.lock_held {
+            true => None,
+            false => {
+                let token = uuid::Uuid::new_v4().to_string();
+                let request = lock::Request {
+                    command,
+                    token: &token,
+                    message: "",
+                    ttl: self.config.lock_ttl,
+                };
+                Some(lock::acquire(&self.docker, &self.config, request, self.lock_wait).await?)
+            }
         };
-        let lock = lock::acquire(&self.docker, &self.config, request, self.lock_wait).await?;
         let result = async {
             bootstrap(self).await?;
             if recover_first {
@@ -102,10 +116,13 @@ impl Stack {
             body(self).await
         }
         .await;
-        let released = lock.release(&self.docker).await;
-        let value = result?;
-        released?;
-        Ok(value)
+        if let Some(lock) = lock {
+            let released = lock.release(&self.docker).await;
+            let value = result?;
+            released?;
+            return Ok(value);
+        }
+        result
     }
 
     /// What Nginx serves, refusing when its loaded configuration and its
@@ -160,11 +177,10 @@ pub async fn deploy(
     stack
         .events
         .begin("preflight", "engine, images, lock, network, redis, nginx");
-    let images = [
-        image.clone(),
-        stack.config.images.nginx.clone(),
-        stack.config.images.redis.clone(),
-    ];
+    let mut images = vec![image.clone(), stack.config.images.nginx.clone()];
+    if stack.config.owns_redis() {
+        images.push(stack.config.images.redis.clone());
+    }
     for name in &images {
         if let Err(error) = docker::ensure_image(&stack.docker, name).await {
             return preflight_failed(stack, error);
@@ -301,7 +317,9 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
         }),
         ..Default::default()
     };
-    ensure_running(&stack.docker, &config.name("redis"), redis).await?;
+    if config.owns_redis() {
+        ensure_running(&stack.docker, &config.name("redis"), redis).await?;
+    }
     let public = config.public_socket();
     let bindings = HashMap::from([(
         "80/tcp".to_string(),

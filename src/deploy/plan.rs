@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::containers::{self, Drained};
+use super::gate::Point;
 use super::journal::{Outcome, Run};
 use super::{DeployError, Stack, nginx, probe};
 use crate::signal::Signal;
@@ -283,6 +284,13 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             failure = Some(interrupted(signal, ""));
             break;
         }
+        // On a stack of several hosts, the switch waits for the fleet.
+        if step == Step::Switch
+            && let Err(error) = pass_gate(stack, Point::BeforeSwitch).await
+        {
+            failure = Some(error);
+            break;
+        }
         match step {
             Step::Start => undo.push(Undo::Retire {
                 color: plan.to,
@@ -326,7 +334,16 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             act(stack, &plan, step, &mut staged).await
         };
         match result {
-            Ok(detail) => stack.events.ok(&detail),
+            Ok(detail) => {
+                stack.events.ok(&detail);
+                // Switched: the fleet says drain, or switch back.
+                if step == Step::Switch
+                    && let Err(error) = pass_gate(stack, Point::Switched).await
+                {
+                    failure = Some(error);
+                    break;
+                }
+            }
             Err(error) => {
                 stack.events.fail(&format!("{error:#}"));
                 if matches!(step, Step::Health | Step::Smoke)
@@ -388,7 +405,19 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
         eprintln!("wsctl: recording the run's outcome failed: {error:#}");
     }
     summarize(stack, &run, continuity);
+    stack.last_run = Some(run);
     result
+}
+
+/// Waits at `point` for the fleet's verdict when this run is one host of
+/// several (`gate.rs`); a single-host run passes at once.
+async fn pass_gate(stack: &mut Stack, point: Point) -> anyhow::Result<()> {
+    let Some(gate) = stack.gate.clone() else {
+        return Ok(());
+    };
+    gate.pass(point)
+        .await
+        .map_err(|why| DeployError::Undone(why).into())
 }
 
 /// What the step line says while it runs.
@@ -592,7 +621,11 @@ async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Conti
         event["event"] = "continuity".into();
         stack.events.emit(event);
     } else {
-        println!("continuity: {}", continuity.summary());
+        println!(
+            "{}continuity: {}",
+            stack.events.prefix(),
+            continuity.summary()
+        );
     }
     continuity
 }
@@ -610,7 +643,8 @@ fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
             .traffic
             .map_or("no colour".to_string(), |color| color.to_string());
         println!(
-            "{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
+            "{}{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
+            stack.events.prefix(),
             run.action,
             run.from.map_or("none".to_string(), |c| c.to_string()),
             run.to,

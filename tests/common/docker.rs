@@ -308,6 +308,14 @@ impl Running {
     /// Waits (up to 60 s) until the run announces that `step` started;
     /// false when it ended first.
     pub fn wait_for_step(&mut self, step: &str) -> bool {
+        self.wait_for(|event| {
+            event["event"] == "step" && event["step"] == step && event["status"] == "started"
+        })
+    }
+
+    /// Waits (up to 60 s) for an event that `wanted` picks; false when the
+    /// run ended first.
+    pub fn wait_for(&mut self, wanted: impl Fn(&serde_json::Value) -> bool) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             let Ok(line) = self.lines.recv_timeout(left) else {
@@ -315,7 +323,7 @@ impl Running {
             };
             let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             self.seen.push(line);
-            if event["event"] == "step" && event["step"] == step && event["status"] == "started" {
+            if wanted(&event) {
                 return true;
             }
         }

@@ -1,0 +1,303 @@
+//! A stack on two Docker hosts: this machine's engine and a second engine
+//! beside it (`scripts/second-engine.sh`), sharing one Redis on the host
+//! that each host's containers reach through their own network's gateway.
+//! Live clients on both public addresses ride a deploy and a rollback; then
+//! host two fails its switch (its Nginx paused) and host one switches back.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::docker::{TestStack, docker_or_skip, explain};
+use common::live::LiveClients;
+use common::redis::RedisServer;
+
+const CLIENTS_PER_HOST: usize = 50;
+
+/// The second engine, stopped and removed (bridge included) when dropped.
+struct SecondEngine {
+    n: u16,
+    /// `tcp://127.0.0.1:PORT`: how wsctl reaches it.
+    tcp: String,
+}
+
+impl SecondEngine {
+    fn start(images: &str) -> SecondEngine {
+        // A number no other engine of this machine uses (bridge, paths).
+        let n = (1..=250u16)
+            .map(|i| (std::process::id() as u16).wrapping_add(i * 7) % 200 + 40)
+            .find(|n| {
+                !Command::new("ip")
+                    .args(["link", "show", &format!("w2e{n}")])
+                    .output()
+                    .is_ok_and(|output| output.status.success())
+            })
+            .expect("a free engine number");
+        let output = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/second-engine.sh"
+            ))
+            .args(["start", &n.to_string()])
+            .env("SECOND_ENGINE_IMAGES", images)
+            .output()
+            .expect("second-engine.sh");
+        // Whatever happened, `stop` cleans up from here on.
+        let mut engine = SecondEngine {
+            n,
+            tcp: String::new(),
+        };
+        assert!(output.status.success(), "{}", explain(&output));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        engine.tcp = text
+            .lines()
+            .find_map(|line| line.strip_prefix("TCP="))
+            .expect("TCP= line")
+            .to_string();
+        engine
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(&self.tcp)
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/second-engine.sh"
+            ))
+            .args(["stop", &self.n.to_string()])
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+/// A bridge network with a known subnet (and, on the second engine, a
+/// bridge name its forwarding rule covers).
+fn create_network(docker: &[&str], name: &str, subnet: &str, bridge: Option<String>) {
+    let mut options = Vec::new();
+    if let Some(bridge) = bridge {
+        options.push("-o".to_string());
+        options.push(format!("com.docker.network.bridge.name={bridge}"));
+    }
+    let output = Command::new("docker")
+        .args(docker)
+        .args(["network", "create", "--subnet", subnet])
+        .args(options)
+        .arg(name)
+        .output()
+        .expect("docker network create");
+    assert!(output.status.success(), "{}", explain(&output));
+}
+
+/// Each host's live colour from `status --json`.
+fn lives(stack: &TestStack) -> Vec<(String, serde_json::Value)> {
+    let status = stack.status_json();
+    status["hosts"]
+        .as_array()
+        .expect("hosts in status")
+        .iter()
+        .map(|host| {
+            (
+                host["host"].as_str().unwrap_or("").to_string(),
+                host["live"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_deploy_together_and_switch_back_together() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    // The stack's app image is built on engine one, then copied over.
+    let stack = TestStack::new("");
+    let engine = SecondEngine::start(&format!("{} wsctl-nginx:local", stack.app_image));
+    let n = engine.n;
+    let network = format!("{}wsctl", stack.prefix);
+    // Networks with known subnets, adopted by wsctl as they are; the
+    // shared Redis listens on both gateways.
+    create_network(&[], &network, &format!("10.216.{n}.0/24"), None);
+    create_network(
+        &["-H", &engine.tcp],
+        &network,
+        &format!("10.217.{n}.0/24"),
+        Some(format!("w2e{n}s")),
+    );
+    let redis_port = free_port();
+    let bind = format!("127.0.0.1 10.216.{n}.1 10.217.{n}.1");
+    let redis = RedisServer::start_on(redis_port, 0, &["--bind", &bind, "--protected-mode", "no"]);
+    let two_public = format!("127.0.0.1:{}", free_port());
+    stack.write_config(&format!(
+        "drain_timeout: 8\n\
+         redis_url: \"redis://10.216.{n}.1:{redis_port}/0\"\n\
+         hosts:\n\
+         \x20 - {{name: one, docker_host: \"unix:///var/run/docker.sock\", public_address: \"{one}\"}}\n\
+         \x20 - {{name: two, docker_host: \"{two}\", public_address: \"{two_public}\", \
+         redis_url: \"redis://10.217.{n}.1:{redis_port}/0\"}}\n",
+        one = stack.public,
+        two = engine.tcp,
+    ));
+
+    // First deploy: blue on both hosts, no Redis container anywhere.
+    stack.wsctl_ok(&["deploy"]);
+    assert_eq!(
+        lives(&stack),
+        [("one".into(), "blue".into()), ("two".into(), "blue".into())]
+    );
+    let no_redis = Command::new("docker")
+        .args(["inspect", &format!("{}redis", stack.prefix)])
+        .output()
+        .expect("docker inspect");
+    assert!(
+        !no_redis.status.success(),
+        "wsctl started a Redis of its own"
+    );
+
+    // Both hosts share the one Redis: a session opened on host one
+    // resumes on host two with its count.
+    let one_url = format!("ws://{}/ws/chat/", stack.public);
+    let two_url = format!("ws://{two_public}/ws/chat/");
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&one_url)
+            .await
+            .expect("host one");
+        let greeting = common::recv_json(&mut ws).await;
+        let session = common::session_of(&greeting);
+        let reply = common::message(&mut ws, serde_json::json!("a")).await;
+        assert_eq!(reply["count"], 1, "{reply}");
+        drop(ws);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("{two_url}?session_uuid={session}"))
+                .await
+                .expect("host two");
+        let greeting = common::recv_json(&mut ws).await;
+        assert_eq!(greeting["resumed"], true, "{greeting}");
+        let reply = common::message(&mut ws, serde_json::json!("b")).await;
+        assert_eq!(reply["count"], 2, "{reply}");
+    }
+    assert!(redis.cli(&["dbsize"]).trim().parse::<u64>().unwrap_or(0) > 0);
+
+    // Deploy and rollback under 50 clients on each host.
+    let clients_one = LiveClients::start(&one_url, CLIENTS_PER_HOST);
+    let clients_two = LiveClients::start(&two_url, CLIENTS_PER_HOST);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (args, colour) in [
+        (&["deploy", "--json"][..], "green"),
+        (&["rollback", "--json"][..], "blue"),
+    ] {
+        let output = stack.wsctl_while_live(args).await;
+        assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+        let report = hosts_event(&output);
+        for host in report["hosts"].as_array().expect("hosts") {
+            assert_eq!(host["outcome"], "succeeded", "{report}");
+            assert_eq!(host["traffic"], colour, "{report}");
+        }
+        assert_eq!(
+            lives(&stack),
+            [("one".into(), colour.into()), ("two".into(), colour.into())]
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Host two fails its switch: its Nginx is paused while its green is
+    // smoke-tested (the smoke runs inside the container, not through
+    // Nginx). Host one switches, is sent back, and retires green.
+    let mut run = stack.spawn(&["deploy"]);
+    let reached = run.wait_for(|event| {
+        event["host"] == "two" && event["step"] == "smoke" && event["status"] == "started"
+    });
+    assert!(reached, "host two never reached its smoke: {:?}", run.seen);
+    let paused = engine.docker(&["pause", &format!("{}nginx", stack.prefix)]);
+    assert!(paused.status.success(), "{}", explain(&paused));
+    let paused_at = Instant::now();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy finishes");
+    let unpaused = engine.docker(&["unpause", &format!("{}nginx", stack.prefix)]);
+    assert!(unpaused.status.success(), "{}", explain(&unpaused));
+    println!(
+        "host two paused {:?} before the deploy ended",
+        paused_at.elapsed()
+    );
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+    let report = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "hosts")
+        .unwrap_or_else(|| panic!("no hosts report: {stdout}\n{stderr}"));
+    println!("failed switch, exit {code:?}: {report}");
+    let hosts = report["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts[0]["host"], "one");
+    assert_eq!(hosts[0]["outcome"], "failed", "{report}");
+    assert_eq!(hosts[0]["traffic"], "blue", "{report}");
+    assert!(
+        hosts[0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("host two failed to switch"),
+        "{report}"
+    );
+    assert_eq!(hosts[1]["host"], "two");
+    assert_ne!(hosts[1]["outcome"], "succeeded", "{report}");
+    // Host one is back on blue, and its green is gone.
+    let one = stack.public_status().await;
+    assert_eq!(one["color"], "blue", "{one}");
+    let green = Command::new("docker")
+        .args(["inspect", &format!("{}app_green", stack.prefix)])
+        .output()
+        .expect("docker inspect");
+    assert!(!green.status.success(), "host one's green was not removed");
+
+    // Whatever host two was left with, `recover` brings it back to blue.
+    if hosts[1]["outcome"] == "needs_recover" {
+        assert_eq!(code, Some(9), "{report}");
+        let recovered = stack.wsctl(&["recover"]);
+        assert_eq!(recovered.status.code(), Some(0), "{}", explain(&recovered));
+    }
+    assert_eq!(
+        lives(&stack),
+        [("one".into(), "blue".into()), ("two".into(), "blue".into())]
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, clients) in [("one", clients_one), ("two", clients_two)] {
+        let summary = clients.finish().await;
+        println!(
+            "host {name}: {CLIENTS_PER_HOST} clients, {} messages, {} reconnects, longest gap {:?}",
+            summary.messages, summary.reconnects, summary.longest_gap
+        );
+        for outcome in &summary.outcomes {
+            assert!(
+                outcome.reconnects >= 2,
+                "a client did not move twice: {outcome:?}"
+            );
+        }
+    }
+    drop(engine);
+}
+
+/// The `hosts` report of a `--json` run.
+fn hosts_event(output: &std::process::Output) -> serde_json::Value {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "hosts")
+        .unwrap_or_else(|| panic!("no hosts report: {}", explain(output)))
+}
