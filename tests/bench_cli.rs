@@ -156,3 +156,53 @@ fn modes_other_than_hold_say_up_front_when_the_limit_is_too_low() {
         "{stderr}"
     );
 }
+
+/// `hold --follow` across a server restart: with sessions in Redis every
+/// connection comes back resumed with its count; with the embedded layer
+/// (sessions die with the process) every one is reported lost and the run
+/// fails.
+#[test]
+fn hold_follow_rides_a_restart_and_reports_lost_sessions() {
+    let redis = common::redis::RedisServer::start();
+    let url = redis.url();
+    for (env, survives) in [(vec![("REDIS_URL", url.as_str())], true), (vec![], false)] {
+        let mut server = Server::start(&env);
+        let port: u16 = server
+            .addr
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("port");
+        let ws_url = server.ws_url("/ws/chat/");
+        let bench = std::thread::spawn(move || {
+            let output = wsctl()
+                .args(["bench", "hold", "--follow", "-n", "100", "--duration", "10"])
+                .args(["--json", "--url", &ws_url])
+                .output()
+                .expect("run wsctl bench");
+            let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+            (output.status.code(), report)
+        });
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        server.send_signal("TERM");
+        server.wait_exit(std::time::Duration::from_secs(15));
+        let _restarted = Server::start_on_port(&env, port);
+        let (code, report) = bench.join().expect("bench thread");
+        let follow = &report["follow"];
+        assert_eq!(report["goodbyes_received"], 100, "{report}");
+        if survives {
+            assert_eq!(code, Some(0), "{report}");
+            assert_eq!(follow["resumed"], 100, "{report}");
+            assert_eq!(follow["resume_failures"], 0, "{report}");
+            assert_eq!(report["count_violations"], 0, "{report}");
+            assert!(
+                follow["move_seconds"].as_f64().is_some_and(|s| s > 0.0),
+                "{report}"
+            );
+        } else {
+            assert_eq!(code, Some(1), "{report}");
+            assert_eq!(follow["resume_failures"], 100, "{report}");
+        }
+        assert_eq!(follow["not_back"], 0, "{report}");
+    }
+}

@@ -52,6 +52,16 @@ impl Target {
 
     /// Opens connection number `index` and reads its greeting.
     pub async fn open(&self, index: usize) -> Result<(Client, serde_json::Value), Failure> {
+        self.open_url(index, &self.url).await
+    }
+
+    /// Opens connection number `index` to `url` (this target's server, a
+    /// query of its own such as `?session_uuid=`) and reads its greeting.
+    pub async fn open_url(
+        &self,
+        index: usize,
+        url: &str,
+    ) -> Result<(Client, serde_json::Value), Failure> {
         let attempt = async {
             let socket = TcpSocket::new_v4().map_err(Failure::from_io)?;
             if self.sources > 1 {
@@ -68,7 +78,7 @@ impl Target {
             let config = WebSocketConfig::default()
                 .read_buffer_size(4096)
                 .write_buffer_size(0);
-            let (mut client, _) = client_async_with_config(self.url.as_str(), stream, Some(config))
+            let (mut client, _) = client_async_with_config(url, stream, Some(config))
                 .await
                 .map_err(Failure::from_ws)?;
             let greeting = next_json(&mut client).await.ok_or(Failure::NoGreeting)?;

@@ -1,16 +1,24 @@
 //! `hold`: open N connections, keep them for the duration, and report what
 //! opening them took and what holding them costs the server.
+//!
+//! With `--follow`, each connection is a client riding a deploy: it sends
+//! one message (count 1), and when the server says goodbye (or the socket
+//! breaks) it reconnects with its `session_uuid`, checks that the session
+//! resumed with its count, and sends the next message (count 2, 3, ...).
+//! The report says how many came back and how long the move took, from the
+//! first goodbye to the last session back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BenchOptions, Mode, Report, Target, open_all, progress_bar, rss_kib};
+use super::client::Client;
+use super::{BenchOptions, Follow, Mode, Report, Target, open_all, progress_bar, rss_kib};
 
 /// How held connections ended, when the server ended them.
 #[derive(Default)]
@@ -29,10 +37,28 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
     // Every held connection keeps reading (heartbeats) and notes how it
     // ended if the server closed it: after a goodbye, with close 1001?
     let ends = Arc::new(Ends::default());
+    let moves = Arc::new(Moves::default());
     let stop = CancellationToken::new();
     let mut holders = Vec::with_capacity(opened.clients.len());
-    for mut client in opened.clients {
+    for (index, (mut client, session)) in
+        opened.clients.into_iter().zip(opened.sessions).enumerate()
+    {
         let (ends, stop) = (ends.clone(), stop.clone());
+        if options.follow {
+            let (moves, target) = (moves.clone(), target.clone());
+            holders.push(tokio::spawn(async move {
+                let rider = Rider {
+                    index,
+                    session,
+                    target,
+                    ends,
+                    moves,
+                    stop,
+                };
+                rider.ride(client).await;
+            }));
+            continue;
+        }
         holders.push(tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
@@ -70,7 +96,10 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
         tokio::time::sleep_until(next).await;
         bar.inc(1);
         // The server closed everything (a drain): nothing left to hold.
-        if opened_count > 0 && ends.dropped.load(Ordering::Relaxed) == opened_count {
+        if !options.follow
+            && opened_count > 0
+            && ends.dropped.load(Ordering::Relaxed) == opened_count
+        {
             break;
         }
     }
@@ -85,6 +114,11 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
     report.dropped = ends.dropped.load(Ordering::Relaxed);
     report.goodbyes_received = ends.goodbyes.load(Ordering::Relaxed);
     report.closed_1001 = ends.closed_1001.load(Ordering::Relaxed);
+    if options.follow {
+        report.count_violations = moves.count_violations.load(Ordering::Relaxed);
+        report.errors_received = moves.errors.load(Ordering::Relaxed);
+        report.follow = Some(moves.report());
+    }
     report.server_rss_before_kib = rss_before;
     report.server_rss_after_kib = rss_after;
     if let (Some(before), Some(after)) = (rss_before, rss_after)
@@ -95,4 +129,215 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
     }
     report.run_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What following the sessions found, across every connection.
+struct Moves {
+    resumed: AtomicUsize,
+    resume_failures: AtomicUsize,
+    not_back: AtomicUsize,
+    attempts: AtomicUsize,
+    count_violations: AtomicU64,
+    errors: AtomicU64,
+    /// Unix ms; `u64::MAX` / 0 while unset.
+    first_goodbye_ms: AtomicU64,
+    last_back_ms: AtomicU64,
+}
+
+impl Default for Moves {
+    fn default() -> Self {
+        Moves {
+            resumed: AtomicUsize::new(0),
+            resume_failures: AtomicUsize::new(0),
+            not_back: AtomicUsize::new(0),
+            attempts: AtomicUsize::new(0),
+            count_violations: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            first_goodbye_ms: AtomicU64::new(u64::MAX),
+            last_back_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Moves {
+    fn report(&self) -> Follow {
+        let first = self.first_goodbye_ms.load(Ordering::Relaxed);
+        let last = self.last_back_ms.load(Ordering::Relaxed);
+        let mut follow = Follow {
+            resumed: self.resumed.load(Ordering::Relaxed),
+            resume_failures: self.resume_failures.load(Ordering::Relaxed),
+            not_back: self.not_back.load(Ordering::Relaxed),
+            reconnect_attempts: self.attempts.load(Ordering::Relaxed),
+            first_goodbye_unix_ms: (first != u64::MAX).then_some(first),
+            last_back_unix_ms: (last != 0).then_some(last),
+            move_seconds: None,
+        };
+        // Fills move_seconds from the two instants.
+        follow.merge(&Follow::default());
+        follow
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// How long a message may wait for its answer before the connection is
+/// treated as broken (and the session followed on a new one).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection following its session through drains.
+struct Rider {
+    index: usize,
+    session: String,
+    target: Target,
+    ends: Arc<Ends>,
+    moves: Arc<Moves>,
+    stop: CancellationToken,
+}
+
+impl Rider {
+    async fn ride(self, mut client: Client) {
+        let separator = if self.target.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let resume_url = format!(
+            "{}{separator}session_uuid={}",
+            self.target.url, self.session
+        );
+        // The count this session has reached, as the server answered it.
+        let mut count = 0u64;
+        // Set once the first drain moved this connection.
+        let mut moved = false;
+        loop {
+            match self.exchange(&mut client, count).await {
+                Some(answered) => {
+                    count = answered;
+                    if moved {
+                        self.moves
+                            .last_back_ms
+                            .fetch_max(unix_ms(), Ordering::Relaxed);
+                    }
+                    // Held until the server ends it (or the run ends).
+                    tokio::select! {
+                        _ = self.hold(&mut client) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+                None if self.stop.is_cancelled() => return,
+                None => {}
+            }
+            // Gone: come back with the session.
+            let Some((next, greeting)) = self.reconnect(&resume_url).await else {
+                self.moves.not_back.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            client = next;
+            moved = true;
+            if greeting["resumed"] == true {
+                self.moves.resumed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.moves.resume_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            if greeting["count"].as_u64() != Some(count) {
+                self.moves.count_violations.fetch_add(1, Ordering::Relaxed);
+                count = greeting["count"].as_u64().unwrap_or(count);
+            }
+        }
+    }
+
+    /// Sends one message and waits for its answer: the new count, checked
+    /// to be `count + 1`. `None` when the connection broke first.
+    async fn exchange(&self, client: &mut Client, count: u64) -> Option<u64> {
+        use futures_util::SinkExt;
+        let frame = r#"{"type":"message","message":"hold"}"#;
+        for _ in 0..10 {
+            client.send(Message::text(frame)).await.ok()?;
+            let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+                loop {
+                    let value = super::client::next_json(client).await?;
+                    match value["type"].as_str() {
+                        Some("message_response") => return Some(Ok(value)),
+                        Some("error") => return Some(Err(value)),
+                        Some("goodbye") => {
+                            self.goodbye();
+                            return None;
+                        }
+                        _ => continue,
+                    }
+                }
+            })
+            .await
+            .ok()??;
+            match answer {
+                Ok(value) => {
+                    let answered = value["count"].as_u64().unwrap_or(0);
+                    if answered != count + 1 {
+                        self.moves.count_violations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Some(answered);
+                }
+                // Not counted (unavailable, rate_limited): try again.
+                Err(_) => {
+                    self.moves.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads until the server ends the connection.
+    async fn hold(&self, client: &mut Client) {
+        while let Some(frame) = client.next().await {
+            match frame {
+                Ok(Message::Text(text)) if text.contains(r#""type":"goodbye""#) => self.goodbye(),
+                Ok(Message::Close(close)) => {
+                    if close.is_some_and(|close| u16::from(close.code) == 1001) {
+                        self.ends.closed_1001.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.ends.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn goodbye(&self) {
+        self.ends.goodbyes.fetch_add(1, Ordering::Relaxed);
+        self.moves
+            .first_goodbye_ms
+            .fetch_min(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// Reconnects with the session, backing off up to 1 s between tries,
+    /// until the run ends.
+    async fn reconnect(&self, url: &str) -> Option<(Client, serde_json::Value)> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            self.moves.attempts.fetch_add(1, Ordering::Relaxed);
+            let attempt = tokio::select! {
+                attempt = self.target.open_url(self.index, url) => attempt,
+                _ = self.stop.cancelled() => return None,
+            };
+            match attempt {
+                Ok(opened) => return Some(opened),
+                Err(_) => {
+                    // Spread the retries of many clients over the backoff.
+                    let jitter = (self.index as u64 * 7919) % 100;
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub struct BenchOptions {
     pub connect_concurrency: usize,
     /// Draw a progress bar (people at a terminal; never with `--json`).
     pub progress: bool,
+    /// hold: follow each session through a drain (reconnect with its
+    /// `session_uuid`, check it resumed and its count goes on).
+    pub follow: bool,
 }
 
 /// The result of a run; `--json` prints it as one object.
@@ -93,9 +96,50 @@ pub struct Report {
     pub run_seconds: f64,
     /// Child processes whose reports were merged into this one.
     pub processes: usize,
+    /// hold --follow: how the sessions moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<Follow>,
     /// HDR histograms (base64 V2) for merging child reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_histogram: Option<String>,
+}
+
+/// `hold --follow`: sessions carried through a drain.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Follow {
+    /// Connections that reconnected with their session and got it back.
+    pub resumed: usize,
+    /// Reconnects greeted with a new session instead (state lost).
+    pub resume_failures: usize,
+    /// Sessions that had not come back when the run ended.
+    pub not_back: usize,
+    /// Connection attempts made while reconnecting (retries included).
+    pub reconnect_attempts: usize,
+    /// Wall clock (Unix ms) of the first goodbye and of the last session
+    /// back with its next count: the move, across processes.
+    pub first_goodbye_unix_ms: Option<u64>,
+    pub last_back_unix_ms: Option<u64>,
+    /// From the first goodbye to the last session back.
+    pub move_seconds: Option<f64>,
+}
+
+impl Follow {
+    pub fn merge(&mut self, other: &Follow) {
+        self.resumed += other.resumed;
+        self.resume_failures += other.resume_failures;
+        self.not_back += other.not_back;
+        self.reconnect_attempts += other.reconnect_attempts;
+        self.first_goodbye_unix_ms = match (self.first_goodbye_unix_ms, other.first_goodbye_unix_ms)
+        {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_back_unix_ms = self.last_back_unix_ms.max(other.last_back_unix_ms);
+        self.move_seconds = match (self.first_goodbye_unix_ms, self.last_back_unix_ms) {
+            (Some(first), Some(last)) if last >= first => Some((last - first) as f64 / 1000.0),
+            _ => None,
+        };
+    }
 }
 
 impl Report {
@@ -112,6 +156,9 @@ impl Report {
             + self.out_of_order
             + self.count_violations
             + self.errors_received
+            + self.follow.as_ref().map_or(0, |follow| {
+                (follow.resume_failures + follow.not_back) as u64
+            })
     }
 }
 
@@ -144,6 +191,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
 /// What opening the connections produced.
 struct Opened {
     clients: Vec<Client>,
+    /// Each client's `session_uuid` from its greeting, in the same order.
+    sessions: Vec<String>,
     failures: BTreeMap<String, usize>,
     latency: Latency,
     took: Duration,
@@ -167,15 +216,18 @@ async fn open_all(target: &Target, options: &BenchOptions, count: usize) -> Open
     }
     let mut opened = Opened {
         clients: Vec::with_capacity(count),
+        sessions: Vec::with_capacity(count),
         failures: BTreeMap::new(),
         latency: Latency::default(),
         took: Duration::ZERO,
     };
     for handle in handles {
         match handle.await {
-            Ok((Ok((client, _greeting)), took)) => {
+            Ok((Ok((client, greeting)), took)) => {
                 opened.latency.record(took);
                 opened.clients.push(client);
+                let session = greeting["session_uuid"].as_str().unwrap_or_default();
+                opened.sessions.push(session.to_string());
             }
             Ok((Err(failure), _)) => *opened.failures.entry(failure.label()).or_default() += 1,
             Err(_) => {

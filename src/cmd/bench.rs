@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// Handshakes in progress at once.
     #[arg(long, default_value = "256")]
     connect_concurrency: usize,
+    /// hold: follow each session through a drain: reconnect with its
+    /// session_uuid after goodbye, check it resumed and its count goes on,
+    /// and report how long the move took.
+    #[arg(long)]
+    follow: bool,
     /// Print one JSON object at the end instead of the summary.
     #[arg(long)]
     json: bool,
@@ -84,6 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         sources: args.sources,
         connect_concurrency: args.connect_concurrency,
         progress: !args.json && std::io::stderr().is_terminal(),
+        follow: args.follow,
     };
     let per_process = bench::connections_per_process();
     let mut report = if options.mode == Mode::Hold && options.connections > per_process {
@@ -134,6 +140,7 @@ fn hold_in_children(options: &BenchOptions, per_process: usize) -> anyhow::Resul
             .args(["--connections", &share.to_string()])
             .args(["--duration", &options.duration.as_secs_f64().to_string()])
             .args(["--sources", &options.sources.to_string()])
+            .args(options.follow.then_some("--follow"))
             .args([
                 "--connect-concurrency",
                 &(options.connect_concurrency / children).max(1).to_string(),
@@ -164,6 +171,14 @@ fn hold_in_children(options: &BenchOptions, per_process: usize) -> anyhow::Resul
         merged.dropped += report.dropped;
         merged.goodbyes_received += report.goodbyes_received;
         merged.closed_1001 += report.closed_1001;
+        merged.count_violations += report.count_violations;
+        merged.errors_received += report.errors_received;
+        if let Some(follow) = &report.follow {
+            merged
+                .follow
+                .get_or_insert_with(Default::default)
+                .merge(follow);
+        }
         merged.run_seconds = merged.run_seconds.max(report.run_seconds);
         merged.server_rss_after_kib = merged.server_rss_after_kib.max(report.server_rss_after_kib);
         if let Some(encoded) = &report.connect_histogram {
@@ -239,6 +254,19 @@ fn print_summary(report: &Report) {
         "  closed by the server: {} ({} with goodbye, {} with close 1001)",
         report.dropped, report.goodbyes_received, report.closed_1001
     );
+    if let Some(follow) = &report.follow {
+        println!(
+            "  followed: {} resumed, {} lost their session, {} not back, {} attempts; count violations {}; move {}",
+            follow.resumed,
+            follow.resume_failures,
+            follow.not_back,
+            follow.reconnect_attempts,
+            report.count_violations,
+            follow
+                .move_seconds
+                .map_or("-".to_string(), |seconds| format!("{seconds:.1} s")),
+        );
+    }
 }
 
 fn percentiles(latency: &bench::latency::Percentiles) -> String {

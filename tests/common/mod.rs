@@ -75,9 +75,19 @@ impl Server {
     /// Like [`Server::start`], with the process's open-file limit set to
     /// `(soft, hard)` before it starts, as a shell's `ulimit` would.
     pub fn start_with_open_files(env: &[(&str, &str)], limit: Option<(u64, u64)>) -> Server {
+        Self::launch(env, limit, 0)
+    }
+
+    /// Like [`Server::start`], on a given port (a restart on the same
+    /// address).
+    pub fn start_on_port(env: &[(&str, &str)], port: u16) -> Server {
+        Self::launch(env, None, port)
+    }
+
+    fn launch(env: &[(&str, &str)], limit: Option<(u64, u64)>, port: u16) -> Server {
         let mut command = wsctl();
         command
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
