@@ -6,6 +6,9 @@
 #
 # `start` prints shell assignments (DOCKER_HOST=..., TCP=..., BRIDGE=...)
 # and copies the stack's images into the new engine (no registry here).
+# With TLS=1 the TCP socket requires TLS with client certificates, as
+# `dockerd --tlsverify` on a remote host does; the CA, client certificate
+# and key are made here (CERTS=dir with ca.pem, cert.pem, key.pem).
 #
 # The engine gets a bridge of its own (w2eN, 10.214.N.1/24) and an address
 # pool of its own (10.213.N.0/24). It runs with --iptables=false (the first
@@ -64,6 +67,27 @@ stop() {
     rm -rf "$root"
 }
 
+# A CA, a server certificate for 127.0.0.1 and a client certificate.
+make_certs() {
+    local dir=$1
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem \
+            -days 2 -subj "/CN=wsctl test CA" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr \
+            -subj "/CN=127.0.0.1" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -days 2 -extfile server.ext -out server-cert.pem 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr \
+            -subj "/CN=wsctl" 2>/dev/null
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -days 2 -extfile client.ext -out cert.pem 2>/dev/null
+    )
+}
+
 start() {
     stop
     mkdir -p "$root"
@@ -72,6 +96,12 @@ start() {
     ip addr add "10.214.$n.1/24" dev "$bridge"
     ip link set "$bridge" up
     iptables -I FORWARD -i "$bridge+" -o "$bridge+" -j ACCEPT
+    local tls=()
+    if [[ ${TLS:-0} == 1 ]]; then
+        make_certs "$root/certs"
+        tls=(--tlsverify --tlscacert "$root/certs/ca.pem"
+            --tlscert "$root/certs/server-cert.pem" --tlskey "$root/certs/server-key.pem")
+    fi
     local driver=()
     if docker info --format '{{.Driver}}' 2>/dev/null | grep -q fuse-overlayfs; then
         driver=(--storage-driver fuse-overlayfs)
@@ -82,7 +112,7 @@ start() {
         -H "unix://$socket" -H "tcp://127.0.0.1:$tcp_port" \
         --bridge="$bridge" --iptables=false --ip6tables=false \
         --default-address-pool "base=10.213.$n.0/24,size=26" \
-        "${driver[@]}" >"$root/dockerd.log" 2>&1 &
+        "${driver[@]}" "${tls[@]}" >"$root/dockerd.log" 2>&1 &
     for _ in $(seq 1 300); do
         if docker -H "unix://$socket" version >/dev/null 2>&1; then
             break
@@ -101,6 +131,9 @@ start() {
     echo "TCP=tcp://127.0.0.1:$tcp_port"
     echo "BRIDGE=$bridge"
     echo "BRIDGES=$bridge"
+    if [[ ${TLS:-0} == 1 ]]; then
+        echo "CERTS=$root/certs"
+    fi
 }
 
 case $action in

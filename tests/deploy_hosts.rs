@@ -1,6 +1,7 @@
 //! A stack on two Docker hosts: this machine's engine and a second engine
 //! beside it (`scripts/second-engine.sh`), sharing one Redis on the host
 //! that each host's containers reach through their own network's gateway.
+//! wsctl reaches the second engine over TCP with TLS client certificates.
 //! Live clients on both public addresses ride a deploy and a rollback; then
 //! host two fails its switch (its Nginx paused) and host one switches back.
 
@@ -16,10 +17,16 @@ use common::redis::RedisServer;
 const CLIENTS_PER_HOST: usize = 50;
 
 /// The second engine, stopped and removed (bridge included) when dropped.
+/// Its TCP socket wants TLS with client certificates, as a remote engine's
+/// should.
 struct SecondEngine {
     n: u16,
-    /// `tcp://127.0.0.1:PORT`: how wsctl reaches it.
+    /// `tcp://127.0.0.1:PORT` (TLS): how wsctl reaches it.
     tcp: String,
+    /// ca.pem, cert.pem, key.pem for `tcp`.
+    certs: String,
+    /// `unix://...`: how the test itself reaches it.
+    socket: String,
 }
 
 impl SecondEngine {
@@ -41,27 +48,34 @@ impl SecondEngine {
             ))
             .args(["start", &n.to_string()])
             .env("SECOND_ENGINE_IMAGES", images)
+            .env("TLS", "1")
             .output()
             .expect("second-engine.sh");
         // Whatever happened, `stop` cleans up from here on.
         let mut engine = SecondEngine {
             n,
             tcp: String::new(),
+            certs: String::new(),
+            socket: String::new(),
         };
         assert!(output.status.success(), "{}", explain(&output));
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        engine.tcp = text
-            .lines()
-            .find_map(|line| line.strip_prefix("TCP="))
-            .expect("TCP= line")
-            .to_string();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} line: {text}"))
+                .to_string()
+        };
+        engine.tcp = value("TCP=");
+        engine.certs = value("CERTS=");
+        engine.socket = value("DOCKER_HOST=");
         engine
     }
 
     fn docker(&self, args: &[&str]) -> std::process::Output {
         Command::new("docker")
             .arg("-H")
-            .arg(&self.tcp)
+            .arg(&self.socket)
             .args(args)
             .output()
             .expect("docker")
@@ -135,7 +149,7 @@ async fn two_hosts_deploy_together_and_switch_back_together() {
     // shared Redis listens on both gateways.
     create_network(&[], &network, &format!("10.216.{n}.0/24"), None);
     create_network(
-        &["-H", &engine.tcp],
+        &["-H", &engine.socket],
         &network,
         &format!("10.217.{n}.0/24"),
         Some(format!("w2e{n}s")),
@@ -149,10 +163,11 @@ async fn two_hosts_deploy_together_and_switch_back_together() {
          redis_url: \"redis://10.216.{n}.1:{redis_port}/0\"\n\
          hosts:\n\
          \x20 - {{name: one, docker_host: \"unix:///var/run/docker.sock\", public_address: \"{one}\"}}\n\
-         \x20 - {{name: two, docker_host: \"{two}\", public_address: \"{two_public}\", \
-         redis_url: \"redis://10.217.{n}.1:{redis_port}/0\"}}\n",
+         \x20 - {{name: two, docker_host: \"{two}\", tls_verify: true, cert_path: \"{certs}\", \
+         public_address: \"{two_public}\", redis_url: \"redis://10.217.{n}.1:{redis_port}/0\"}}\n",
         one = stack.public,
         two = engine.tcp,
+        certs = engine.certs,
     ));
 
     // First deploy: blue on both hosts, no Redis container anywhere.
