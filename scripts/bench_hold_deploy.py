@@ -37,6 +37,10 @@ CONNECTIONS = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
 REPLICAS = int(sys.argv[2]) if len(sys.argv) > 2 else 4
 # Seconds to hold after every connection opened (the deploy runs inside).
 HOLD_SECONDS = int(os.environ.get("HOLD_SECONDS", "240"))
+# Seconds over which each old replica spreads its goodbyes (the service's
+# DRAIN_WINDOW; unset: the service's default of 2 s). SHUTDOWN_TIMEOUT and
+# drain_timeout grow with it.
+DRAIN_WINDOW = os.environ.get("DRAIN_WINDOW")
 PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
@@ -80,8 +84,12 @@ def main():
     nets = '["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]'
     with open(config, "w") as f:
         f.write(f'prefix: "{prefix}"\npublic_address: "127.0.0.1:{free_port()}"\n'
-                f"replicas: {REPLICAS}\ndrain_timeout: 60\nready_timeout: 60\n"
+                f"replicas: {REPLICAS}\nready_timeout: 60\n"
                 f"unlimited_networks: {nets}\nprivate_networks: {nets}\n")
+        if DRAIN_WINDOW:
+            window = int(DRAIN_WINDOW)
+            f.write(f'app_env: {{DRAIN_WINDOW: "{window}", SHUTDOWN_TIMEOUT: "{window + 10}"}}\n'
+                    f"drain_timeout: {window + 30}\n")
     with open(PORT_RANGE) as f:
         old_range = f.read().strip()
     bench = None

@@ -38,6 +38,11 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
     // ended if the server closed it: after a goodbye, with close 1001?
     let ends = Arc::new(Ends::default());
     let moves = Arc::new(Moves::default());
+    // Reconnects obey the same limit as the first connects: handshakes in
+    // progress at once (beyond it, a 2-core server only times them out).
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(
+        options.connect_concurrency.max(1),
+    ));
     let stop = CancellationToken::new();
     let mut holders = Vec::with_capacity(opened.clients.len());
     for (index, (mut client, session)) in
@@ -46,6 +51,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
         let (ends, stop) = (ends.clone(), stop.clone());
         if options.follow {
             let (moves, target) = (moves.clone(), target.clone());
+            let handshakes = handshakes.clone();
             holders.push(tokio::spawn(async move {
                 let rider = Rider {
                     index,
@@ -54,6 +60,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
                     ends,
                     moves,
                     stop,
+                    handshakes,
                 };
                 rider.ride(client).await;
             }));
@@ -196,6 +203,8 @@ struct Rider {
     ends: Arc<Ends>,
     moves: Arc<Moves>,
     stop: CancellationToken,
+    /// Handshakes in progress at once, shared by every rider.
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Rider {
@@ -324,9 +333,12 @@ impl Rider {
             if self.stop.is_cancelled() {
                 return None;
             }
-            self.moves.attempts.fetch_add(1, Ordering::Relaxed);
             let attempt = tokio::select! {
-                attempt = self.target.open_url(self.index, url) => attempt,
+                attempt = async {
+                    let _permit = self.handshakes.acquire().await;
+                    self.moves.attempts.fetch_add(1, Ordering::Relaxed);
+                    self.target.open_url(self.index, url).await
+                } => attempt,
                 _ = self.stop.cancelled() => return None,
             };
             match attempt {

@@ -208,7 +208,10 @@ impl Fleet {
     }
 
     async fn run_locked(&mut self, action: Move) -> anyhow::Result<()> {
-        let live = match self.agreed_live().await {
+        // A switch is what brings disagreeing hosts together: it may start
+        // from any mix of colours.
+        let must_agree = !matches!(action, Move::Switch { .. });
+        let live = match self.agreed_live(must_agree).await {
             Ok(live) => live,
             Err(error) => {
                 self.events.fail(&format!("{error:#}"));
@@ -238,8 +241,8 @@ impl Fleet {
     }
 
     /// Brings each host to a consistent state (bootstrap, recover) and
-    /// reads its live colour; the hosts must agree.
-    async fn agreed_live(&mut self) -> anyhow::Result<Option<Color>> {
+    /// reads its live colour; the hosts must agree when `must_agree`.
+    async fn agreed_live(&mut self, must_agree: bool) -> anyhow::Result<Option<Color>> {
         let lives = self
             .each(async |stack| {
                 stack
@@ -259,7 +262,7 @@ impl Fleet {
             seen.push((name, live));
         }
         let first = seen.first().and_then(|(_, live)| *live);
-        if seen.iter().any(|(_, live)| *live != first) {
+        if must_agree && seen.iter().any(|(_, live)| *live != first) {
             let each: Vec<String> = seen
                 .iter()
                 .map(|(name, live)| {
