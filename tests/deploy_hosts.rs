@@ -291,26 +291,10 @@ async fn two_hosts_deploy_together_and_switch_back_together() {
         [("one".into(), "blue".into()), ("two".into(), "blue".into())]
     );
 
-    // Hosts that disagree (host one deployed on its own, through a config
-    // that lists only it): a deploy refuses and names each host's colour;
-    // `switch --color blue` brings them together.
-    let full = std::fs::read_to_string(stack.dir.join("wsctl.yaml")).expect("config");
-    let only_one: String = full
-        .lines()
-        .filter(|line| !line.contains("name: two"))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let only_one_path = stack.dir.join("one.yaml");
-    std::fs::write(&only_one_path, only_one).expect("write one.yaml");
-    let one_alone = tokio::task::spawn_blocking(move || {
-        common::wsctl()
-            .args(["deploy", "--config"])
-            .arg(&only_one_path)
-            .output()
-            .expect("wsctl")
-    })
-    .await
-    .expect("wsctl task");
+    // Hosts that disagree (host one deployed on its own with --host): a
+    // deploy refuses and names each host's colour; a rollback of host one
+    // brings them together.
+    let one_alone = stack.wsctl_while_live(&["deploy", "--host", "one"]).await;
     assert_eq!(one_alone.status.code(), Some(0), "{}", explain(&one_alone));
     let refused = stack.wsctl(&["deploy"]);
     assert_eq!(refused.status.code(), Some(2), "{}", explain(&refused));
@@ -319,7 +303,14 @@ async fn two_hosts_deploy_together_and_switch_back_together() {
         "{}",
         explain(&refused)
     );
-    let together = stack.wsctl_while_live(&["switch", "--color", "blue"]).await;
+    let unknown = stack.wsctl(&["status", "--host", "three"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", explain(&unknown));
+    assert!(
+        explain(&unknown).contains("--host three: not a host"),
+        "{}",
+        explain(&unknown)
+    );
+    let together = stack.wsctl_while_live(&["rollback", "--host", "one"]).await;
     assert_eq!(together.status.code(), Some(0), "{}", explain(&together));
     assert_eq!(
         lives(&stack),

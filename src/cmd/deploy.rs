@@ -31,6 +31,10 @@ pub struct StackArgs {
     /// Seconds to wait for another deploy's lock before giving up.
     #[arg(long, default_value = "0", value_name = "SECS", global = true)]
     lock_wait: u64,
+    /// Only this host of wsctl.yaml's `hosts:` (repeatable): to repair one
+    /// host, or to look at it alone.
+    #[arg(long = "host", value_name = "NAME", global = true)]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -147,7 +151,27 @@ fn with_target(
     interruptible: bool,
     body: impl AsyncFnOnce(Target) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let config = StackConfig::load(&args.config)?;
+    let mut config = StackConfig::load(&args.config)?;
+    if !args.hosts.is_empty() {
+        if let Some(unknown) = args
+            .hosts
+            .iter()
+            .find(|name| !config.hosts.iter().any(|host| &host.name == *name))
+        {
+            let known: Vec<&str> = config.hosts.iter().map(|host| host.name.as_str()).collect();
+            return Err(ConfigError(format!(
+                "--host {unknown}: not a host of {} (hosts: {})",
+                args.config.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into());
+        }
+        config.hosts.retain(|host| args.hosts.contains(&host.name));
+    }
     let template = match &config.upstream_template {
         Some(path) => std::fs::read_to_string(path).map_err(|error| {
             ConfigError(format!("upstream_template {}: {error}", path.display()))

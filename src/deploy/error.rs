@@ -12,8 +12,9 @@ pub enum DeployError {
     Health(String),
     #[error("smoke test failed: {0}")]
     Smoke(String),
-    /// The switch failed and the previous upstream is back in place.
-    #[error("switch failed, previous upstream restored: {0}")]
+    /// The switch failed; the runner's undo puts the previous upstream
+    /// back (and says so, or ends in `NeedsRecover` when it cannot).
+    #[error("switch failed: {0}")]
     Switch(String),
     /// Traffic moved; the old colour did not stop in time (the run is recorded).
     #[error("drain timed out: {0}")]

@@ -273,8 +273,9 @@ impl Fleet {
                 })
                 .collect();
             return Err(DeployError::Usage(format!(
-                "the hosts disagree on the live colour ({}); `wsctl switch --color C` \
-                 brings them together",
+                "the hosts disagree on the live colour ({}); bring them together on the \
+                 hosts that differ (`wsctl rollback --host NAME`), or with `wsctl switch \
+                 --color C` where C runs on every host",
                 each.join(", ")
             ))
             .into());
