@@ -105,6 +105,43 @@ pub struct StackConfig {
     pub hosts: Vec<Host>,
     /// Hosts switched at a time during a deploy.
     pub switch_batch: usize,
+    /// What a canary must measure up to (`deploy --canary-steps`).
+    pub analysis: AnalysisSettings,
+}
+
+/// Thresholds and pace of a canary's analysis. The defaults follow the
+/// alerts in compose/prometheus/alerts.yml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSettings {
+    /// Seconds between samples of both colours' `/metrics`.
+    pub interval: f64,
+    /// Failed samples tolerated before the canary is rolled back (as
+    /// Argo's `failureLimit`: 0 means the first failed sample does it).
+    pub failure_limit: u32,
+    /// Messages the new colour must have answered before a sample counts:
+    /// a canary without traffic proves nothing.
+    pub min_messages: u64,
+    /// Refused frames per message on the new colour (errors / messages).
+    pub max_error_ratio: f64,
+    /// ... and no more than this above the old colour's ratio.
+    pub max_error_ratio_over_old: f64,
+    /// 95th-percentile message latency on the new colour, in seconds
+    /// (WsctlSlowMessages: 1 s).
+    pub max_p95_seconds: f64,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        AnalysisSettings {
+            interval: 2.0,
+            failure_limit: 0,
+            min_messages: 50,
+            max_error_ratio: 0.05,
+            max_error_ratio_over_old: 0.01,
+            max_p95_seconds: 1.0,
+        }
+    }
 }
 
 /// One Docker host of a stack spread over several.
@@ -306,6 +343,7 @@ impl Default for StackConfig {
             redis_url: None,
             hosts: Vec::new(),
             switch_batch: 1,
+            analysis: AnalysisSettings::default(),
         }
     }
 }
@@ -376,6 +414,19 @@ redis_url: null
 #        redis_url: "redis://10.0.0.9:6379/0"}
 hosts: []
 switch_batch: 1
+# A canary's analysis (`deploy --canary-steps 10,50,100`): both colours'
+# /metrics every `interval` seconds; the new colour fails a sample when its
+# errors per message pass max_error_ratio and the old colour's ratio by
+# max_error_ratio_over_old, when its p95 message latency passes
+# max_p95_seconds, or when a container stops or turns unhealthy. A sample
+# counts once the new colour answered min_messages messages.
+analysis:
+  interval: 2.0
+  failure_limit: 0
+  min_messages: 50
+  max_error_ratio: 0.05
+  max_error_ratio_over_old: 0.01
+  max_p95_seconds: 1.0
 "#;
 
 impl StackConfig {
@@ -465,6 +516,27 @@ impl StackConfig {
             )));
         }
         self.validate_hosts(origin)?;
+        let analysis = &self.analysis;
+        if !(analysis.interval >= 0.1 && analysis.interval <= 3600.0) {
+            return Err(ConfigError(format!(
+                "{origin}: analysis.interval {} must be between 0.1 and 3600 seconds",
+                analysis.interval
+            )));
+        }
+        for (key, value) in [
+            ("max_error_ratio", analysis.max_error_ratio),
+            (
+                "max_error_ratio_over_old",
+                analysis.max_error_ratio_over_old,
+            ),
+            ("max_p95_seconds", analysis.max_p95_seconds),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError(format!(
+                    "{origin}: analysis.{key} {value} must be a number of at least 0"
+                )));
+            }
+        }
         for (key, networks) in [
             ("private_networks", &self.private_networks),
             ("trusted_proxies", &self.trusted_proxies),

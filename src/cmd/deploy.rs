@@ -49,8 +49,91 @@ pub struct DeployArgs {
     /// config).
     #[arg(long, value_parser = parse_replicas)]
     replicas: Option<usize>,
+    /// Environment for the new colour only, on top of app_env (repeatable):
+    /// feature flags, or a setting to try.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Canary: this percent of new connections to the new colour, analysed,
+    /// then the switch (same as --canary-steps PERCENT,100).
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=99),
+          conflicts_with = "canary_steps")]
+    canary: Option<u8>,
+    /// Canary steps, rising percents of new connections to the new colour,
+    /// each analysed before the next; 100 is the switch (10,50,100).
+    #[arg(long, value_name = "P1,P2,...", value_parser = parse_steps)]
+    canary_steps: Option<CanarySteps>,
+    /// Seconds of passing analysis each canary step needs.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::config::parse_seconds)]
+    analysis: Duration,
+    /// Seconds a canary step may wait for the messages its analysis needs
+    /// (analysis.min_messages) before it is rolled back as inconclusive.
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = crate::config::parse_seconds)]
+    analysis_timeout: Duration,
     #[command(flatten)]
     stack: StackArgs,
+}
+
+fn parse_env(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!("'{raw}' is not KEY=VALUE")),
+    }
+}
+
+/// Rising percents of new connections, as `--canary-steps` gives them
+/// (one value for clap, not a list of values).
+#[derive(Debug, Clone)]
+pub struct CanarySteps(Vec<u8>);
+
+/// `10,50,100`: rising percents from 1 to 100.
+fn parse_steps(raw: &str) -> Result<CanarySteps, String> {
+    let mut steps = Vec::new();
+    for part in raw.split(',') {
+        let percent: u8 = part
+            .trim()
+            .parse()
+            .ok()
+            .filter(|percent| (1..=100).contains(percent))
+            .ok_or_else(|| format!("'{part}' is not a percent from 1 to 100"))?;
+        if steps.last().is_some_and(|last| *last >= percent) {
+            return Err(format!("canary steps must rise: '{raw}'"));
+        }
+        steps.push(percent);
+    }
+    Ok(CanarySteps(steps))
+}
+
+impl DeployArgs {
+    fn request(&self) -> deploy::DeployRequest {
+        let steps = match (&self.canary_steps, self.canary) {
+            (Some(CanarySteps(steps)), _) => Some(steps.clone()),
+            (None, Some(percent)) => Some(vec![percent]),
+            (None, None) => None,
+        };
+        // 100 is the switch itself, which follows the last step.
+        let canary = steps
+            .map(|steps| {
+                steps
+                    .into_iter()
+                    .filter(|percent| *percent < 100)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|steps| !steps.is_empty())
+            .map(|steps| deploy::Canary {
+                steps,
+                analysis: self.analysis,
+                timeout: self.analysis_timeout,
+            });
+        deploy::DeployRequest {
+            color: self.color,
+            image: self.image.clone(),
+            replicas: self.replicas,
+            env: self.env.iter().cloned().collect(),
+            canary,
+        }
+    }
 }
 
 fn parse_replicas(raw: &str) -> Result<usize, String> {
@@ -237,17 +320,8 @@ fn on_each_stack(
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     with_target(&args.stack, true, async |target| match target {
-        Target::One(mut stack) => {
-            deploy::deploy(&mut stack, args.color, args.image, args.replicas).await
-        }
-        Target::Hosts(mut fleet) => {
-            let action = Move::Deploy {
-                color: args.color,
-                image: args.image,
-                replicas: args.replicas,
-            };
-            fleet.run(action).await
-        }
+        Target::One(mut stack) => deploy::deploy(&mut stack, args.request()).await,
+        Target::Hosts(mut fleet) => fleet.run(Move::Deploy(args.request())).await,
     })
 }
 

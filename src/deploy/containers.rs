@@ -6,7 +6,7 @@
 //! `app_blue_N`); every operation on a colour runs on all of its replicas
 //! in parallel, and fails when one of them fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -88,11 +88,12 @@ pub async fn start_fresh(
     color: Color,
     image: &str,
     count: usize,
+    extra_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     retire(stack, color, true).await?;
     let names = stack.config.app_replicas(color, count);
     for (index, name) in names.iter().enumerate() {
-        create(stack, color, image, name, index + 1).await?;
+        create(stack, color, image, name, index + 1, extra_env).await?;
     }
     try_join_all(names.iter().map(|name| docker::start(&stack.docker, name))).await?;
     Ok(())
@@ -112,6 +113,7 @@ async fn create(
     image: &str,
     name: &str,
     replica: usize,
+    extra_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let config = &stack.config;
     let resources = &config.resources;
@@ -127,6 +129,8 @@ async fn create(
         ),
     ]);
     env.extend(config.app_env.clone());
+    // `deploy --env`: this colour only, on top of app_env.
+    env.extend(extra_env.clone());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         env: Some(

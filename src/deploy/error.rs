@@ -29,6 +29,12 @@ pub enum DeployError {
     /// another host failed.
     #[error("undone: {0}")]
     Undone(String),
+    /// A canary's analysis failed: the new colour was rolled back.
+    #[error("analysis failed, rolled back: {0}")]
+    Analysis(String),
+    /// A canary never got the traffic its analysis needs: rolled back.
+    #[error("analysis inconclusive, rolled back: {0}")]
+    Inconclusive(String),
     /// The first SIGINT or SIGTERM: the run stopped at a safe point.
     #[error("interrupted by {signal}: {outcome}")]
     Interrupted { signal: Signal, outcome: String },
@@ -44,6 +50,8 @@ impl DeployError {
             DeployError::Drain(_) => 6,
             DeployError::LockHeld { .. } => 7,
             DeployError::Undone(_) => 5,
+            DeployError::Analysis(_) => 10,
+            DeployError::Inconclusive(_) => 11,
             DeployError::NeedsRecover(_) => 9,
             DeployError::Interrupted { signal, .. } => signal.exit_code(),
         }

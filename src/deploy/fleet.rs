@@ -44,25 +44,20 @@ pub struct HostStack {
 /// What a command does on each host.
 #[derive(Debug, Clone)]
 pub enum Move {
-    Deploy {
-        color: Option<Color>,
-        image: Option<String>,
-        replicas: Option<usize>,
-    },
-    Switch {
-        color: Color,
-        force: bool,
-    },
+    Deploy(super::DeployRequest),
+    Switch { color: Color, force: bool },
     Rollback,
 }
 
 impl Move {
     fn command(&self) -> String {
         match self {
-            Move::Deploy { color, .. } => {
+            Move::Deploy(request) => {
                 format!(
                     "deploy {}",
-                    color.map_or(String::new(), |color| color.to_string())
+                    request
+                        .color
+                        .map_or(String::new(), |color| color.to_string())
                 )
             }
             Move::Switch { color, .. } => format!("switch {color}"),
@@ -226,15 +221,12 @@ impl Fleet {
         // Every host deploys the same colour, even the ones that would
         // pick another on their own.
         let action = match action {
-            Move::Deploy {
-                color: None,
-                image,
-                replicas,
-            } => Move::Deploy {
-                color: Some(live.map_or(Color::Blue, Color::other)),
-                image,
-                replicas,
-            },
+            Move::Deploy(request) if request.color.is_none() => {
+                Move::Deploy(super::DeployRequest {
+                    color: Some(live.map_or(Color::Blue, Color::other)),
+                    ..request
+                })
+            }
             other => other,
         };
         self.gated(action).await
@@ -298,11 +290,7 @@ impl Fleet {
             async move {
                 let stack = &mut host.stack;
                 let result = match action {
-                    Move::Deploy {
-                        color,
-                        image,
-                        replicas,
-                    } => super::deploy(stack, color, image, replicas).await,
+                    Move::Deploy(request) => super::deploy(stack, request).await,
                     Move::Switch { color, force } => super::switch(stack, color, force).await,
                     Move::Rollback => super::rollback(stack).await,
                 };

@@ -45,6 +45,8 @@ pub enum Outcome {
     NeedsRecover,
     /// Died unfinished; a later `wsctl recover` repaired the stack.
     Recovered,
+    /// A canary's analysis failed or was inconclusive: rolled back.
+    Aborted,
 }
 
 /// A state and when the run entered it.

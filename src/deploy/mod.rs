@@ -19,6 +19,7 @@
 //! a container's address: checks go through the engine or the published
 //! Nginx port.
 
+mod analysis;
 mod containers;
 mod error;
 mod events;
@@ -164,13 +165,32 @@ fn preflight_failed<T>(stack: &mut Stack, error: anyhow::Error) -> anyhow::Resul
     Err(error)
 }
 
+/// What `wsctl deploy` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    /// Colour to deploy (default: the standby).
+    pub color: Option<Color>,
+    /// Image (default: images.app).
+    pub image: Option<String>,
+    /// Containers (default: replicas from wsctl.yaml).
+    pub replicas: Option<usize>,
+    /// `--env KEY=VALUE`: for this colour only, on top of app_env.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// `--canary-steps`: weighted steps under analysis before the switch.
+    pub canary: Option<plan::Canary>,
+}
+
+pub use plan::Canary;
+
 /// `wsctl deploy`: the standby colour (or `color`) with `image`.
-pub async fn deploy(
-    stack: &mut Stack,
-    color: Option<Color>,
-    image: Option<String>,
-    replicas: Option<usize>,
-) -> anyhow::Result<()> {
+pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result<()> {
+    let DeployRequest {
+        color,
+        image,
+        replicas,
+        env,
+        canary,
+    } = request;
     let started = Instant::now();
     let image = image.unwrap_or_else(|| stack.config.images.app.clone());
     let replicas = replicas.unwrap_or(stack.config.replicas);
@@ -200,6 +220,13 @@ pub async fn deploy(
                     DeployError::Usage(format!("{standby} is live; deploy to the standby colour"));
                 return preflight_failed(stack, error.into());
             }
+            if canary.is_some() && live.is_none() {
+                let error = DeployError::Usage(
+                    "a canary needs a live colour to compare with; deploy without --canary first"
+                        .into(),
+                );
+                return preflight_failed(stack, error.into());
+            }
             stack.preflight_done(&format!(
                 "live: {}, standby: {standby}",
                 live.map_or("none".to_string(), |c| c.to_string())
@@ -207,7 +234,11 @@ pub async fn deploy(
             if let Some(warning) = nginx::undersized(stack, replicas).await {
                 stack.events.warn(&warning);
             }
-            let plan = Plan::deploy(live, standby, image, serving.upstream, replicas);
+            let plan = Plan {
+                extra_env: env,
+                canary,
+                ..Plan::deploy(live, standby, image, serving.upstream, replicas)
+            };
             plan::execute(stack, plan, started).await
         })
         .await;

@@ -169,6 +169,48 @@ pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> 
     .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
 }
 
+/// The upstream of a canary: `percent` of new connections to `new`'s
+/// replicas, the rest to `old`'s (which stays the live colour).
+pub async fn render_canary(
+    stack: &Stack,
+    old: Color,
+    new: Color,
+    percent: u8,
+) -> Result<String, DeployError> {
+    let replicas = |color| super::containers::replicas(stack, color);
+    let (olds, news) = match (replicas(old).await, replicas(new).await) {
+        (Ok(olds), Ok(news)) => (olds, news),
+        (Err(error), _) | (_, Err(error)) => {
+            return Err(DeployError::Switch(format!("{error:#}")));
+        }
+    };
+    // Each colour's total weight is its share: every old replica weighs
+    // (100 - percent) x the new replica count, every new one percent x the
+    // old count.
+    let percent = u32::from(percent.min(100));
+    let old_weight = (100 - percent) * news.len() as u32;
+    let new_weight = percent * olds.len() as u32;
+    let mut servers: Vec<(String, Option<u32>)> = Vec::new();
+    if old_weight > 0 {
+        servers.extend(olds.into_iter().map(|name| (name, Some(old_weight))));
+    }
+    if new_weight > 0 {
+        servers.extend(news.into_iter().map(|name| (name, Some(new_weight))));
+    }
+    upstream::render_weighted(
+        &stack.template,
+        old,
+        &servers,
+        stack.config.app_port,
+        &upstream::Access {
+            private_networks: &stack.config.private_networks,
+            trusted_proxies: &stack.config.trusted_proxies,
+            unlimited_networks: &stack.config.unlimited_networks,
+        },
+    )
+    .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
+}
+
 /// Uploads `text` as the upstream, tests it and reloads Nginx.
 pub async fn apply(stack: &Stack, text: &str) -> anyhow::Result<()> {
     upload(

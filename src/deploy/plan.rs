@@ -35,7 +35,7 @@ use serde_json::json;
 use super::containers::{self, Drained};
 use super::gate::Point;
 use super::journal::{Outcome, Run};
-use super::{DeployError, Stack, nginx, probe};
+use super::{DeployError, Stack, analysis, nginx, probe};
 use crate::signal::Signal;
 use crate::stack::Color;
 
@@ -47,6 +47,8 @@ pub enum State {
     Started,
     Healthy,
     Smoked,
+    /// A canary: both colours serve, weighted, under analysis.
+    Canary,
     Switched,
     Drained,
     Recorded,
@@ -121,6 +123,23 @@ pub struct Plan {
     pub previous_upstream: Option<String>,
     /// Containers of a freshly started colour.
     pub replicas: usize,
+    /// `deploy --env`: environment for the started colour only.
+    pub extra_env: std::collections::BTreeMap<String, String>,
+    /// `deploy --canary-steps`: weighted steps under analysis before the
+    /// switch.
+    pub canary: Option<Canary>,
+}
+
+/// A canary's steps and the analysis of each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// Percent of new connections to the new colour, rising, each below
+    /// 100 (100 is the switch itself).
+    pub steps: Vec<u8>,
+    /// Seconds of passing analysis each step needs.
+    pub analysis: std::time::Duration,
+    /// How long a step may wait for the traffic its analysis needs.
+    pub timeout: std::time::Duration,
 }
 
 impl Plan {
@@ -143,6 +162,8 @@ impl Plan {
             drain: true,
             previous_upstream: upstream,
             replicas,
+            extra_env: Default::default(),
+            canary: None,
         }
     }
 
@@ -165,6 +186,8 @@ impl Plan {
             drain: false,
             previous_upstream: upstream,
             replicas: 0,
+            extra_env: Default::default(),
+            canary: None,
         }
     }
 
@@ -193,6 +216,8 @@ impl Plan {
             drain: true,
             previous_upstream: upstream,
             replicas,
+            extra_env: Default::default(),
+            canary: None,
         }
     }
 }
@@ -203,6 +228,7 @@ enum Step {
     Start,
     Health,
     Smoke,
+    Canary,
     Switch,
     Drain,
 }
@@ -213,6 +239,7 @@ impl Step {
             Step::Start => State::Started,
             Step::Health => State::Healthy,
             Step::Smoke => State::Smoked,
+            Step::Canary => State::Canary,
             Step::Switch => State::Switched,
             Step::Drain => State::Drained,
         }
@@ -224,16 +251,18 @@ impl Step {
             Step::Start => "start",
             Step::Health => "health",
             Step::Smoke => "smoke",
+            Step::Canary => "canary",
             Step::Switch => "switch",
             Step::Drain => "drain",
         }
     }
 
-    /// Steps an interrupt may cut short: they only look, so nothing is
-    /// left half-done. Starting (an engine call that would go on without
-    /// us), the switch and the drain always run to their end.
+    /// Steps an interrupt may cut short: they only look (or, for a
+    /// canary, whose undo restores the upstream, look between reloads), so
+    /// nothing is left half-done. Starting (an engine call that would go on
+    /// without us), the switch and the drain always run to their end.
     fn abortable(self) -> bool {
-        matches!(self, Step::Health | Step::Smoke)
+        matches!(self, Step::Health | Step::Smoke | Step::Canary)
     }
 }
 
@@ -246,6 +275,9 @@ impl Plan {
         steps.push(Step::Health);
         if self.smoke {
             steps.push(Step::Smoke);
+        }
+        if self.canary.is_some() && self.from.is_some_and(|from| from != self.to) {
+            steps.push(Step::Canary);
         }
         steps.push(Step::Switch);
         if self.drain && self.from.is_some_and(|from| from != self.to) {
@@ -301,7 +333,10 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
                 staged = Some(nginx::stage(stack, plan.to).await);
             }
             Step::Switch => {
-                if staged.is_none() {
+                if !undo
+                    .iter()
+                    .any(|item| matches!(item, Undo::RestoreUpstream))
+                {
                     undo.push(Undo::RestoreUpstream);
                 }
                 if plan.from.is_some() {
@@ -313,7 +348,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
                 draining = true;
                 undo.clear();
             }
-            Step::Health | Step::Smoke => {}
+            Step::Health | Step::Smoke | Step::Canary => {}
         }
         run.enter(step.state());
         // Not recorded, not acted on: an engine that fails here unwinds
@@ -346,7 +381,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
             }
             Err(error) => {
                 stack.events.fail(&format!("{error:#}"));
-                if matches!(step, Step::Health | Step::Smoke)
+                if matches!(step, Step::Health | Step::Smoke | Step::Canary)
                     && error
                         .downcast_ref::<DeployError>()
                         .is_some_and(|error| !matches!(error, DeployError::Interrupted { .. }))
@@ -431,6 +466,18 @@ fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
         Step::Start => format!("{name} from {}", plan.image),
         Step::Health => format!("{name} (timeout {} s)", stack.config.ready_timeout),
         Step::Smoke => name,
+        Step::Canary => {
+            let canary = plan.canary.as_ref();
+            let steps: Vec<String> = canary
+                .map(|canary| canary.steps.iter().map(|p| format!("{p}%")).collect())
+                .unwrap_or_default();
+            format!(
+                "{} of new connections to {}, {} s of analysis each",
+                steps.join(" -> "),
+                plan.to,
+                canary.map_or(0, |canary| canary.analysis.as_secs())
+            )
+        }
         Step::Switch => format!("nginx -> {}", plan.to),
         Step::Drain => format!(
             "{} (timeout {} s)",
@@ -465,7 +512,8 @@ async fn act(
                 let names = containers::start_kept(stack, plan.to).await?;
                 return Ok(names.join(", "));
             }
-            containers::start_fresh(stack, plan.to, &plan.image, plan.replicas).await?;
+            containers::start_fresh(stack, plan.to, &plan.image, plan.replicas, &plan.extra_env)
+                .await?;
             Ok(stack.config.app_replicas(plan.to, plan.replicas).join(", "))
         }
         Step::Health => match plan.health {
@@ -485,6 +533,33 @@ async fn act(
         Step::Smoke => {
             containers::smoke(stack, plan.to).await?;
             Ok("every check passed".into())
+        }
+        Step::Canary => {
+            let (Some(canary), Some(from)) = (&plan.canary, plan.from) else {
+                return Ok("no canary".into());
+            };
+            // The staged single-colour upstream is overwritten here; the
+            // switch renders its own afterwards.
+            if let Some(upload) = staged.take() {
+                staged_upload(upload).await?;
+            }
+            let mut passed = Vec::new();
+            for &percent in &canary.steps {
+                let text = nginx::render_canary(stack, from, plan.to, percent).await?;
+                nginx::apply(stack, &text).await?;
+                let detail = analysis::run_step(
+                    stack,
+                    plan.to,
+                    Some(from),
+                    percent,
+                    canary.analysis,
+                    canary.timeout,
+                )
+                .await?;
+                stack.events.progress(&detail);
+                passed.push(detail);
+            }
+            Ok(passed.join("; "))
         }
         Step::Switch => {
             let steady = match plan.from {
@@ -586,7 +661,18 @@ async fn unwind(
                 &format!("the {} was undone; {stays}", plan.action),
             )),
         ),
-        None => (Outcome::Failed, Err(error.context(stays))),
+        None => {
+            let aborted = matches!(
+                error.downcast_ref::<DeployError>(),
+                Some(DeployError::Analysis(_) | DeployError::Inconclusive(_))
+            );
+            let outcome = if aborted {
+                Outcome::Aborted
+            } else {
+                Outcome::Failed
+            };
+            (outcome, Err(error.context(stays)))
+        }
     }
 }
 

@@ -30,8 +30,35 @@ pub fn render(
     port: u16,
     access: &Access<'_>,
 ) -> anyhow::Result<String> {
-    let servers: Vec<String> = hosts.iter().map(|host| format!("{host}:{port}")).collect();
-    let host = hosts.first().map(String::as_str).unwrap_or_default();
+    let servers: Vec<(String, Option<u32>)> =
+        hosts.iter().map(|host| (host.clone(), None)).collect();
+    render_weighted(template, color, &servers, port, access)
+}
+
+/// Like `render`, with a weight per server: a canary, where both colours
+/// share the upstream. `color` is the colour that keeps the larger share
+/// (what `X-Wsctl-Live` names). Weighted upstreams balance round robin, so
+/// that the weights are the shares of new connections (`least_conn` would
+/// send every new connection to the canary until it held its share).
+pub fn render_weighted(
+    template: &str,
+    color: Color,
+    weighted: &[(String, Option<u32>)],
+    port: u16,
+    access: &Access<'_>,
+) -> anyhow::Result<String> {
+    let canary = weighted.iter().any(|(_, weight)| weight.is_some());
+    let servers: Vec<String> = weighted
+        .iter()
+        .map(|(host, weight)| match weight {
+            Some(weight) => format!("{host}:{port} weight={weight}"),
+            None => format!("{host}:{port}"),
+        })
+        .collect();
+    let host = weighted
+        .first()
+        .map(|(host, _)| host.as_str())
+        .unwrap_or_default();
     let mut environment = Environment::new();
     environment.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     environment.add_template("upstream", template)?;
@@ -40,6 +67,7 @@ pub fn render(
         host => host,
         port => port,
         servers => servers,
+        canary => canary,
         private_networks => access.private_networks,
         trusted_proxies => access.trusted_proxies,
         unlimited_networks => access.unlimited_networks,

@@ -25,6 +25,8 @@ pub struct Outcome {
     pub unanswered: u64,
     /// Messages answered `unavailable` (and sent again).
     pub unavailable: u64,
+    /// Messages answered `rate_limited` (dropped uncounted, sent again).
+    pub rate_limited: u64,
 }
 
 /// One client: send, wait for the answer, reconnect and resend on any break.
@@ -114,6 +116,12 @@ pub async fn client(url: String, stop: Arc<AtomicBool>) -> Outcome {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue 'send;
                     }
+                    // Dropped uncounted: wait a little and send it again.
+                    Some("error") if reply["code"] == "rate_limited" => {
+                        outcome.rate_limited += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'send;
+                    }
                     _ => panic!("unexpected frame {reply}"),
                 }
             }
@@ -130,6 +138,7 @@ pub struct Summary {
     pub messages: u64,
     pub reconnects: u64,
     pub unavailable: u64,
+    pub rate_limited: u64,
     pub longest_gap: Duration,
     pub close_codes: std::collections::BTreeMap<u16, u64>,
     /// Each client's outcome, for per-client assertions.
@@ -163,6 +172,7 @@ impl LiveClients {
             summary.messages += outcome.answered;
             summary.reconnects += outcome.reconnects;
             summary.unavailable += outcome.unavailable;
+            summary.rate_limited += outcome.rate_limited;
             summary.longest_gap = summary.longest_gap.max(outcome.longest_gap);
             for code in &outcome.close_codes {
                 *summary.close_codes.entry(*code).or_insert(0) += 1;
@@ -171,4 +181,25 @@ impl LiveClients {
         }
         summary
     }
+}
+
+/// Opens `n` connections one after the other and returns the colour each
+/// greeting named (each closed right away): where new connections go.
+pub async fn greeting_colours(url: &str, n: usize) -> Vec<String> {
+    let mut colours = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(Ok((mut ws, _))) =
+            tokio::time::timeout(Duration::from_secs(5), connect_async(url)).await
+        else {
+            continue;
+        };
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await
+        {
+            let greeting: Value = serde_json::from_str(&text).unwrap_or_default();
+            colours.push(greeting["color"].as_str().unwrap_or("").to_string());
+        }
+        let _ = ws.close(None).await;
+    }
+    colours
 }

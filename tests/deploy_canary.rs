@@ -1,0 +1,156 @@
+//! Canary deploys on the real Docker Engine and Nginx, under live clients:
+//! a healthy canary is promoted step by step with its share of new
+//! connections; a canary that answers real traffic badly (`--env
+//! RATE_LIMIT=1`, which passes the smoke test) is rolled back by its
+//! analysis with exit 10; a SIGTERM during a canary leaves traffic on the
+//! old colour. No client loses a message or has one counted twice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::docker::{TestStack, docker_or_skip};
+use common::live::{LiveClients, greeting_colours};
+
+/// Events of a finished `--json` run.
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("drain_timeout: 8\nanalysis: {interval: 1.0, min_messages: 40}\n");
+    stack.wsctl_ok(&["deploy"]);
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let early = LiveClients::start(&url, 25);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 1. A healthy canary, 20% then the switch.
+    let mut run = stack.spawn(&["deploy", "--canary-steps", "20,100", "--analysis", "4"]);
+    assert!(
+        run.wait_for_step("canary"),
+        "no canary step: {:?}",
+        run.seen
+    );
+    // The weighted upstream is loaded a moment after the step begins.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let colours = greeting_colours(&url, 100).await;
+    let on_green = colours.iter().filter(|colour| *colour == "green").count();
+    println!(
+        "canary at 20%: {on_green} of {} new connections on green",
+        colours.len()
+    );
+    assert!((8..=35).contains(&on_green), "{on_green} of 100 on green");
+    // Clients that arrive during the canary give it traffic to measure.
+    let late = LiveClients::start(&url, 25);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let all = events(&stdout);
+    let samples: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|event| event["event"] == "analysis")
+        .collect();
+    assert!(
+        samples.iter().any(|sample| sample["verdict"] == "ok"),
+        "no passing sample: {stdout}"
+    );
+    assert_eq!(stack.public_status().await["color"], "green");
+
+    // 2. A blue that fails under real traffic: every message beyond one a
+    // second is refused. Its smoke test passes; its analysis does not.
+    let mut run = stack.spawn(&[
+        "deploy",
+        "--canary",
+        "50",
+        "--analysis",
+        "20",
+        "--env",
+        "RATE_LIMIT=1",
+    ]);
+    assert!(
+        run.wait_for_step("canary"),
+        "no canary step: {:?}",
+        run.seen
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let breach_clients = LiveClients::start(&url, 20);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    let ended = Instant::now();
+    assert_eq!(code, Some(10), "{stdout}\n{stderr}");
+    let all = events(&stdout);
+    let failed = all
+        .iter()
+        .find(|event| event["event"] == "analysis" && event["verdict"] == "failed")
+        .unwrap_or_else(|| panic!("no failed sample: {stdout}"));
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rate_limited"),
+        "{failed}"
+    );
+    let summary = all
+        .iter()
+        .find(|event| event["event"] == "deploy")
+        .expect("summary");
+    assert_eq!(summary["outcome"], "aborted", "{summary}");
+    assert_eq!(summary["traffic"], "green", "{summary}");
+    println!("rolled back: steps {}", summary["steps_ms"]);
+    assert_eq!(stack.public_status().await["color"], "green");
+    // The record says why.
+    let status = stack.status_json();
+    let last = &status["history"][0];
+    assert_eq!(last["outcome"], "aborted", "{status}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("analysis failed"),
+        "{last}"
+    );
+
+    // 3. SIGTERM during a canary: undone, traffic entirely on green.
+    let mut run = stack.spawn(&["deploy", "--canary", "30", "--analysis", "60"]);
+    assert!(
+        run.wait_for_step("canary"),
+        "no canary step: {:?}",
+        run.seen
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.signal("TERM");
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(143), "{stdout}\n{stderr}");
+    let colours = greeting_colours(&url, 20).await;
+    assert!(
+        colours.iter().all(|colour| colour == "green"),
+        "new connections after the interrupt: {colours:?}"
+    );
+    let status = stack.status_json();
+    assert_eq!(status["live"], "green", "{status}");
+
+    // Nobody lost a message or had one counted twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (name, clients) in [("early", early), ("late", late), ("breach", breach_clients)] {
+        let summary = clients.finish().await;
+        println!(
+            "{name}: {} messages, {} reconnects, {} rate limited, longest gap {:?}",
+            summary.messages, summary.reconnects, summary.rate_limited, summary.longest_gap
+        );
+    }
+    println!(
+        "clients checked {:?} after the rollback ended",
+        ended.elapsed()
+    );
+}
