@@ -140,9 +140,45 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
     let status = stack.status_json();
     assert_eq!(status["live"], "green", "{status}");
 
+    // 4. --watch after a full switch: blue (bad again) takes every new
+    // connection while green keeps running; the breach switches straight
+    // back to green.
+    let mut run = stack.spawn(&["deploy", "--watch", "30", "--env", "RATE_LIMIT=1"]);
+    assert!(run.wait_for_step("watch"), "no watch step: {:?}", run.seen);
+    let watched = LiveClients::start(&url, 10);
+    let breach = run.wait_for(|event| event["event"] == "analysis" && event["verdict"] == "failed");
+    let seen_at = Instant::now();
+    assert!(breach, "no breach seen: {:?}", run.seen);
+    let back_after = loop {
+        let colours = greeting_colours(&url, 1).await;
+        if colours.first().is_some_and(|colour| colour == "green") {
+            break seen_at.elapsed();
+        }
+        assert!(
+            seen_at.elapsed() < Duration::from_secs(10),
+            "never back on green"
+        );
+    };
+    println!("--watch: new connections back on green {back_after:?} after the breach was seen");
+    assert!(back_after < Duration::from_secs(1), "{back_after:?}");
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(10), "{stdout}\n{stderr}");
+    let summary = events(&stdout)
+        .into_iter()
+        .find(|event| event["event"] == "deploy")
+        .expect("summary");
+    assert_eq!(summary["traffic"], "green", "{summary}");
+
     // Nobody lost a message or had one counted twice.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for (name, clients) in [("early", early), ("late", late), ("breach", breach_clients)] {
+    for (name, clients) in [
+        ("early", early),
+        ("late", late),
+        ("breach", breach_clients),
+        ("watched", watched),
+    ] {
         let summary = clients.finish().await;
         println!(
             "{name}: {} messages, {} reconnects, {} rate limited, longest gap {:?}",

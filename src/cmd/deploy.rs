@@ -69,6 +69,10 @@ pub struct DeployArgs {
     /// (analysis.min_messages) before it is rolled back as inconclusive.
     #[arg(long, value_name = "SECS", default_value = "120", value_parser = crate::config::parse_seconds)]
     analysis_timeout: Duration,
+    /// After the switch, keep the old colour running (without traffic) for
+    /// this long while the analysis goes on; a breach switches straight back.
+    #[arg(long, value_name = "SECS", value_parser = crate::config::parse_seconds)]
+    watch: Option<Duration>,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -132,6 +136,7 @@ impl DeployArgs {
             replicas: self.replicas,
             env: self.env.iter().cloned().collect(),
             canary,
+            watch: self.watch,
         }
     }
 }

@@ -198,15 +198,28 @@ async fn read(stack: &Stack, color: Color) -> anyhow::Result<(Totals, Vec<String
     Ok((totals, problems))
 }
 
-/// Runs one step's analysis: `seconds` of passing samples after the first
-/// counted one, within `timeout`. Every sample is reported.
+/// How long an analysis runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    /// A canary step: `seconds` of passing samples after the first counted
+    /// one, which must come within `timeout` (else inconclusive).
+    Counted {
+        seconds: Duration,
+        timeout: Duration,
+    },
+    /// `--watch` after the switch: `seconds`, whatever the traffic; only a
+    /// breach ends it early.
+    Elapsed(Duration),
+}
+
+/// Runs one analysis of `new` (against `old` when given) until `until`
+/// says it passed; every sample is reported.
 pub async fn run_step(
     stack: &mut Stack,
     new: Color,
     old: Option<Color>,
     percent: u8,
-    seconds: Duration,
-    timeout: Duration,
+    until: Until,
 ) -> anyhow::Result<String> {
     let settings = stack.config.analysis.clone();
     let interval = Duration::from_secs_f64(settings.interval);
@@ -288,7 +301,13 @@ pub async fn run_step(
         if failures > settings.failure_limit {
             return Err(DeployError::Analysis(sample.detail).into());
         }
-        if counted_since.is_some_and(|since| since.elapsed() >= seconds) {
+        let passed = match until {
+            Until::Counted { seconds, .. } => {
+                counted_since.is_some_and(|since| since.elapsed() >= seconds)
+            }
+            Until::Elapsed(seconds) => started.elapsed() >= seconds,
+        };
+        if passed {
             return Ok(format!(
                 "{percent}% on {new}: {} samples, {} messages, error ratio {:.3} (old {:.3}), p95 {}",
                 number,
@@ -300,7 +319,10 @@ pub async fn run_step(
                     .map_or("-".to_string(), |p95| format!("{:.1} ms", p95 * 1000.0))
             ));
         }
-        if counted_since.is_none() && started.elapsed() >= timeout {
+        if let Until::Counted { timeout, .. } = until
+            && counted_since.is_none()
+            && started.elapsed() >= timeout
+        {
             return Err(DeployError::Inconclusive(format!(
                 "{new} answered {} of the {} messages the analysis needs within {} s",
                 fresh.answered,

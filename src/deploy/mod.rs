@@ -178,6 +178,8 @@ pub struct DeployRequest {
     pub env: std::collections::BTreeMap<String, String>,
     /// `--canary-steps`: weighted steps under analysis before the switch.
     pub canary: Option<plan::Canary>,
+    /// `--watch`: analysis after the switch, the old colour kept running.
+    pub watch: Option<Duration>,
 }
 
 pub use plan::Canary;
@@ -190,6 +192,7 @@ pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result
         replicas,
         env,
         canary,
+        watch,
     } = request;
     let started = Instant::now();
     let image = image.unwrap_or_else(|| stack.config.images.app.clone());
@@ -220,10 +223,9 @@ pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result
                     DeployError::Usage(format!("{standby} is live; deploy to the standby colour"));
                 return preflight_failed(stack, error.into());
             }
-            if canary.is_some() && live.is_none() {
+            if (canary.is_some() || watch.is_some()) && live.is_none() {
                 let error = DeployError::Usage(
-                    "a canary needs a live colour to compare with; deploy without --canary first"
-                        .into(),
+                    "--canary and --watch need a live colour; deploy without them first".into(),
                 );
                 return preflight_failed(stack, error.into());
             }
@@ -237,6 +239,7 @@ pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result
             let plan = Plan {
                 extra_env: env,
                 canary,
+                watch,
                 ..Plan::deploy(live, standby, image, serving.upstream, replicas)
             };
             plan::execute(stack, plan, started).await

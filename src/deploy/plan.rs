@@ -50,6 +50,8 @@ pub enum State {
     /// A canary: both colours serve, weighted, under analysis.
     Canary,
     Switched,
+    /// `--watch`: switched, the old colour still running, under analysis.
+    Watching,
     Drained,
     Recorded,
 }
@@ -128,6 +130,9 @@ pub struct Plan {
     /// `deploy --canary-steps`: weighted steps under analysis before the
     /// switch.
     pub canary: Option<Canary>,
+    /// `deploy --watch`: analysis after the switch, with the old colour
+    /// kept running to switch straight back to.
+    pub watch: Option<std::time::Duration>,
 }
 
 /// A canary's steps and the analysis of each.
@@ -164,6 +169,7 @@ impl Plan {
             replicas,
             extra_env: Default::default(),
             canary: None,
+            watch: None,
         }
     }
 
@@ -188,6 +194,7 @@ impl Plan {
             replicas: 0,
             extra_env: Default::default(),
             canary: None,
+            watch: None,
         }
     }
 
@@ -218,6 +225,7 @@ impl Plan {
             replicas,
             extra_env: Default::default(),
             canary: None,
+            watch: None,
         }
     }
 }
@@ -230,6 +238,7 @@ enum Step {
     Smoke,
     Canary,
     Switch,
+    Watch,
     Drain,
 }
 
@@ -241,6 +250,7 @@ impl Step {
             Step::Smoke => State::Smoked,
             Step::Canary => State::Canary,
             Step::Switch => State::Switched,
+            Step::Watch => State::Watching,
             Step::Drain => State::Drained,
         }
     }
@@ -253,6 +263,7 @@ impl Step {
             Step::Smoke => "smoke",
             Step::Canary => "canary",
             Step::Switch => "switch",
+            Step::Watch => "watch",
             Step::Drain => "drain",
         }
     }
@@ -262,7 +273,10 @@ impl Step {
     /// nothing is left half-done. Starting (an engine call that would go on
     /// without us), the switch and the drain always run to their end.
     fn abortable(self) -> bool {
-        matches!(self, Step::Health | Step::Smoke | Step::Canary)
+        matches!(
+            self,
+            Step::Health | Step::Smoke | Step::Canary | Step::Watch
+        )
     }
 }
 
@@ -280,7 +294,11 @@ impl Plan {
             steps.push(Step::Canary);
         }
         steps.push(Step::Switch);
-        if self.drain && self.from.is_some_and(|from| from != self.to) {
+        let moves = self.from.is_some_and(|from| from != self.to);
+        if self.watch.is_some() && moves {
+            steps.push(Step::Watch);
+        }
+        if self.drain && moves {
             steps.push(Step::Drain);
         }
         steps
@@ -348,7 +366,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
                 draining = true;
                 undo.clear();
             }
-            Step::Health | Step::Smoke | Step::Canary => {}
+            Step::Health | Step::Smoke | Step::Canary | Step::Watch => {}
         }
         run.enter(step.state());
         // Not recorded, not acted on: an engine that fails here unwinds
@@ -479,6 +497,13 @@ fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
             )
         }
         Step::Switch => format!("nginx -> {}", plan.to),
+        Step::Watch => format!(
+            "{} s of analysis on {}, {} kept running to switch back to",
+            plan.watch.map_or(0, |watch| watch.as_secs()),
+            plan.to,
+            plan.from
+                .map_or("-".to_string(), |from| stack.config.app(from))
+        ),
         Step::Drain => format!(
             "{} (timeout {} s)",
             plan.from
@@ -547,15 +572,11 @@ async fn act(
             for &percent in &canary.steps {
                 let text = nginx::render_canary(stack, from, plan.to, percent).await?;
                 nginx::apply(stack, &text).await?;
-                let detail = analysis::run_step(
-                    stack,
-                    plan.to,
-                    Some(from),
-                    percent,
-                    canary.analysis,
-                    canary.timeout,
-                )
-                .await?;
+                let until = analysis::Until::Counted {
+                    seconds: canary.analysis,
+                    timeout: canary.timeout,
+                };
+                let detail = analysis::run_step(stack, plan.to, Some(from), percent, until).await?;
                 stack.events.progress(&detail);
                 passed.push(detail);
             }
@@ -578,6 +599,11 @@ async fn act(
                 "{} live, verified through {}",
                 plan.to, stack.config.public_address
             ))
+        }
+        Step::Watch => {
+            let seconds = plan.watch.unwrap_or_default();
+            let until = analysis::Until::Elapsed(seconds);
+            analysis::run_step(stack, plan.to, None, 100, until).await
         }
         Step::Drain => {
             let from = plan.from.unwrap_or(plan.to.other());
