@@ -47,6 +47,13 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
         colours.len()
     );
     assert!((8..=35).contains(&on_green), "{on_green} of 100 on green");
+    // status shows the shares while the canary runs.
+    let status = stack.status_json();
+    assert_eq!(
+        status["weights"],
+        serde_json::json!({"blue": 80.0, "green": 20.0}),
+        "{status}"
+    );
     // Clients that arrive during the canary give it traffic to measure.
     let late = LiveClients::start(&url, 25);
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
@@ -63,6 +70,7 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
         "no passing sample: {stdout}"
     );
     assert_eq!(stack.public_status().await["color"], "green");
+    assert!(stack.status_json()["weights"].is_null());
 
     // 2. A blue that fails under real traffic: every message beyond one a
     // second is refused. Its smoke test passes; its analysis does not.

@@ -386,6 +386,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 fn print_status(status: &serde_json::Value) {
     println!("live: {}", status["live"].as_str().unwrap_or("none"));
+    if let Some(weights) = status["weights"].as_object() {
+        let shares: Vec<String> = weights
+            .iter()
+            .map(|(color, percent)| format!("{color} {percent}%"))
+            .collect();
+        println!("canary: new connections {}", shares.join(", "));
+    }
     if let Some(disagreement) = status["disagreement"].as_str() {
         println!("WARNING: {disagreement}: run `wsctl recover`");
     }

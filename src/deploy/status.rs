@@ -30,8 +30,13 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
         })
         .collect();
     let history: Vec<Value> = runs.iter().rev().take(RECENT).map(summary).collect();
+    let weights = serving
+        .upstream
+        .as_deref()
+        .and_then(|upstream| weights(stack, upstream));
     Ok(json!({
         "live": serving.live(),
+        "weights": weights,
         "serving": serving,
         "disagreement": serving.disagreement(),
         "lock": holder,
@@ -39,6 +44,38 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
         "colors": colours,
         "history": history,
     }))
+}
+
+/// Each colour's share of new connections in percent, when the upstream
+/// on disk weighs both (a canary in progress); `None` otherwise.
+fn weights(stack: &Stack, upstream: &str) -> Option<Value> {
+    let mut totals = [0u64; 2];
+    for line in upstream.lines() {
+        let Some(rest) = line.trim().strip_prefix("server ") else {
+            continue;
+        };
+        let mut words = rest.trim_end_matches(';').split_whitespace();
+        let host = words.next()?.split(':').next()?;
+        let weight: u64 = words
+            .find_map(|word| word.strip_prefix("weight="))
+            .and_then(|weight| weight.parse().ok())
+            .unwrap_or(1);
+        for (index, color) in Color::ALL.into_iter().enumerate() {
+            if stack.config.replica_index(color, host).is_some() {
+                totals[index] += weight;
+            }
+        }
+    }
+    let all: u64 = totals.iter().sum();
+    if all == 0 || totals.contains(&0) {
+        return None;
+    }
+    let mut shares = serde_json::Map::new();
+    for (index, color) in Color::ALL.into_iter().enumerate() {
+        let percent = (totals[index] as f64 * 100.0 / all as f64).round();
+        shares.insert(color.to_string(), json!(percent));
+    }
+    Some(Value::Object(shares))
 }
 
 /// A run as `status` shows it (without the saved upstream).
