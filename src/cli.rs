@@ -30,6 +30,10 @@ pub enum Command {
     Switch(cmd::deploy::SwitchArgs),
     /// Go back to the colour that was live before.
     Rollback(cmd::deploy::RollbackArgs),
+    /// Move traffic to the colour `deploy --no-switch` left paused.
+    Promote(cmd::deploy::PromoteArgs),
+    /// Stop a running canary (it undoes itself), or remove a paused colour.
+    Abort(cmd::deploy::AbortArgs),
     /// Bring a stack left by a killed run to a consistent state.
     Recover(cmd::deploy::RecoverArgs),
     /// Live colour, each colour's container, the lock, the last runs.
@@ -53,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => cmd::deploy::deploy(args),
         Command::Switch(args) => cmd::deploy::switch(args),
         Command::Rollback(args) => cmd::deploy::rollback(args),
+        Command::Promote(args) => cmd::deploy::promote(args),
+        Command::Abort(args) => cmd::deploy::abort(args),
         Command::Recover(args) => cmd::deploy::recover(args),
         Command::Status(args) => cmd::deploy::status(args),
         Command::Lock(args) => cmd::deploy::lock(args),

@@ -198,3 +198,92 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
         ended.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deploy_is_promoted_or_aborted_and_abort_stops_a_canary() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("drain_timeout: 8\n");
+    stack.wsctl_ok(&["deploy"]);
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let clients = LiveClients::start(&url, 20);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let running = |name: &str| {
+        std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.State.Running}}",
+                &format!("{}{name}", stack.prefix),
+            ])
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "true")
+            .unwrap_or(false)
+    };
+
+    // --no-switch: green runs, checked, without traffic; promote moves it.
+    let paused = stack
+        .wsctl_while_live(&["deploy", "--no-switch", "--json"])
+        .await;
+    assert_eq!(paused.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&paused.stdout).into_owned();
+    let summary = events(&stdout)
+        .into_iter()
+        .find(|event| event["event"] == "deploy")
+        .expect("summary");
+    assert_eq!(summary["outcome"], "paused", "{summary}");
+    assert_eq!(summary["traffic"], "blue", "{summary}");
+    assert!(running("app_green"), "green is not running");
+    assert_eq!(stack.public_status().await["color"], "blue");
+    let promoted = stack.wsctl_while_live(&["promote"]).await;
+    assert_eq!(promoted.status.code(), Some(0), "{:?}", promoted);
+    assert_eq!(stack.public_status().await["color"], "green");
+    let again = stack.wsctl(&["promote"]);
+    assert_eq!(again.status.code(), Some(2), "nothing paused any more");
+
+    // abort with nothing running or paused.
+    let nothing = stack.wsctl(&["abort"]);
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("nothing to abort"));
+
+    // abort during a canary: the deploy is interrupted and undoes itself.
+    let mut run = stack.spawn(&["deploy", "--canary", "30", "--analysis", "60"]);
+    assert!(
+        run.wait_for_step("canary"),
+        "no canary step: {:?}",
+        run.seen
+    );
+    let aborted = stack.wsctl_while_live(&["abort"]).await;
+    assert_eq!(aborted.status.code(), Some(0), "{aborted:?}");
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(143), "{stdout}\n{stderr}");
+    assert_eq!(stack.public_status().await["color"], "green");
+    assert!(!running("app_blue"), "the canary's colour still runs");
+
+    // abort of a paused deploy removes its colour.
+    let paused = stack.wsctl_while_live(&["deploy", "--no-switch"]).await;
+    assert_eq!(paused.status.code(), Some(0));
+    assert!(running("app_blue"));
+    let aborted = stack.wsctl_while_live(&["abort"]).await;
+    assert_eq!(aborted.status.code(), Some(0), "{aborted:?}");
+    assert!(!running("app_blue"), "the paused colour still runs");
+    let status = stack.status_json();
+    assert_eq!(status["live"], "green", "{status}");
+    assert_eq!(status["history"][0]["action"], "abort", "{status}");
+
+    let summary = clients.finish().await;
+    println!(
+        "paused/promote/abort: {} messages, {} reconnects",
+        summary.messages, summary.reconnects
+    );
+    assert!(
+        summary
+            .outcomes
+            .iter()
+            .all(|outcome| outcome.reconnects >= 1),
+        "a client did not move at the promote"
+    );
+}

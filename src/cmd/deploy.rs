@@ -73,6 +73,10 @@ pub struct DeployArgs {
     /// this long while the analysis goes on; a breach switches straight back.
     #[arg(long, value_name = "SECS", value_parser = crate::config::parse_seconds)]
     watch: Option<Duration>,
+    /// Stop before the switch: the new colour runs, checked, without
+    /// traffic, until `wsctl promote` (or `wsctl abort`).
+    #[arg(long, conflicts_with_all = ["watch", "canary", "canary_steps"])]
+    no_switch: bool,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -137,6 +141,7 @@ impl DeployArgs {
             env: self.env.iter().cloned().collect(),
             canary,
             watch: self.watch,
+            no_switch: self.no_switch,
         }
     }
 }
@@ -163,6 +168,18 @@ pub struct SwitchArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -348,6 +365,16 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         Target::One(mut stack) => deploy::rollback(&mut stack).await,
         Target::Hosts(mut fleet) => fleet.run(Move::Rollback).await,
     })
+}
+
+pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
+    on_each_stack(&args.stack, true, async |stack| {
+        deploy::promote(stack).await
+    })
+}
+
+pub fn abort(args: AbortArgs) -> anyhow::Result<()> {
+    on_each_stack(&args.stack, false, async |stack| deploy::abort(stack).await)
 }
 
 pub fn recover(args: RecoverArgs) -> anyhow::Result<()> {

@@ -47,6 +47,9 @@ pub enum Outcome {
     Recovered,
     /// A canary's analysis failed or was inconclusive: rolled back.
     Aborted,
+    /// `deploy --no-switch`: the new colour runs, checked, without traffic,
+    /// until `wsctl promote` or `wsctl abort`.
+    Paused,
 }
 
 /// A state and when the run entered it.
@@ -321,6 +324,12 @@ pub fn unfinished(runs: &[Run]) -> Vec<&Run> {
     runs.iter()
         .filter(|run| matches!(run.outcome, Outcome::InProgress | Outcome::NeedsRecover))
         .collect()
+}
+
+/// The deploy left paused by `--no-switch`, when it is the last word: no
+/// run came after it.
+pub fn paused(runs: &[Run]) -> Option<&Run> {
+    runs.last().filter(|run| run.outcome == Outcome::Paused)
 }
 
 /// The colour to roll back to: where the last run that moved traffic took

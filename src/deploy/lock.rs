@@ -82,7 +82,7 @@ fn renew_interval(ttl: u64) -> Duration {
     Duration::from_millis((ttl * 1000 / 3).max(200))
 }
 
-fn local_host() -> String {
+pub fn local_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 

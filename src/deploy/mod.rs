@@ -180,6 +180,8 @@ pub struct DeployRequest {
     pub canary: Option<plan::Canary>,
     /// `--watch`: analysis after the switch, the old colour kept running.
     pub watch: Option<Duration>,
+    /// `--no-switch`: stop before the switch (`wsctl promote` goes on).
+    pub no_switch: bool,
 }
 
 pub use plan::Canary;
@@ -193,6 +195,7 @@ pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result
         env,
         canary,
         watch,
+        no_switch,
     } = request;
     let started = Instant::now();
     let image = image.unwrap_or_else(|| stack.config.images.app.clone());
@@ -240,6 +243,7 @@ pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result
                 extra_env: env,
                 canary,
                 watch,
+                pause: no_switch,
                 ..Plan::deploy(live, standby, image, serving.upstream, replicas)
             };
             plan::execute(stack, plan, started).await
@@ -317,6 +321,136 @@ pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
         })
         .await;
     fail_preflight_if_open(stack, locked)
+}
+
+/// `wsctl promote`: traffic to the colour a `deploy --no-switch` left
+/// running and checked; then the old colour drains, as in a deploy.
+pub async fn promote(stack: &mut Stack) -> anyhow::Result<()> {
+    let started = Instant::now();
+    stack
+        .events
+        .begin("preflight", "lock, journal, paused colour");
+    let locked = stack
+        .locked("promote", async move |stack| {
+            let serving = stack.serving().await?;
+            let live = serving.live();
+            let runs = stack.journal.runs(&stack.docker).await?;
+            let Some(paused) = journal::paused(&runs).cloned() else {
+                let error = DeployError::Usage(
+                    "no deploy is paused (`wsctl deploy --no-switch` pauses one)".into(),
+                );
+                return preflight_failed(stack, error.into());
+            };
+            if live == Some(paused.to) {
+                let error = DeployError::Usage(format!("{} is already live", paused.to));
+                return preflight_failed(stack, error.into());
+            }
+            stack.preflight_done(&format!(
+                "{} ({}) paused by {}",
+                paused.to, paused.image, paused.id
+            ))?;
+            let plan = Plan {
+                action: plan::Action::Promote,
+                drain: true,
+                ..Plan::switch(live, paused.to, paused.image, false, serving.upstream)
+            };
+            plan::execute(stack, plan, started).await
+        })
+        .await;
+    fail_preflight_if_open(stack, locked)
+}
+
+/// `wsctl abort`: a deploy running now (a canary under analysis) is sent
+/// SIGTERM, which undoes it; a deploy paused by `--no-switch` has its
+/// colour removed. Traffic stays where it is either way.
+pub async fn abort(stack: &mut Stack) -> anyhow::Result<()> {
+    if let Some(held) = lock::holder(&stack.docker, &stack.config).await?
+        && !held.stale
+        && held.ttl > 0
+    {
+        return interrupt_holder(stack, &held).await;
+    }
+    let started = Instant::now();
+    stack
+        .events
+        .begin("preflight", "lock, journal, paused colour");
+    let locked = stack
+        .locked("abort", async move |stack| {
+            let serving = stack.serving().await?;
+            let live = serving.live();
+            let runs = stack.journal.runs(&stack.docker).await?;
+            let Some(paused) = journal::paused(&runs).cloned() else {
+                let error =
+                    DeployError::Usage("nothing to abort: no deploy is running or paused".into());
+                return preflight_failed(stack, error.into());
+            };
+            stack.preflight_done(&format!("{} paused by {}", paused.to, paused.id))?;
+            stack.events.begin(
+                "undo",
+                &format!("stop and remove {}", stack.config.app(paused.to)),
+            );
+            if let Err(error) = containers::retire(stack, paused.to, true).await {
+                stack.events.fail(&format!("{error:#}"));
+                return Err(error);
+            }
+            stack.events.ok("removed");
+            let mut run = journal::Run::new(plan::Action::Abort, live, paused.to, &paused.image);
+            run.enter(plan::State::Recorded);
+            run.outcome = journal::Outcome::Succeeded;
+            run.traffic = live;
+            run.seconds = started.elapsed().as_secs_f64();
+            run.detail = format!("removed {} left paused by {}", paused.to, paused.id);
+            stack.journal.write(&stack.docker, &mut run).await?;
+            Ok(())
+        })
+        .await;
+    fail_preflight_if_open(stack, locked)
+}
+
+/// Sends SIGTERM to the process running a deploy on this machine and waits
+/// (up to two minutes) until it lets go of the lock, having undone its run.
+async fn interrupt_holder(stack: &mut Stack, held: &lock::Holder) -> anyhow::Result<()> {
+    let Some(pid) = held.pid.filter(|_| held.host == lock::local_host()) else {
+        return Err(DeployError::Usage(format!(
+            "{} runs on {} (pid {}): interrupt it there",
+            held.holder,
+            held.host,
+            held.pid.map_or("?".to_string(), |pid| pid.to_string())
+        ))
+        .into());
+    };
+    stack
+        .events
+        .begin("abort", &format!("SIGTERM to {} (pid {pid})", held.holder));
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    if let Err(error) = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM) {
+        let error = anyhow::anyhow!("signalling pid {pid}: {error}");
+        stack.events.fail(&format!("{error:#}"));
+        return Err(error);
+    }
+    let released = wait::poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || async {
+            match lock::holder(&stack.docker, &stack.config).await {
+                Ok(Some(now)) if now.id == held.id => wait::Check::Pending("still running".into()),
+                Ok(_) => wait::Check::Ready(()),
+                Err(error) => wait::Check::Pending(format!("{error:#}")),
+            }
+        },
+    )
+    .await;
+    match released {
+        Ok(()) => {
+            stack.events.ok("the deploy stopped and undid its run");
+            Ok(())
+        }
+        Err(wait::WaitError::Failed(why) | wait::WaitError::TimedOut(why)) => {
+            let error = anyhow::anyhow!("the deploy did not stop within 120 s: {why}");
+            stack.events.fail(&format!("{error:#}"));
+            Err(error)
+        }
+    }
 }
 
 /// Creates the network, Redis and Nginx when they are absent, and starts

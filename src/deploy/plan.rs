@@ -74,6 +74,10 @@ pub enum Action {
     Switch,
     Rollback,
     Recover,
+    /// Traffic to a colour left paused by `deploy --no-switch`.
+    Promote,
+    /// The colour left paused by `deploy --no-switch`, removed.
+    Abort,
 }
 
 impl std::fmt::Display for Action {
@@ -83,6 +87,8 @@ impl std::fmt::Display for Action {
             Action::Switch => "switch",
             Action::Rollback => "rollback",
             Action::Recover => "recover",
+            Action::Promote => "promote",
+            Action::Abort => "abort",
         })
     }
 }
@@ -133,6 +139,9 @@ pub struct Plan {
     /// `deploy --watch`: analysis after the switch, with the old colour
     /// kept running to switch straight back to.
     pub watch: Option<std::time::Duration>,
+    /// `deploy --no-switch`: stop before the switch, the new colour left
+    /// running and checked, without traffic (outcome `paused`).
+    pub pause: bool,
 }
 
 /// A canary's steps and the analysis of each.
@@ -170,6 +179,7 @@ impl Plan {
             extra_env: Default::default(),
             canary: None,
             watch: None,
+            pause: false,
         }
     }
 
@@ -195,6 +205,7 @@ impl Plan {
             extra_env: Default::default(),
             canary: None,
             watch: None,
+            pause: false,
         }
     }
 
@@ -226,6 +237,7 @@ impl Plan {
             extra_env: Default::default(),
             canary: None,
             watch: None,
+            pause: false,
         }
     }
 }
@@ -293,6 +305,9 @@ impl Plan {
         if self.canary.is_some() && self.from.is_some_and(|from| from != self.to) {
             steps.push(Step::Canary);
         }
+        if self.pause {
+            return steps;
+        }
         steps.push(Step::Switch);
         let moves = self.from.is_some_and(|from| from != self.to);
         if self.watch.is_some() && moves {
@@ -346,7 +361,8 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
                 color: plan.to,
                 remove: plan.start == Start::Fresh,
             }),
-            Step::Health if plan.health == Health::Wait => {
+            // A paused deploy never switches: nothing to stage or restore.
+            Step::Health if plan.health == Health::Wait && !plan.pause => {
                 undo.push(Undo::RestoreUpstream);
                 staged = Some(nginx::stage(stack, plan.to).await);
             }
@@ -413,6 +429,18 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
     }
 
     let (outcome, result) = match failure {
+        // --no-switch: the new colour runs, checked, without traffic.
+        None if plan.pause => {
+            run.traffic = plan.from;
+            run.enter(State::Recorded);
+            match interrupt.received() {
+                Some(signal) => (
+                    Outcome::Interrupted,
+                    Err(interrupted(signal, "paused before the switch")),
+                ),
+                None => (Outcome::Paused, Ok(())),
+            }
+        }
         None => {
             run.traffic = Some(plan.to);
             run.enter(State::Recorded);
@@ -744,7 +772,7 @@ async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Conti
 
 /// The last line (terminal) or object (`--json`) of a run.
 fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
-    let ok = run.outcome == Outcome::Succeeded;
+    let ok = matches!(run.outcome, Outcome::Succeeded | Outcome::Paused);
     stack.events.emit(json!({
         "event": run.action, "ok": ok, "run_id": run.id, "outcome": run.outcome,
         "from": run.from, "to": run.to, "traffic": run.traffic, "image": run.image,
@@ -760,7 +788,11 @@ fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
             run.action,
             run.from.map_or("none".to_string(), |c| c.to_string()),
             run.to,
-            if ok { "done" } else { "not done" },
+            match run.outcome {
+                Outcome::Paused => "paused before the switch (`wsctl promote` or `wsctl abort`)",
+                _ if ok => "done",
+                _ => "not done",
+            },
             run.seconds
         );
     }
