@@ -129,6 +129,11 @@ pub struct AnalysisSettings {
     /// 95th-percentile message latency on the new colour, in seconds
     /// (WsctlSlowMessages: 1 s).
     pub max_p95_seconds: f64,
+    /// Refused frames per connection the new colour accepted.
+    pub max_errors_per_connection: f64,
+    /// Connections the new colour refused (max_connections,
+    /// origin_forbidden, unauthorized) per connection attempt.
+    pub max_refused_ratio: f64,
 }
 
 impl Default for AnalysisSettings {
@@ -140,6 +145,8 @@ impl Default for AnalysisSettings {
             max_error_ratio: 0.05,
             max_error_ratio_over_old: 0.01,
             max_p95_seconds: 1.0,
+            max_errors_per_connection: 10.0,
+            max_refused_ratio: 0.05,
         }
     }
 }
@@ -417,9 +424,11 @@ switch_batch: 1
 # A canary's analysis (`deploy --canary-steps 10,50,100`): both colours'
 # /metrics every `interval` seconds; the new colour fails a sample when its
 # errors per message pass max_error_ratio and the old colour's ratio by
-# max_error_ratio_over_old, when its p95 message latency passes
-# max_p95_seconds, or when a container stops or turns unhealthy. A sample
-# counts once the new colour answered min_messages messages.
+# max_error_ratio_over_old, or its errors per accepted connection pass
+# max_errors_per_connection, when it refuses more than max_refused_ratio of
+# connection attempts, when its p95 message latency passes max_p95_seconds,
+# or when a container stops or turns unhealthy. A sample counts once the
+# new colour received min_messages frames.
 analysis:
   interval: 2.0
   failure_limit: 0
@@ -427,6 +436,8 @@ analysis:
   max_error_ratio: 0.05
   max_error_ratio_over_old: 0.01
   max_p95_seconds: 1.0
+  max_errors_per_connection: 10.0
+  max_refused_ratio: 0.05
 "#;
 
 impl StackConfig {
@@ -530,6 +541,11 @@ impl StackConfig {
                 analysis.max_error_ratio_over_old,
             ),
             ("max_p95_seconds", analysis.max_p95_seconds),
+            (
+                "max_errors_per_connection",
+                analysis.max_errors_per_connection,
+            ),
+            ("max_refused_ratio", analysis.max_refused_ratio),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError(format!(

@@ -168,7 +168,10 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
         );
     };
     println!("--watch: new connections back on green {back_after:?} after the breach was seen");
-    assert!(back_after < Duration::from_secs(1), "{back_after:?}");
+    // Measured well under a second (the closing note of issue 12 has the
+    // figure); the bound here only proves the switch-back did not wait for
+    // the 30 s watch to end, and leaves room for a loaded CI machine.
+    assert!(back_after < Duration::from_secs(5), "{back_after:?}");
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
         .await
         .expect("deploy");
@@ -262,6 +265,27 @@ async fn a_paused_deploy_is_promoted_or_aborted_and_abort_stops_a_canary() {
     assert_eq!(code, Some(143), "{stdout}\n{stderr}");
     assert_eq!(stack.public_status().await["color"], "green");
     assert!(!running("app_blue"), "the canary's colour still runs");
+
+    // A canary nobody uses proves nothing: inconclusive, rolled back (11).
+    let idle = stack
+        .wsctl_while_live(&[
+            "deploy",
+            "--canary",
+            "10",
+            "--analysis-timeout",
+            "3",
+            "--json",
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&idle.stdout).into_owned();
+    assert_eq!(idle.status.code(), Some(11), "{stdout}");
+    let summary = events(&stdout)
+        .into_iter()
+        .find(|event| event["event"] == "deploy")
+        .expect("summary");
+    assert_eq!(summary["outcome"], "aborted", "{summary}");
+    assert_eq!(summary["traffic"], "green", "{summary}");
+    assert!(!running("app_blue"), "the idle canary's colour still runs");
 
     // abort of a paused deploy removes its colour.
     let paused = stack.wsctl_while_live(&["deploy", "--no-switch"]).await;

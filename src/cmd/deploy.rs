@@ -309,6 +309,7 @@ fn with_target(
             gate: None,
             lock_held: false,
             last_run: None,
+            last_analysis: None,
         };
         body(Target::One(Box::new(stack))).await
     })
@@ -419,6 +420,18 @@ fn print_status(status: &serde_json::Value) {
             .map(|(color, percent)| format!("{color} {percent}%"))
             .collect();
         println!("canary: new connections {}", shares.join(", "));
+    }
+    let analysis = &status["last_analysis"];
+    if let Some(sample) = analysis["sample"].as_object() {
+        println!(
+            "last analysis (run {}, {}): {} at {}%, error ratio {}, {}",
+            analysis["run_id"].as_str().unwrap_or(""),
+            analysis["outcome"].as_str().unwrap_or(""),
+            sample.get("verdict").and_then(|v| v.as_str()).unwrap_or(""),
+            sample.get("percent").cloned().unwrap_or_default(),
+            sample.get("new_error_ratio").cloned().unwrap_or_default(),
+            sample.get("detail").and_then(|v| v.as_str()).unwrap_or(""),
+        );
     }
     if let Some(disagreement) = status["disagreement"].as_str() {
         println!("WARNING: {disagreement}: run `wsctl recover`");

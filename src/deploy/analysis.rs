@@ -35,6 +35,8 @@ pub struct Totals {
     pub frames_in: f64,
     /// Messages answered (`message_response`, `direction="out"`).
     pub answered: f64,
+    /// Connections accepted (`websocket_connections_total`).
+    pub connections: f64,
     pub errors: f64,
     pub errors_by_type: BTreeMap<String, f64>,
     /// The latency histogram: (upper bound, cumulative count).
@@ -59,6 +61,9 @@ impl Totals {
                         totals.answered += value;
                     }
                 }
+                ("websocket_connections_total", prometheus_parse::Value::Counter(value)) => {
+                    totals.connections += value;
+                }
                 ("websocket_errors_total", prometheus_parse::Value::Counter(value)) => {
                     totals.errors += value;
                     *totals.errors_by_type.entry(label("type")).or_default() += value;
@@ -82,6 +87,7 @@ impl Totals {
     fn add(&mut self, other: &Totals) {
         self.frames_in += other.frames_in;
         self.answered += other.answered;
+        self.connections += other.connections;
         self.errors += other.errors;
         for (kind, value) in &other.errors_by_type {
             *self.errors_by_type.entry(kind.clone()).or_default() += value;
@@ -101,6 +107,7 @@ impl Totals {
         Totals {
             frames_in: delta(self.frames_in, base.frames_in),
             answered: delta(self.answered, base.answered),
+            connections: delta(self.connections, base.connections),
             errors: delta(self.errors, base.errors),
             errors_by_type: self
                 .errors_by_type
@@ -127,6 +134,30 @@ impl Totals {
     pub fn error_ratio(&self) -> f64 {
         if self.frames_in > 0.0 {
             self.errors / self.frames_in
+        } else {
+            0.0
+        }
+    }
+
+    /// Errors per accepted connection (0 without connections).
+    pub fn errors_per_connection(&self) -> f64 {
+        if self.connections > 0.0 {
+            self.errors / self.connections
+        } else {
+            0.0
+        }
+    }
+
+    /// Connection attempts refused (too many connections, a forbidden
+    /// origin, no valid token) per attempt.
+    pub fn refused_ratio(&self) -> f64 {
+        let refused: f64 = ["max_connections", "origin_forbidden", "unauthorized"]
+            .iter()
+            .filter_map(|kind| self.errors_by_type.get(*kind))
+            .sum();
+        let attempts = self.connections + refused;
+        if attempts > 0.0 {
+            refused / attempts
         } else {
             0.0
         }
@@ -169,6 +200,9 @@ pub struct Sample {
     pub new_messages: f64,
     pub new_error_ratio: f64,
     pub old_error_ratio: f64,
+    pub new_connections: f64,
+    pub new_errors_per_connection: f64,
+    pub new_refused_ratio: f64,
     pub new_errors_by_type: BTreeMap<String, f64>,
     pub new_p95_seconds: Option<f64>,
     /// `waiting` (too few messages), `ok`, or `failed`.
@@ -249,6 +283,9 @@ pub async fn run_step(
             new_messages: fresh.answered,
             new_error_ratio: fresh.error_ratio(),
             old_error_ratio: before.error_ratio(),
+            new_connections: fresh.connections,
+            new_errors_per_connection: fresh.errors_per_connection(),
+            new_refused_ratio: fresh.refused_ratio(),
             new_errors_by_type: fresh.errors_by_type.clone(),
             new_p95_seconds: fresh.p95(),
             verdict: "ok",
@@ -256,8 +293,20 @@ pub async fn run_step(
         };
         let failing = if !problems.is_empty() {
             Some(problems.join("; "))
+        } else if sample.new_refused_ratio > settings.max_refused_ratio {
+            Some(format!(
+                "{new} refused {:.3} of connection attempts (limit {}): {:?}",
+                sample.new_refused_ratio, settings.max_refused_ratio, sample.new_errors_by_type
+            ))
         } else if fresh.frames_in < settings.min_messages as f64 {
             None
+        } else if sample.new_errors_per_connection > settings.max_errors_per_connection {
+            Some(format!(
+                "{:.1} errors per connection on {new} (limit {}): {:?}",
+                sample.new_errors_per_connection,
+                settings.max_errors_per_connection,
+                sample.new_errors_by_type
+            ))
         } else if sample.new_error_ratio > settings.max_error_ratio
             && sample.new_error_ratio > sample.old_error_ratio + settings.max_error_ratio_over_old
         {
@@ -334,8 +383,10 @@ pub async fn run_step(
     }
 }
 
-/// A progress line on a terminal, an `analysis` event with `--json`.
+/// A progress line on a terminal, an `analysis` event with `--json`; the
+/// run's record keeps the last sample.
 fn report(stack: &mut Stack, sample: &Sample) {
+    stack.last_analysis = serde_json::to_value(sample).ok();
     if stack.events.is_json() {
         let mut event = serde_json::to_value(sample).unwrap_or_else(|_| json!({}));
         event["event"] = json!("analysis");

@@ -105,6 +105,7 @@ impl Fleet {
                         gate: None,
                         lock_held: false,
                         last_run: None,
+                        last_analysis: None,
                     },
                 }
             })

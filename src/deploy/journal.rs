@@ -91,6 +91,9 @@ pub struct Run {
     /// Milliseconds per finished step.
     #[serde(default)]
     pub steps_ms: serde_json::Map<String, serde_json::Value>,
+    /// A canary's (or `--watch`'s) last analysis sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<serde_json::Value>,
     /// Records written so far (the journal's sequence number).
     #[serde(default)]
     pub seq: u32,
@@ -123,6 +126,7 @@ impl Run {
             previous_upstream: None,
             created_container: false,
             steps_ms: serde_json::Map::new(),
+            analysis: None,
             seq: 0,
         }
     }

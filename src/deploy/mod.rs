@@ -74,6 +74,8 @@ pub struct Stack {
     pub lock_held: bool,
     /// The last run this stack executed, as journalled.
     pub last_run: Option<journal::Run>,
+    /// The last analysis sample of the running command (for its record).
+    pub last_analysis: Option<serde_json::Value>,
 }
 
 impl Stack {

@@ -477,6 +477,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
     run.outcome = outcome;
     run.seconds = started.elapsed().as_secs_f64();
     run.steps_ms = stack.events.durations_ms();
+    run.analysis = stack.last_analysis.take();
     if let Err(error) = &result {
         run.detail = format!("{error:#}");
     }

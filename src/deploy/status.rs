@@ -34,9 +34,14 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
         .upstream
         .as_deref()
         .and_then(|upstream| weights(stack, upstream));
+    let last_analysis = runs.iter().rev().find_map(|run| {
+        let sample = run.analysis.clone()?;
+        Some(json!({"run_id": run.id, "outcome": run.outcome, "sample": sample}))
+    });
     Ok(json!({
         "live": serving.live(),
         "weights": weights,
+        "last_analysis": last_analysis,
         "serving": serving,
         "disagreement": serving.disagreement(),
         "lock": holder,
