@@ -133,7 +133,10 @@ fn smoke_colour(
             let at = host
                 .as_ref()
                 .map_or(String::new(), |host| format!("host {host}: "));
-            anyhow::ensure!(!names.is_empty(), "{at}{base} does not exist");
+            anyhow::ensure!(
+                !names.is_empty(),
+                "{at}{base} is not running (no such container)"
+            );
             for (_, name) in names {
                 containers.push((host.clone(), docker.clone(), name));
             }
