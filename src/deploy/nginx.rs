@@ -150,6 +150,15 @@ pub async fn undersized(stack: &Stack, replicas: usize) -> Option<String> {
     })
 }
 
+/// The access policy of wsctl.yaml, rendered beside every upstream.
+fn access(stack: &Stack) -> upstream::Access<'_> {
+    upstream::Access {
+        private_networks: &stack.config.private_networks,
+        trusted_proxies: &stack.config.trusted_proxies,
+        unlimited_networks: &stack.config.unlimited_networks,
+    }
+}
+
 /// The upstream that routes to `color`: every replica it has.
 pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
     let replicas = super::containers::replicas(stack, color)
@@ -160,11 +169,7 @@ pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> 
         color,
         &replicas,
         stack.config.app_port,
-        &upstream::Access {
-            private_networks: &stack.config.private_networks,
-            trusted_proxies: &stack.config.trusted_proxies,
-            unlimited_networks: &stack.config.unlimited_networks,
-        },
+        &access(stack),
     )
     .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
 }
@@ -202,11 +207,7 @@ pub async fn render_canary(
         old,
         &servers,
         stack.config.app_port,
-        &upstream::Access {
-            private_networks: &stack.config.private_networks,
-            trusted_proxies: &stack.config.trusted_proxies,
-            unlimited_networks: &stack.config.unlimited_networks,
-        },
+        &access(stack),
     )
     .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
 }
