@@ -12,6 +12,10 @@
 //! - `status.rs`: `wsctl status`. `error.rs`: the exit codes.
 //! - `events.rs`: progress lines or `--json`; `probe.rs`: the cutover probe;
 //!   `upstream.rs`: the rendered upstream; `wait.rs`: the one polling loop.
+//! - `analysis.rs`: a canary's (and `--watch`'s) metric analysis.
+//! - `fleet.rs`: a stack on several Docker hosts, each running the same
+//!   plan; `gate.rs`: where those runs wait for each other (before and
+//!   after their switch).
 //!
 //! This file holds the commands: each takes the lock, brings the stack to
 //! a consistent state (bootstrap, recover an unfinished run), builds its
