@@ -150,9 +150,27 @@ pub const RESERVED_FILES: u64 = 100;
 /// Rejects a `REDIS_URL` that cannot be parsed, at start, before any I/O
 /// (redis's own parser: it reads the URL and connects to nothing).
 pub fn validate_redis_url(url: &str) -> Result<(), ConfigError> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|error| ConfigError(format!("REDIS_URL '{url}' is not a Redis URL: {error}")))
+    redis::Client::open(url).map(|_| ()).map_err(|error| {
+        ConfigError(format!(
+            "REDIS_URL '{}' is not a Redis URL: {error}",
+            masked_url(url)
+        ))
+    })
+}
+
+/// A URL fit for messages and logs: its password replaced by `***`. Text
+/// that does not parse as a URL is not repeated at all (where a password
+/// would sit in it is unknown).
+pub fn masked_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
 }
 
 /// Parses a strictly positive number of seconds (fractions allowed: `0.5`).
@@ -326,6 +344,11 @@ mod tests {
         assert!(validate_redis_url("redis://127.0.0.1:6379/0").is_ok());
         assert!(validate_redis_url("http://x").is_err());
         assert!(validate_redis_url("not a url").is_err());
+        // The password never reaches the message.
+        let error = validate_redis_url("http://:s3cret@x:6379").unwrap_err().0;
+        assert!(error.contains("http://:***@x:6379") && !error.contains("s3cret"), "{error}");
+        let error = validate_redis_url("redis//:s3cret@x").unwrap_err().0;
+        assert!(!error.contains("s3cret"), "{error}");
     }
 
     #[test]
