@@ -46,6 +46,10 @@ pub enum Command {
     Init(cmd::deploy::InitArgs),
     /// Print a signed access token for `--require-auth`.
     Token(cmd::token::TokenArgs),
+    /// Print shell completions: bash, zsh, fish, elvish or powershell.
+    Completions(cmd::docs::CompletionsArgs),
+    /// Write man pages (wsctl.1 and one per subcommand) into a directory.
+    Man(cmd::docs::ManArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -58,6 +62,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Switch(args) => cmd::deploy::switch(args),
         Command::Rollback(args) => cmd::deploy::rollback(args),
         Command::Promote(args) => cmd::deploy::promote(args),
+        Command::Completions(args) => cmd::docs::completions(args),
+        Command::Man(args) => cmd::docs::man(args),
         Command::Abort(args) => cmd::deploy::abort(args),
         Command::Recover(args) => cmd::deploy::recover(args),
         Command::Status(args) => cmd::deploy::status(args),

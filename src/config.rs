@@ -346,7 +346,10 @@ mod tests {
         assert!(validate_redis_url("not a url").is_err());
         // The password never reaches the message.
         let error = validate_redis_url("http://:s3cret@x:6379").unwrap_err().0;
-        assert!(error.contains("http://:***@x:6379") && !error.contains("s3cret"), "{error}");
+        assert!(
+            error.contains("http://:***@x:6379") && !error.contains("s3cret"),
+            "{error}"
+        );
         let error = validate_redis_url("redis//:s3cret@x").unwrap_err().0;
         assert!(!error.contains("s3cret"), "{error}");
     }
