@@ -4,9 +4,18 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd;
 
+/// `wsctl --version`: the crate version and the git revision it was built
+/// from (`unknown` outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WSCTL_GIT_REVISION"),
+    ")"
+);
+
 /// A production WebSocket service and the tool that deploys it.
 #[derive(Debug, Parser)]
-#[command(name = "wsctl", version, about, propagate_version = true)]
+#[command(name = "wsctl", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -97,12 +97,20 @@ fn flag_wins_over_environment() {
 }
 
 #[test]
-fn version_flag_prints_the_version() {
+fn version_flag_prints_the_version_and_the_git_revision() {
     let output = wsctl().arg("--version").output().unwrap();
     assert!(output.status.success());
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        format!("wsctl {}", env!("CARGO_PKG_VERSION"))
+        format!("wsctl {} ({head})", env!("CARGO_PKG_VERSION"))
     );
 }
 
