@@ -161,12 +161,14 @@ fn modes_other_than_hold_say_up_front_when_the_limit_is_too_low() {
 /// connection comes back resumed with its count; with the embedded layer
 /// (sessions die with the process) every one is reported lost and the run
 /// fails.
-#[test]
-fn hold_follow_rides_a_restart_and_reports_lost_sessions() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_follow_rides_a_restart_and_reports_lost_sessions() {
     let redis = common::redis::RedisServer::start();
     let url = redis.url();
     for (env, survives) in [(vec![("REDIS_URL", url.as_str())], true), (vec![], false)] {
         let mut server = Server::start(&env);
+        // Listening comes before Redis is connected: upgrades wait for ready.
+        server.wait_ready(true).await;
         let port: u16 = server
             .addr
             .rsplit(':')
@@ -183,11 +185,14 @@ fn hold_follow_rides_a_restart_and_reports_lost_sessions() {
             let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
             (output.status.code(), report)
         });
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         server.send_signal("TERM");
         server.wait_exit(std::time::Duration::from_secs(15));
         let _restarted = Server::start_on_port(&env, port);
-        let (code, report) = bench.join().expect("bench thread");
+        let (code, report) =
+            tokio::task::spawn_blocking(move || bench.join().expect("bench thread"))
+                .await
+                .expect("join");
         let follow = &report["follow"];
         assert_eq!(report["goodbyes_received"], 100, "{report}");
         if survives {
