@@ -157,6 +157,28 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     assert_eq!(code(&switched), Some(0), "{}", explain(&switched));
     assert_eq!(stack.public_status().await["color"], "green");
     assert_eq!(stack.status_json()["history"][0]["action"], "switch");
+
+    // status is for monitors too: 0 while the live colour is healthy, 3
+    // once its container is down (the JSON still printed).
+    let healthy = stack.wsctl(&["status"]);
+    assert_eq!(code(&healthy), Some(0), "{}", explain(&healthy));
+    docker
+        .stop_container(
+            &green,
+            None::<bollard::query_parameters::StopContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let degraded = stack.wsctl(&["status", "--json"]);
+    assert_eq!(code(&degraded), Some(3), "{}", explain(&degraded));
+    let printed: serde_json::Value = serde_json::from_slice(&degraded.stdout).expect("JSON");
+    assert_eq!(printed["live"], "green");
+    assert!(
+        explain(&degraded).contains("the live colour green")
+            && explain(&degraded).contains("exited"),
+        "{}",
+        explain(&degraded)
+    );
 }
 
 #[tokio::test]

@@ -28,13 +28,24 @@ pub struct StackArgs {
     /// One JSON object per line (events, then a summary) for CI pipelines.
     #[arg(long, global = true)]
     json: bool,
-    /// Seconds to wait for another deploy's lock before giving up.
-    #[arg(long, default_value = "0", value_name = "SECS", global = true)]
-    lock_wait: u64,
     /// Only this host of wsctl.yaml's `hosts:` (repeatable): to repair one
     /// host, or to look at it alone.
     #[arg(long = "host", value_name = "NAME", global = true)]
     hosts: Vec<String>,
+}
+
+/// For the commands that take the stack's lock.
+#[derive(Debug, Args)]
+pub struct LockWait {
+    /// Seconds to wait for another deploy's lock before giving up.
+    #[arg(long = "lock-wait", default_value = "0", value_name = "SECS")]
+    seconds: u64,
+}
+
+impl LockWait {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +88,8 @@ pub struct DeployArgs {
     /// traffic, until `wsctl promote` (or `wsctl abort`).
     #[arg(long, conflicts_with_all = ["watch", "canary", "canary_steps"])]
     no_switch: bool,
+    #[command(flatten)]
+    lock_wait: LockWait,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -163,11 +176,15 @@ pub struct SwitchArgs {
     #[arg(long)]
     force: bool,
     #[command(flatten)]
+    lock_wait: LockWait,
+    #[command(flatten)]
     stack: StackArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    #[command(flatten)]
+    lock_wait: LockWait,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -175,17 +192,23 @@ pub struct RollbackArgs {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     #[command(flatten)]
+    lock_wait: LockWait,
+    #[command(flatten)]
     stack: StackArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct AbortArgs {
     #[command(flatten)]
+    lock_wait: LockWait,
+    #[command(flatten)]
     stack: StackArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
+    #[command(flatten)]
+    lock_wait: LockWait,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -207,6 +230,8 @@ pub enum LockCommand {
         /// Why: shown to everyone the lock refuses.
         #[arg(long, short = 'm')]
         message: String,
+        #[command(flatten)]
+        lock_wait: LockWait,
     },
     /// Let go of a lock taken with `wsctl lock acquire`.
     Release,
@@ -253,6 +278,7 @@ enum Target {
 /// as usual.
 fn with_target(
     args: &StackArgs,
+    lock_wait: Duration,
     interruptible: bool,
     body: impl AsyncFnOnce(Target) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -292,7 +318,6 @@ fn with_target(
         } else {
             Interrupt::default()
         };
-        let lock_wait = Duration::from_secs(args.lock_wait);
         if !config.hosts.is_empty() {
             let fleet = Fleet::connect(&config, &template, args.json, lock_wait, interrupt).await?;
             return body(Target::Hosts(fleet)).await;
@@ -319,75 +344,109 @@ fn with_target(
 /// error is returned once every host had its turn).
 fn on_each_stack(
     args: &StackArgs,
+    lock_wait: Duration,
     interruptible: bool,
     command: impl AsyncFn(&mut Stack) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    with_target(args, interruptible, async |target| match target {
-        Target::One(mut stack) => command(&mut stack).await,
-        Target::Hosts(mut fleet) => {
-            let mut first_error = None;
-            for host in &mut fleet.hosts {
-                if !args.json {
-                    println!("host {}:", host.name);
+    with_target(
+        args,
+        lock_wait,
+        interruptible,
+        async |target| match target {
+            Target::One(mut stack) => command(&mut stack).await,
+            Target::Hosts(mut fleet) => {
+                let mut first_error = None;
+                for host in &mut fleet.hosts {
+                    if !args.json {
+                        println!("host {}:", host.name);
+                    }
+                    if let Err(error) = command(&mut host.stack).await {
+                        let error = error.context(format!("host {}", host.name));
+                        eprintln!("wsctl: {error:#}");
+                        first_error.get_or_insert(error);
+                    }
                 }
-                if let Err(error) = command(&mut host.stack).await {
-                    let error = error.context(format!("host {}", host.name));
-                    eprintln!("wsctl: {error:#}");
-                    first_error.get_or_insert(error);
-                }
+                first_error.map_or(Ok(()), Err)
             }
-            first_error.map_or(Ok(()), Err)
-        }
-    })
+        },
+    )
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    with_target(&args.stack, true, async |target| match target {
-        Target::One(mut stack) => deploy::deploy(&mut stack, args.request()).await,
-        Target::Hosts(mut fleet) => fleet.run(Move::Deploy(args.request())).await,
-    })
+    with_target(
+        &args.stack,
+        args.lock_wait.duration(),
+        true,
+        async |target| match target {
+            Target::One(mut stack) => deploy::deploy(&mut stack, args.request()).await,
+            Target::Hosts(mut fleet) => fleet.run(Move::Deploy(args.request())).await,
+        },
+    )
 }
 
 pub fn switch(args: SwitchArgs) -> anyhow::Result<()> {
-    with_target(&args.stack, true, async |target| match target {
-        Target::One(mut stack) => deploy::switch(&mut stack, args.color, args.force).await,
-        Target::Hosts(mut fleet) => {
-            let action = Move::Switch {
-                color: args.color,
-                force: args.force,
-            };
-            fleet.run(action).await
-        }
-    })
+    with_target(
+        &args.stack,
+        args.lock_wait.duration(),
+        true,
+        async |target| match target {
+            Target::One(mut stack) => deploy::switch(&mut stack, args.color, args.force).await,
+            Target::Hosts(mut fleet) => {
+                let action = Move::Switch {
+                    color: args.color,
+                    force: args.force,
+                };
+                fleet.run(action).await
+            }
+        },
+    )
 }
 
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    with_target(&args.stack, true, async |target| match target {
-        Target::One(mut stack) => deploy::rollback(&mut stack).await,
-        Target::Hosts(mut fleet) => fleet.run(Move::Rollback).await,
-    })
+    with_target(
+        &args.stack,
+        args.lock_wait.duration(),
+        true,
+        async |target| match target {
+            Target::One(mut stack) => deploy::rollback(&mut stack).await,
+            Target::Hosts(mut fleet) => fleet.run(Move::Rollback).await,
+        },
+    )
 }
 
 pub fn promote(args: PromoteArgs) -> anyhow::Result<()> {
-    on_each_stack(&args.stack, true, async |stack| {
-        deploy::promote(stack).await
-    })
+    on_each_stack(
+        &args.stack,
+        args.lock_wait.duration(),
+        true,
+        async |stack| deploy::promote(stack).await,
+    )
 }
 
 pub fn abort(args: AbortArgs) -> anyhow::Result<()> {
-    on_each_stack(&args.stack, false, async |stack| deploy::abort(stack).await)
+    on_each_stack(
+        &args.stack,
+        args.lock_wait.duration(),
+        false,
+        async |stack| deploy::abort(stack).await,
+    )
 }
 
 pub fn recover(args: RecoverArgs) -> anyhow::Result<()> {
-    on_each_stack(&args.stack, true, async |stack| {
-        deploy::recover(stack).await
-    })
+    on_each_stack(
+        &args.stack,
+        args.lock_wait.duration(),
+        true,
+        async |stack| deploy::recover(stack).await,
+    )
 }
 
+/// `wsctl status`: prints the stack (every host), then exits 3 when the
+/// live colour is not healthy, so that monitors and CI can use it.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let json = args.stack.json;
-    with_target(&args.stack, false, async |target| {
-        match target {
+    with_target(&args.stack, Duration::ZERO, false, async |target| {
+        let hosts = match target {
             Target::One(stack) => {
                 let status = deploy::status(&stack).await?;
                 if json {
@@ -395,6 +454,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                 } else {
                     print_status(&status);
                 }
+                vec![status]
             }
             Target::Hosts(mut fleet) => {
                 let status = deploy::fleet::status(&mut fleet).await?;
@@ -406,10 +466,54 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                         print_status(host);
                     }
                 }
+                status["hosts"].as_array().cloned().unwrap_or_default()
             }
+        };
+        let problems: Vec<String> = hosts
+            .iter()
+            .filter_map(|host| {
+                let why = degraded(host)?;
+                Some(match host["host"].as_str() {
+                    Some(name) => format!("host {name}: {why}"),
+                    None => why,
+                })
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(deploy::DeployError::Health(problems.join("; ")).into())
         }
-        Ok(())
     })
+}
+
+/// Why the live colour of one stack's status is not healthy: none is
+/// live, or one of its containers is not running or is unhealthy
+/// (`starting` is fine: deploys check readiness themselves).
+fn degraded(status: &serde_json::Value) -> Option<String> {
+    let Some(live) = status["live"].as_str() else {
+        return Some("no colour is live".into());
+    };
+    let replicas = status["colors"][live]["replicas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let sick: Vec<String> = replicas
+        .iter()
+        .filter(|replica| replica["state"] != "running" || replica["health"] == "unhealthy")
+        .map(|replica| {
+            format!(
+                "{} is {} ({})",
+                replica["container"].as_str().unwrap_or("?"),
+                replica["state"].as_str().unwrap_or("?"),
+                replica["health"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if replicas.is_empty() {
+        return Some(format!("the live colour {live} has no container"));
+    }
+    (!sick.is_empty()).then(|| format!("the live colour {live}: {}", sick.join(", ")))
 }
 
 fn print_status(status: &serde_json::Value) {
@@ -507,44 +611,66 @@ fn print_status(status: &serde_json::Value) {
 
 pub fn lock(args: LockArgs) -> anyhow::Result<()> {
     let json = args.stack.json;
-    on_each_stack(&args.stack, false, async |stack| match &args.command {
-        LockCommand::Status => {
-            let holder = deploy::lock_holder(&stack.docker, &stack.config).await?;
-            if json {
-                println!("{}", serde_json::json!({ "lock": holder }));
-            } else {
-                match holder {
-                    None => println!("the lock is free"),
-                    Some(held) => println!(
-                        "locked by {} since {}{}{}",
-                        held.holder,
-                        held.since,
-                        if held.message.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", held.message)
-                        },
-                        match (&held.expires_at, held.stale) {
-                            (_, true) => " (stale: the next run breaks it)".to_string(),
-                            (Some(end), false) => format!(" (lease until {end})"),
-                            (None, false) => " (until `wsctl lock release`)".to_string(),
-                        }
-                    ),
+    let lock_wait = match &args.command {
+        LockCommand::Acquire { lock_wait, .. } => lock_wait.duration(),
+        _ => Duration::ZERO,
+    };
+    on_each_stack(&args.stack, lock_wait, false, async |stack| {
+        match &args.command {
+            LockCommand::Status => {
+                let holder = deploy::lock_holder(&stack.docker, &stack.config).await?;
+                if json {
+                    println!("{}", serde_json::json!({ "lock": holder }));
+                } else {
+                    match holder {
+                        None => println!("the lock is free"),
+                        Some(held) => println!(
+                            "locked by {} since {}{}{}",
+                            held.holder,
+                            held.since,
+                            if held.message.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", held.message)
+                            },
+                            match (&held.expires_at, held.stale) {
+                                (_, true) => " (stale: the next run breaks it)".to_string(),
+                                (Some(end), false) => format!(" (lease until {end})"),
+                                (None, false) => " (until `wsctl lock release`)".to_string(),
+                            }
+                        ),
+                    }
                 }
+                Ok(())
             }
-            Ok(())
-        }
-        LockCommand::Acquire { message } => {
-            deploy::acquire_manual_lock(stack, message).await?;
-            println!("lock acquired: {message}");
-            Ok(())
-        }
-        LockCommand::Release => {
-            match deploy::release_manual_lock(&stack.docker, &stack.config).await? {
-                Some(held) => println!("released the lock of {}", held.holder),
-                None => println!("the lock is free"),
+            LockCommand::Acquire { message, .. } => {
+                deploy::acquire_manual_lock(stack, message).await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"lock": "acquired", "message": message})
+                    );
+                } else {
+                    println!("lock acquired: {message}");
+                }
+                Ok(())
             }
-            Ok(())
+            LockCommand::Release => {
+                let released = deploy::release_manual_lock(&stack.docker, &stack.config).await?;
+                if json {
+                    let holder = released.map(|held| held.holder);
+                    println!(
+                        "{}",
+                        serde_json::json!({"lock": "free", "released": holder})
+                    );
+                } else {
+                    match released {
+                        Some(held) => println!("released the lock of {}", held.holder),
+                        None => println!("the lock is free"),
+                    }
+                }
+                Ok(())
+            }
         }
     })
 }
@@ -556,10 +682,16 @@ pub fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    on_each_stack(&args.stack, false, async |stack| {
-        match deploy::force_unlock(&stack.docker, &stack.config).await? {
-            Some(holder) => println!("lock held by {holder} broken"),
-            None => println!("no lock was held"),
+    let json = args.stack.json;
+    on_each_stack(&args.stack, Duration::ZERO, false, async |stack| {
+        let broken = deploy::force_unlock(&stack.docker, &stack.config).await?;
+        if json {
+            println!("{}", serde_json::json!({"lock": "free", "broken": broken}));
+        } else {
+            match broken {
+                Some(holder) => println!("lock held by {holder} broken"),
+                None => println!("no lock was held"),
+            }
         }
         Ok(())
     })
