@@ -47,6 +47,12 @@ pub enum Command {
     Recover(cmd::deploy::RecoverArgs),
     /// Live colour, each colour's container, the lock, the last runs.
     Status(cmd::deploy::StatusArgs),
+    /// A container's log lines (readable on a terminal, raw with --json).
+    Logs(cmd::operate::LogsArgs),
+    /// Run a command in a colour's container: wsctl exec -- CMD...
+    Exec(cmd::operate::ExecArgs),
+    /// The journal: who ran what, when, and how it ended.
+    History(cmd::operate::HistoryArgs),
     /// The stack's deploy lock: status, acquire -m MESSAGE, release.
     Lock(cmd::deploy::LockArgs),
     /// Break the stack's deploy lock, whoever holds it.
@@ -72,6 +78,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => cmd::deploy::rollback(args),
         Command::Promote(args) => cmd::deploy::promote(args),
         Command::Completions(args) => cmd::docs::completions(args),
+        Command::Logs(args) => cmd::operate::logs(args),
+        Command::Exec(args) => cmd::operate::exec(args),
+        Command::History(args) => cmd::operate::history(args),
         Command::Man(args) => cmd::docs::man(args),
         Command::Abort(args) => cmd::deploy::abort(args),
         Command::Recover(args) => cmd::deploy::recover(args),

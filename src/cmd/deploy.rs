@@ -27,7 +27,7 @@ pub struct StackArgs {
     config: PathBuf,
     /// One JSON object per line (events, then a summary) for CI pipelines.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     /// Only this host of wsctl.yaml's `hosts:` (repeatable): to repair one
     /// host, or to look at it alone.
     #[arg(long = "host", value_name = "NAME", global = true)]
@@ -342,7 +342,7 @@ fn with_target(
 
 /// Runs `command` on the one stack, or on each host in order (the first
 /// error is returned once every host had its turn).
-fn on_each_stack(
+pub fn on_each_stack(
     args: &StackArgs,
     lock_wait: Duration,
     interruptible: bool,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod build;
 pub mod deploy;
 pub mod docs;
+pub mod operate;
 pub mod probe;
 pub mod serve;
 pub mod smoke;

@@ -459,6 +459,41 @@ async fn interrupt_holder(stack: &mut Stack, held: &lock::Holder) -> anyhow::Res
     }
 }
 
+/// `wsctl history`: the last `count` runs of the journal, newest first.
+pub async fn history(stack: &Stack, count: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+    let runs = stack.journal.runs(&stack.docker).await?;
+    Ok(runs.iter().rev().take(count).map(status::summary).collect())
+}
+
+/// The container `logs` and `exec` work on: replica `replica` (1-based;
+/// default the first) of `color` (default the live colour).
+pub async fn container_of(
+    stack: &Stack,
+    color: Option<Color>,
+    replica: Option<usize>,
+) -> anyhow::Result<String> {
+    let color = match color {
+        Some(color) => color,
+        None => nginx::serving(stack)
+            .await?
+            .live()
+            .ok_or_else(|| DeployError::Usage("no colour is live: name one with --color".into()))?,
+    };
+    let names = containers::replicas(stack, color).await?;
+    let index = replica.unwrap_or(1);
+    let Some(name) = names.get(index.saturating_sub(1)).filter(|_| index >= 1) else {
+        return Err(DeployError::Usage(format!(
+            "{color} has {} replica(s); --replica {index} is not one of them",
+            names.len()
+        ))
+        .into());
+    };
+    if docker::inspect(&stack.docker, name).await?.is_none() {
+        return Err(DeployError::Usage(format!("{name} does not exist")).into());
+    }
+    Ok(name.clone())
+}
+
 /// Creates the network, Redis and Nginx when they are absent, and starts
 /// them when they are stopped: the first deploy bootstraps the stack.
 async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {

@@ -83,8 +83,8 @@ fn weights(stack: &Stack, upstream: &str) -> Option<Value> {
     Some(Value::Object(shares))
 }
 
-/// A run as `status` shows it (without the saved upstream).
-fn summary(run: &Run) -> Value {
+/// A run as `status` and `history` show it (without the saved upstream).
+pub fn summary(run: &Run) -> Value {
     json!({
         "id": run.id, "at": run.started_at, "action": run.action, "performer": run.performer,
         "ci_job": run.ci_job, "from": run.from, "to": run.to, "image": run.image,

@@ -1,0 +1,94 @@
+//! `wsctl logs`, `exec` and `history` against a real stack: the operator
+//! never needs the container names wsctl made up.
+
+mod common;
+
+use common::docker::{TestStack, docker_or_skip, explain};
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `wsctl exec [OPTIONS] -- CMD...`: the config goes before `--` (TestStack
+/// appends it at the end, where it would become part of CMD).
+fn exec(stack: &TestStack, options: &[&str], command: &[&str]) -> std::process::Output {
+    common::wsctl()
+        .arg("exec")
+        .args(options)
+        .arg("--config")
+        .arg(stack.dir.join("wsctl.yaml"))
+        .arg("--")
+        .args(command)
+        .output()
+        .expect("wsctl exec")
+}
+
+#[tokio::test]
+async fn logs_exec_and_history_find_the_containers_by_colour() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    stack.wsctl_ok(&["deploy"]);
+
+    // history: the deploy, who ran it and how it ended.
+    let history = stack.wsctl_ok(&["history", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).expect("JSON");
+    assert_eq!(runs["runs"][0]["action"], "deploy", "{runs}");
+    assert_eq!(runs["runs"][0]["outcome"], "succeeded", "{runs}");
+    let text = stack.wsctl_ok(&["history", "-n", "1"]);
+    assert!(stdout(&text).contains("deploy") && stdout(&text).contains("succeeded"));
+
+    // exec: in the live colour by default; its exit code counts.
+    let status = exec(
+        &stack,
+        &[],
+        &["/wsctl", "probe", "--print", "http://127.0.0.1:8000/status"],
+    );
+    assert_eq!(status.status.code(), Some(0), "{}", explain(&status));
+    let body: serde_json::Value =
+        serde_json::from_str(stdout(&status).trim()).expect("status JSON");
+    assert_eq!(body["color"], "blue", "{body}");
+    let failing = exec(&stack, &[], &["/wsctl", "probe", "http://127.0.0.1:1/"]);
+    assert_eq!(failing.status.code(), Some(1), "{}", explain(&failing));
+    let absent = exec(&stack, &["--color", "green"], &["/wsctl", "--version"]);
+    assert_eq!(absent.status.code(), Some(2), "{}", explain(&absent));
+    let no_such = stack.wsctl(&["logs", "--replica", "2"]);
+    assert_eq!(no_such.status.code(), Some(2), "{}", explain(&no_such));
+    assert!(
+        explain(&no_such).contains("--replica 2"),
+        "{}",
+        explain(&no_such)
+    );
+
+    // logs: raw JSON lines when piped or with --json, the last N of them.
+    let logs = stack.wsctl_ok(&["logs", "--tail", "3", "--json"]);
+    let lines: Vec<String> = stdout(&logs).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(value["message"].is_string(), "{line}");
+    }
+    let recent = stack.wsctl_ok(&["logs", "--since", "3600"]);
+    assert!(
+        stdout(&recent).contains("\"listening\""),
+        "{}",
+        stdout(&recent)
+    );
+
+    // -f keeps printing until interrupted.
+    let mut follow = common::wsctl()
+        .args(["logs", "-f", "--tail", "1", "--config"])
+        .arg(stack.dir.join("wsctl.yaml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wsctl logs -f");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        follow.try_wait().expect("wait").is_none(),
+        "logs -f ended by itself"
+    );
+    let _ = follow.kill();
+    let output = follow.wait_with_output().expect("output");
+    assert!(!output.stdout.is_empty(), "logs -f printed nothing");
+}
