@@ -1,10 +1,13 @@
 //! `wsctl build`: package this very binary into a `FROM scratch` image.
 //!
-//! The context is two files: the running executable and a Dockerfile with a
-//! `HEALTHCHECK` that runs `wsctl probe` inside the container, so that the
-//! engine itself reports health (also when it is remote). A dynamically
-//! linked binary would not start in an empty image, so it is refused with
-//! the command that builds a static one.
+//! The context is the running executable with its debug info stripped
+//! (`objcopy --strip-debug`, from binutils, which every Rust toolchain's
+//! linker brings), a Dockerfile with a `HEALTHCHECK` that runs `wsctl probe`
+//! inside the container (so the engine itself reports health, also when it
+//! is remote), and, for a dynamically linked binary (`cargo build`, `cargo
+//! install`), its ELF interpreter and every shared library `ldd` names, at
+//! the same paths. A static binary is used as it is. The image holds no
+//! shell and no package manager.
 
 use std::collections::HashMap;
 
@@ -15,13 +18,10 @@ use crate::docker;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("WSCTL_GIT_REVISION");
 
-/// How to build a binary this command accepts.
-pub const STATIC_BUILD: &str = "RUSTFLAGS='-C target-feature=+crt-static' \
-cargo build --release --target x86_64-unknown-linux-gnu";
-
-const DOCKERFILE: &str = r#"FROM scratch
-COPY wsctl /wsctl
-ENV HOST=0.0.0.0 PORT=8000
+/// What runs the service in every image: the root Dockerfile ends with
+/// these very lines (a test checks it), and `wsctl build` puts them after
+/// its own `FROM scratch` and `COPY`.
+pub const RUNTIME_STANZA: &str = r#"ENV HOST=0.0.0.0 PORT=8000
 EXPOSE 8000
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=2s --timeout=2s --start-period=1s --retries=3 CMD ["/wsctl", "probe"]
@@ -29,18 +29,29 @@ ENTRYPOINT ["/wsctl"]
 CMD ["serve"]
 "#;
 
+/// `wsctl build`'s Dockerfile: the context (binary, libraries) as it is.
+fn dockerfile() -> String {
+    format!("FROM scratch\nCOPY . /\n{RUNTIME_STANZA}")
+}
+
+/// Files of the context that stay out of the image.
+const DOCKERIGNORE: &str = "Dockerfile\n.dockerignore\n";
+
 /// Builds `tag` from the running executable; returns the image id.
 pub async fn build(tag: &str) -> anyhow::Result<String> {
     let executable = std::env::current_exe().context("locating the running wsctl")?;
-    let binary =
+    let original =
         std::fs::read(&executable).with_context(|| format!("reading {}", executable.display()))?;
-    if needs_interpreter(&binary) {
-        anyhow::bail!(
-            "{} is dynamically linked and cannot run in a FROM scratch image; build a static one with: {STATIC_BUILD}",
-            executable.display()
-        );
-    }
-    let context = build_context(&binary)?;
+    let libraries = if needs_interpreter(&original) {
+        shared_libraries(&executable)?
+    } else {
+        Vec::new()
+    };
+    let binary = strip_debug(&executable).unwrap_or_else(|why| {
+        eprintln!("wsctl: keeping debug info in the image: {why}");
+        original
+    });
+    let context = build_context(&binary, &libraries)?;
     let labels = HashMap::from([
         (
             "org.opencontainers.image.title".to_string(),
@@ -63,13 +74,92 @@ pub async fn build(tag: &str) -> anyhow::Result<String> {
     docker::build_image(&engine, tag, &labels, context).await
 }
 
-/// The build context as a tar archive: the Dockerfile and the binary.
-fn build_context(binary: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// The executable without its debug info, through binutils' objcopy.
+fn strip_debug(executable: &std::path::Path) -> Result<Vec<u8>, String> {
+    let out = std::env::temp_dir().join(format!("wsctl-stripped-{}", std::process::id()));
+    let ran = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(executable)
+        .arg(&out)
+        .output();
+    let result = match ran {
+        Ok(output) if output.status.success() => {
+            std::fs::read(&out).map_err(|error| format!("reading the stripped copy: {error}"))
+        }
+        Ok(output) => Err(format!(
+            "objcopy failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(error) => Err(format!("objcopy (binutils) is not available: {error}")),
+    };
+    let _ = std::fs::remove_file(&out);
+    result
+}
+
+/// The ELF interpreter and the shared libraries a dynamic executable
+/// loads, as `ldd` resolves them on this machine (absolute paths).
+fn shared_libraries(executable: &std::path::Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let output = std::process::Command::new("ldd")
+        .arg(executable)
+        .output()
+        .context("running ldd to find the shared libraries of a dynamically linked wsctl")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ldd {}: {}",
+        executable.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let mut libraries = Vec::new();
+    for path in library_paths(&listing) {
+        // The real file behind a symlink, stored under the name asked for.
+        let contents = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+        libraries.push((path, contents));
+    }
+    anyhow::ensure!(
+        !libraries.is_empty(),
+        "ldd named no libraries for a dynamically linked {}",
+        executable.display()
+    );
+    Ok(libraries)
+}
+
+/// The absolute paths in `ldd` output: `libc.so.6 => /lib/.../libc.so.6
+/// (0x..)` and the interpreter's `/lib64/ld-linux-x86-64.so.2 (0x..)`.
+fn library_paths(listing: &str) -> Vec<String> {
+    let mut paths: Vec<String> = listing
+        .lines()
+        .filter_map(|line| {
+            let target = match line.split_once("=>") {
+                Some((_, resolved)) => resolved,
+                None => line,
+            };
+            target
+                .split_whitespace()
+                .next()
+                .filter(|path| path.starts_with('/'))
+                .map(str::to_string)
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// The build context as a tar archive: the Dockerfile, the binary as
+/// `/wsctl`, and each library at its own path.
+fn build_context(binary: &[u8], libraries: &[(String, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
+    let dockerfile = dockerfile();
     let mut archive = tar::Builder::new(Vec::new());
-    for (name, contents, mode) in [
-        ("Dockerfile", DOCKERFILE.as_bytes(), 0o644),
+    let mut files: Vec<(&str, &[u8], u32)> = vec![
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        (".dockerignore", DOCKERIGNORE.as_bytes(), 0o644),
         ("wsctl", binary, 0o755),
-    ] {
+    ];
+    for (path, contents) in libraries {
+        files.push((path.trim_start_matches('/'), contents, 0o755));
+    }
+    for (name, contents, mode) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(contents.len() as u64);
         header.set_mode(mode);
@@ -137,14 +227,45 @@ mod tests {
     }
 
     #[test]
-    fn the_context_holds_the_dockerfile_and_the_binary() {
-        let context = build_context(b"binary").unwrap();
+    fn the_context_holds_the_dockerfile_the_binary_and_its_libraries() {
+        let libraries = vec![("/lib64/ld-linux-x86-64.so.2".to_string(), b"ld".to_vec())];
+        let context = build_context(b"binary", &libraries).unwrap();
         let mut archive = tar::Archive::new(context.as_slice());
         let names: Vec<String> = archive
             .entries()
             .unwrap()
             .map(|entry| entry.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert_eq!(names, ["Dockerfile", "wsctl"]);
+        assert_eq!(
+            names,
+            [
+                "Dockerfile",
+                ".dockerignore",
+                "wsctl",
+                "lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn ldd_output_gives_the_interpreter_and_every_library() {
+        let listing = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            library_paths(listing),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_root_dockerfile_ends_with_the_same_runtime_stanza() {
+        let root = include_str!("../Dockerfile");
+        assert!(
+            root.ends_with(RUNTIME_STANZA),
+            "Dockerfile and RUNTIME_STANZA differ"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `wsctl build` against the real Docker Engine: the static binary becomes
 //! a FROM scratch image that serves, carries its labels, and reports
-//! healthy through its own HEALTHCHECK. With CI=true a missing engine
+//! healthy through its own HEALTHCHECK; a dynamically linked one brings
+//! its loader and libraries along. With CI=true a missing engine
 //! fails the test; elsewhere it is skipped with a line saying so.
 
 mod common;
@@ -30,17 +31,56 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn build_refuses_a_dynamically_linked_binary() {
+/// The binary `cargo build` makes (dynamically linked) becomes an image
+/// too: its loader and libraries are copied in, and it serves.
+#[tokio::test]
+async fn build_packages_a_dynamically_linked_binary_with_its_libraries() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let unique = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let image = format!("wsctl-test-{unique}:dynamic");
+    let container = format!("wsctl-test-{unique}-dynamic");
+    let _cleanup = Cleanup {
+        container: container.clone(),
+        image: image.clone(),
+    };
     let output = common::wsctl()
-        .args(["build", "--tag", "wsctl-never:built"])
+        .args(["build", "--tag", &image])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("dynamically linked") && stderr.contains("crt-static"),
-        "{stderr}"
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // No shell in it: only wsctl, its loader and its libraries.
+    let shell = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            &image,
+            "-c",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!shell.status.success(), "the image has a shell");
+    let version = std::process::Command::new("docker")
+        .args(["run", "--rm", "--name", &container, &image, "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("wsctl "),
+        "{}",
+        String::from_utf8_lossy(&version.stdout)
     );
 }
 
