@@ -76,6 +76,26 @@ async fn logs_exec_and_history_find_the_containers_by_colour() {
         stdout(&recent)
     );
 
+    // status --watch redraws until interrupted: one JSON object a round.
+    let mut watch = common::wsctl()
+        .args(["status", "--watch", "0.5", "--json", "--config"])
+        .arg(stack.dir.join("wsctl.yaml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wsctl status --watch");
+    let reader = std::io::BufReader::new(watch.stdout.take().expect("stdout"));
+    let rounds: Vec<serde_json::Value> = std::io::BufRead::lines(reader)
+        .take(3)
+        .map(|line| serde_json::from_str(&line.expect("line")).expect("JSON round"))
+        .collect();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(rounds.len(), 3);
+    assert!(
+        rounds.iter().all(|round| round["live"] == "blue"),
+        "{rounds:?}"
+    );
+
     // -f keeps printing until interrupted.
     let mut follow = common::wsctl()
         .args(["logs", "-f", "--tail", "1", "--config"])

@@ -1,6 +1,7 @@
 //! `wsctl deploy`, `switch`, `rollback`, `recover`, `status`, `lock`,
 //! `unlock`, `init`: the commands that drive a stack through the Docker API.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -239,6 +240,11 @@ pub enum LockCommand {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Redraw every SECS seconds until interrupted (one JSON object per
+    /// round with --json); problems are shown, not an exit code.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+          value_parser = crate::config::parse_seconds)]
+    watch: Option<Duration>,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -445,46 +451,68 @@ pub fn recover(args: RecoverArgs) -> anyhow::Result<()> {
 /// live colour is not healthy, so that monitors and CI can use it.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let json = args.stack.json;
-    with_target(&args.stack, Duration::ZERO, false, async |target| {
-        let hosts = match target {
-            Target::One(stack) => {
-                let status = deploy::status(&stack).await?;
-                if json {
-                    println!("{status}");
-                } else {
-                    print_status(&status);
-                }
-                vec![status]
+    let redraw = !json && std::io::stdout().is_terminal();
+    with_target(&args.stack, Duration::ZERO, false, async |mut target| {
+        loop {
+            if args.watch.is_some() && redraw {
+                // Clear the screen and go home, as `watch` does.
+                print!("\x1b[2J\x1b[H");
             }
-            Target::Hosts(mut fleet) => {
-                let status = deploy::fleet::status(&mut fleet).await?;
-                if json {
-                    println!("{status}");
+            let problems = status_once(&mut target, json).await?;
+            let Some(every) = args.watch else {
+                return match problems.is_empty() {
+                    true => Ok(()),
+                    false => Err(deploy::DeployError::Health(problems.join("; ")).into()),
+                };
+            };
+            if !json {
+                if problems.is_empty() {
+                    println!("healthy (every {} s; Ctrl-C ends)", every.as_secs_f64());
                 } else {
-                    for host in status["hosts"].as_array().into_iter().flatten() {
-                        println!("host {}:", host["host"].as_str().unwrap_or(""));
-                        print_status(host);
-                    }
+                    println!("NOT HEALTHY: {}", problems.join("; "));
                 }
-                status["hosts"].as_array().cloned().unwrap_or_default()
             }
-        };
-        let problems: Vec<String> = hosts
-            .iter()
-            .filter_map(|host| {
-                let why = degraded(host)?;
-                Some(match host["host"].as_str() {
-                    Some(name) => format!("host {name}: {why}"),
-                    None => why,
-                })
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(deploy::DeployError::Health(problems.join("; ")).into())
+            tokio::time::sleep(every).await;
         }
     })
+}
+
+/// Prints the status of the stack (every host) once; returns what is not
+/// healthy.
+async fn status_once(target: &mut Target, json: bool) -> anyhow::Result<Vec<String>> {
+    let hosts = match target {
+        Target::One(stack) => {
+            let status = deploy::status(stack).await?;
+            if json {
+                println!("{status}");
+            } else {
+                print_status(&status);
+            }
+            vec![status]
+        }
+        Target::Hosts(fleet) => {
+            let status = deploy::fleet::status(fleet).await?;
+            if json {
+                println!("{status}");
+            } else {
+                for host in status["hosts"].as_array().into_iter().flatten() {
+                    println!("host {}:", host["host"].as_str().unwrap_or(""));
+                    print_status(host);
+                }
+            }
+            status["hosts"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    Ok(hosts
+        .iter()
+        .filter_map(|host| {
+            let why = degraded(host)?;
+            Some(match host["host"].as_str() {
+                Some(name) => format!("host {name}: {why}"),
+                None => why,
+            })
+        })
+        .collect())
 }
 
 /// Why the live colour of one stack's status is not healthy: none is
