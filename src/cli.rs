@@ -53,6 +53,8 @@ pub enum Command {
     Exec(cmd::operate::ExecArgs),
     /// The journal: who ran what, when, and how it ended.
     History(cmd::operate::HistoryArgs),
+    /// Remove old app images and stray stopped containers of the stack.
+    Prune(cmd::operate::PruneArgs),
     /// The stack's deploy lock: status, acquire -m MESSAGE, release.
     Lock(cmd::deploy::LockArgs),
     /// Break the stack's deploy lock, whoever holds it.
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => cmd::operate::logs(args),
         Command::Exec(args) => cmd::operate::exec(args),
         Command::History(args) => cmd::operate::history(args),
+        Command::Prune(args) => cmd::operate::prune(args),
         Command::Man(args) => cmd::docs::man(args),
         Command::Abort(args) => cmd::deploy::abort(args),
         Command::Recover(args) => cmd::deploy::recover(args),

@@ -207,6 +207,23 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Removes an image by name (an untag when other names share it); `false`
+/// when it is already gone. An image a container uses is refused (409).
+pub async fn remove_image(docker: &Docker, image: &str) -> anyhow::Result<bool> {
+    match docker
+        .remove_image(
+            image,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(error) if status_of(&error) == Some(404) => Ok(false),
+        Err(error) => Err(error).with_context(|| format!("removing image {image}")),
+    }
+}
+
 /// What wsctl needs to know about a container.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ContainerInfo {

@@ -112,3 +112,57 @@ async fn logs_exec_and_history_find_the_containers_by_colour() {
     let output = follow.wait_with_output().expect("output");
     assert!(!output.stdout.is_empty(), "logs -f printed nothing");
 }
+
+/// Removes extra image tags when dropped, also when the test fails.
+struct Tags(Vec<String>);
+
+impl Drop for Tags {
+    fn drop(&mut self) {
+        common::docker::remove_everything(None, Vec::new(), self.0.clone(), Vec::new());
+    }
+}
+
+#[tokio::test]
+async fn prune_removes_old_images_but_never_either_colours() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("drain_timeout: 3\n");
+    let base = stack.app_image.trim_end_matches(":app").to_string();
+    let (older, newer) = (format!("{base}:older"), format!("{base}:newer"));
+    let _tags = Tags(vec![older.clone(), newer.clone()]);
+    for tag in [&older, &newer] {
+        let tagged = std::process::Command::new("docker")
+            .args(["tag", &stack.app_image, tag])
+            .status()
+            .expect("docker tag");
+        assert!(tagged.success());
+    }
+    // Three deploys: `older` first, then the stack's own image, then `newer`.
+    for image in [&older, &stack.app_image, &newer] {
+        stack.wsctl_ok(&["deploy", "--image", image]);
+    }
+    let exists = |image: &str| {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .map(|output| output.status.success())
+            .unwrap_or(false)
+    };
+    let pruned = stack.wsctl_ok(&["prune", "--keep", "0", "--json"]);
+    let outcome: serde_json::Value = stdout(&pruned)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "prune")
+        .expect("a prune event");
+    assert_eq!(
+        outcome["removed"],
+        serde_json::json!([{"image": older}]),
+        "{outcome}"
+    );
+    assert!(!exists(&older), "{older} is still there");
+    // Live (`newer`) and kept for rollback (the stack's image) stay.
+    assert!(exists(&newer) && exists(&stack.app_image), "{outcome}");
+    let rollback = stack.wsctl(&["rollback"]);
+    assert_eq!(rollback.status.code(), Some(0), "{}", explain(&rollback));
+}

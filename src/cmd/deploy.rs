@@ -44,7 +44,7 @@ pub struct LockWait {
 }
 
 impl LockWait {
-    fn duration(&self) -> Duration {
+    pub fn duration(&self) -> Duration {
         Duration::from_secs(self.seconds)
     }
 }

@@ -51,6 +51,17 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Newest app images (by the journal) to keep besides both colours'.
+    #[arg(long, default_value = "3", value_name = "N")]
+    keep: usize,
+    #[command(flatten)]
+    lock_wait: super::deploy::LockWait,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Runs to show, newest first.
     #[arg(long, short = 'n', default_value = "20")]
@@ -177,4 +188,37 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `wsctl prune`: old app images and stray stopped containers go; both
+/// colours' images and the newest `--keep` stay.
+pub fn prune(args: PruneArgs) -> anyhow::Result<()> {
+    let json = args.stack.json;
+    on_each_stack(
+        &args.stack,
+        args.lock_wait.duration(),
+        false,
+        async |stack| {
+            let outcome = deploy::prune(stack, args.keep).await?;
+            if json {
+                println!("{outcome}");
+                return Ok(());
+            }
+            for item in outcome["removed"].as_array().into_iter().flatten() {
+                match (item["image"].as_str(), item["container"].as_str()) {
+                    (Some(image), _) => println!("removed image {image}"),
+                    (_, Some(container)) => println!("removed container {container}"),
+                    _ => {}
+                }
+            }
+            for item in outcome["kept"].as_array().into_iter().flatten() {
+                println!(
+                    "kept image {} ({})",
+                    item["image"].as_str().unwrap_or(""),
+                    item["why"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        },
+    )
 }

@@ -459,6 +459,82 @@ async fn interrupt_holder(stack: &mut Stack, held: &lock::Holder) -> anyhow::Res
     }
 }
 
+/// `wsctl prune --keep N`: removes the app images this stack's journal
+/// names, except the `keep` most recently deployed ones and the images of
+/// both colours (the live one, and the one kept for rollback); then the
+/// stack's stopped containers that are neither colour's. Returns what was
+/// removed and what was kept, with why.
+pub async fn prune(stack: &mut Stack, keep: usize) -> anyhow::Result<serde_json::Value> {
+    stack.events.begin("preflight", "lock, journal, colours");
+    let locked = stack
+        .locked("prune", async move |stack| {
+            let runs = stack.journal.runs(&stack.docker).await?;
+            let mut protected = std::collections::BTreeMap::new();
+            for color in Color::ALL {
+                let image = containers::image_of(stack, color).await?;
+                if !image.is_empty() {
+                    protected.insert(image, format!("{color} runs it"));
+                }
+            }
+            // Newest first, each image once.
+            let mut seen = Vec::new();
+            for run in runs.iter().rev() {
+                if !run.image.is_empty() && !seen.contains(&run.image) {
+                    seen.push(run.image.clone());
+                }
+            }
+            for image in seen.iter().take(keep) {
+                protected
+                    .entry(image.clone())
+                    .or_insert_with(|| format!("one of the {keep} newest"));
+            }
+            stack.preflight_done(&format!("{} images in the journal", seen.len()))?;
+            stack.events.begin("prune", "images and stopped containers");
+            let mut removed = Vec::new();
+            let mut kept = Vec::new();
+            for image in &seen {
+                if let Some(why) = protected.get(image) {
+                    kept.push(serde_json::json!({"image": image, "why": why}));
+                    continue;
+                }
+                match docker::remove_image(&stack.docker, image).await {
+                    Ok(true) => removed.push(serde_json::json!({"image": image})),
+                    Ok(false) => {}
+                    Err(error) => {
+                        kept.push(serde_json::json!({"image": image, "why": format!("{error:#}")}))
+                    }
+                }
+            }
+            let colours: Vec<String> = Color::ALL
+                .into_iter()
+                .map(|color| stack.config.app(color))
+                .collect();
+            for name in docker::container_names(&stack.docker, &stack.config.name("app_")).await? {
+                let ours = colours
+                    .iter()
+                    .any(|colour| name.starts_with(colour.as_str()));
+                let is_colour = Color::ALL
+                    .into_iter()
+                    .any(|color| stack.config.replica_index(color, &name).is_some());
+                if !ours || is_colour {
+                    continue;
+                }
+                if let Some(info) = docker::inspect(&stack.docker, &name).await?
+                    && !info.running
+                {
+                    docker::remove(&stack.docker, &name).await?;
+                    removed.push(serde_json::json!({"container": name}));
+                }
+            }
+            stack
+                .events
+                .ok(&format!("{} removed, {} kept", removed.len(), kept.len()));
+            Ok(serde_json::json!({"event": "prune", "removed": removed, "kept": kept}))
+        })
+        .await;
+    fail_preflight_if_open(stack, locked)
+}
+
 /// `wsctl history`: the last `count` runs of the journal, newest first.
 pub async fn history(stack: &Stack, count: usize) -> anyhow::Result<Vec<serde_json::Value>> {
     let runs = stack.journal.runs(&stack.docker).await?;
