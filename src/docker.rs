@@ -38,6 +38,15 @@ impl Endpoint {
         }
     }
 
+    /// A host of wsctl.yaml's `hosts:`.
+    pub fn of_host(host: &crate::stack::Host) -> Endpoint {
+        Endpoint {
+            docker_host: host.docker_host.clone(),
+            tls_verify: host.tls_verify,
+            cert_path: host.cert_path.clone(),
+        }
+    }
+
     /// A client for this endpoint (no request made yet).
     fn client(&self) -> Result<Docker, String> {
         const TIMEOUT_SECONDS: u64 = 120;

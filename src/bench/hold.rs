@@ -179,8 +179,7 @@ impl Moves {
             last_back_unix_ms: (last != 0).then_some(last),
             move_seconds: None,
         };
-        // Fills move_seconds from the two instants.
-        follow.merge(&Follow::default());
+        follow.move_seconds = follow.span_seconds();
         follow
     }
 }

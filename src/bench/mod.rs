@@ -135,10 +135,15 @@ impl Follow {
             (a, b) => a.or(b),
         };
         self.last_back_unix_ms = self.last_back_unix_ms.max(other.last_back_unix_ms);
-        self.move_seconds = match (self.first_goodbye_unix_ms, self.last_back_unix_ms) {
+        self.move_seconds = self.span_seconds();
+    }
+
+    /// From the first goodbye to the last session back, when both happened.
+    pub fn span_seconds(&self) -> Option<f64> {
+        match (self.first_goodbye_unix_ms, self.last_back_unix_ms) {
             (Some(first), Some(last)) if last >= first => Some((last - first) as f64 / 1000.0),
             _ => None,
-        };
+        }
     }
 }
 

@@ -47,9 +47,8 @@ fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
 pub fn man(args: ManArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let written = clap_mangen::generate_to(Cli::command(), &args.out)
-        .with_context(|| format!("writing man pages into {}", args.out.display()));
-    written?;
+    clap_mangen::generate_to(Cli::command(), &args.out)
+        .with_context(|| format!("writing man pages into {}", args.out.display()))?;
     let mut pages: Vec<String> = std::fs::read_dir(&args.out)?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())

@@ -105,11 +105,7 @@ fn smoke_colour(
             .hosts
             .iter()
             .map(|host| {
-                let endpoint = crate::docker::Endpoint {
-                    docker_host: host.docker_host.clone(),
-                    tls_verify: host.tls_verify,
-                    cert_path: host.cert_path.clone(),
-                };
+                let endpoint = crate::docker::Endpoint::of_host(host);
                 (Some(host.name.clone()), endpoint)
             })
             .collect()
@@ -123,13 +119,7 @@ fn smoke_colour(
         for (host, endpoint) in &endpoints {
             let docker = crate::docker::connect_to(endpoint).await?;
             let base = stack.app(color);
-            let mut names: Vec<(usize, String)> = crate::docker::container_names(&docker, &base)
-                .await?
-                .into_iter()
-                .filter_map(|name| Some((stack.replica_index(color, &name)?, name)))
-                .collect();
-            names.sort();
-            names.dedup();
+            let names = crate::deploy::existing_replicas(&docker, &stack, color).await?;
             let at = host
                 .as_ref()
                 .map_or(String::new(), |host| format!("host {host}: "));
@@ -137,7 +127,7 @@ fn smoke_colour(
                 !names.is_empty(),
                 "{at}{base} is not running (no such container)"
             );
-            for (_, name) in names {
+            for name in names {
                 containers.push((host.clone(), docker.clone(), name));
             }
         }

@@ -291,6 +291,8 @@ pub async fn run_step(
             verdict: "ok",
             detail: String::new(),
         };
+        // A sample counts once the new colour has had enough traffic.
+        let enough = fresh.frames_in >= settings.min_messages as f64;
         let failing = if !problems.is_empty() {
             Some(problems.join("; "))
         } else if sample.new_refused_ratio > settings.max_refused_ratio {
@@ -298,7 +300,7 @@ pub async fn run_step(
                 "{new} refused {:.3} of connection attempts (limit {}): {:?}",
                 sample.new_refused_ratio, settings.max_refused_ratio, sample.new_errors_by_type
             ))
-        } else if fresh.frames_in < settings.min_messages as f64 {
+        } else if !enough {
             None
         } else if sample.new_errors_per_connection > settings.max_errors_per_connection {
             Some(format!(
@@ -328,7 +330,6 @@ pub async fn run_step(
                     )
                 })
         };
-        let enough = fresh.frames_in >= settings.min_messages as f64;
         match &failing {
             Some(why) => {
                 sample.verdict = "failed";

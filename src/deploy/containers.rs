@@ -20,7 +20,7 @@ use serde_json::json;
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
 use crate::docker;
-use crate::stack::Color;
+use crate::stack::{Color, StackConfig};
 
 /// How often the readiness loop runs `wsctl probe` inside the container
 /// (each exec takes about 40 ms of its own).
@@ -39,20 +39,27 @@ pub fn unless_stopped() -> Option<RestartPolicy> {
 /// `app_blue`, or `app_blue_1` ... `app_blue_N`. When it has none, the
 /// single-replica name, so that what follows names what is missing.
 pub async fn replicas(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
-    let base = stack.config.app(color);
-    let mut found: Vec<(usize, String)> = docker::container_names(&stack.docker, &base)
+    let found = existing_replicas(&stack.docker, &stack.config, color).await?;
+    if found.is_empty() {
+        return Ok(vec![stack.config.app(color)]);
+    }
+    Ok(found)
+}
+
+/// The colour's containers that exist on `docker`, in replica order
+/// (empty when it has none).
+pub async fn existing_replicas(
+    docker: &bollard::Docker,
+    config: &StackConfig,
+    color: Color,
+) -> anyhow::Result<Vec<String>> {
+    let mut found: Vec<(usize, String)> = docker::container_names(docker, &config.app(color))
         .await?
         .into_iter()
-        .filter_map(|name| {
-            let index = stack.config.replica_index(color, &name)?;
-            Some((index, name))
-        })
+        .filter_map(|name| Some((config.replica_index(color, &name)?, name)))
         .collect();
     found.sort();
     found.dedup();
-    if found.is_empty() {
-        return Ok(vec![base]);
-    }
     Ok(found.into_iter().map(|(_, name)| name).collect())
 }
 

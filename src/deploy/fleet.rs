@@ -76,12 +76,7 @@ impl Fleet {
         interrupt: Interrupt,
     ) -> anyhow::Result<Fleet> {
         let engines = try_join_all(config.hosts.iter().map(|host| async move {
-            let endpoint = docker::Endpoint {
-                docker_host: host.docker_host.clone(),
-                tls_verify: host.tls_verify,
-                cert_path: host.cert_path.clone(),
-            };
-            docker::connect_to(&endpoint)
+            docker::connect_to(&docker::Endpoint::of_host(host))
                 .await
                 .with_context(|| format!("host {}", host.name))
         }))

@@ -47,6 +47,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
+pub use containers::existing_replicas;
 pub use error::DeployError;
 pub use events::Events;
 pub use journal::Journal;
