@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::HangingProxy;
 use common::redis::RedisServer;
-use common::{Server, message, recv_non_heartbeat, send_json};
+use common::{Server, message, recv_non_heartbeat, refused_upgrade_status, send_json};
 use serde_json::json;
 
 fn instance(redis: &RedisServer, color: &str) -> Server {
@@ -176,8 +176,11 @@ async fn an_unreachable_redis_at_start_means_not_ready_until_it_comes() {
     let server = instance(&redis, "blue");
     let body = server.wait_ready(false).await;
     assert_eq!(body["reason"], "redis");
-    let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/chat/")).await;
-    assert!(refused.is_err(), "upgrade accepted without a session store");
+    assert_eq!(
+        refused_upgrade_status(&server.ws_url("/ws/chat/")).await,
+        503,
+        "an upgrade without a session store is refused as unavailable"
+    );
     redis.restart_empty();
     server.wait_ready(true).await;
     let (mut ws, _) = server.connect("").await;

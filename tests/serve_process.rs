@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, recv_close, recv_json, recv_non_heartbeat, send_json, wsctl};
+use common::{
+    Server, recv_close, recv_json, recv_non_heartbeat, refused_upgrade_status, send_json, wsctl,
+};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -217,8 +219,11 @@ async fn sigterm_drains_with_goodbyes_spread_over_the_window_and_exits_0() {
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["reason"], "shutting_down");
     // New WebSocket connections are refused during the drain.
-    let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/chat/")).await;
-    assert!(refused.is_err(), "upgrade accepted during the drain");
+    assert_eq!(
+        refused_upgrade_status(&server.ws_url("/ws/chat/")).await,
+        503,
+        "an upgrade during the drain is refused as unavailable"
+    );
 
     // Every polite client reads at once; each notes when its goodbye came.
     let goodbyes = polite.iter_mut().map(|ws| async move {
@@ -343,9 +348,23 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_the_others() {
         }
     };
     assert!(received < 400, "stalled client got everything ({received})");
+    // Cut off as a slow consumer (1013), not by the write timeout: the close
+    // frame may not fit the full socket buffer, but the counters say which.
     if let Some(code) = ended {
         assert_eq!(code, 1013);
     }
+    assert_eq!(
+        server
+            .metric("websocket_errors_total{type=\"slow_consumer\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        server
+            .metric("websocket_errors_total{type=\"write_timeout\"}")
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -258,6 +258,16 @@ pub async fn raw_get(addr: &str, target: &str) -> (u16, String) {
     (code, body)
 }
 
+/// Tries a WebSocket upgrade that must be refused with an HTTP status and
+/// returns that status; panics if the upgrade succeeds or fails otherwise.
+pub async fn refused_upgrade_status(url: &str) -> u16 {
+    match connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("upgrade failed without an HTTP status: {other}"),
+        Ok(_) => panic!("upgrade accepted"),
+    }
+}
+
 pub fn session_of(greeting: &Value) -> String {
     greeting["session_uuid"]
         .as_str()
