@@ -9,7 +9,7 @@ use crate::cmd;
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",
-    env!("WSCTL_GIT_REVISION"),
+    env!("BUILD_GIT_REVISION"),
     ")"
 );
 

@@ -147,22 +147,25 @@ pub fn status_of(error: &bollard::errors::Error) -> Option<u16> {
 }
 
 /// Makes sure `image` is present, pulling it (with progress lines on
-/// stderr) when it is not; every pull message is checked for an error.
-pub async fn ensure_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
+/// stderr, and the registry's credentials) when it is not; every pull
+/// message is checked for an error.
+pub async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    registry: &crate::stack::RegistrySettings,
+) -> anyhow::Result<()> {
     match docker.inspect_image(image).await {
         Ok(_) => return Ok(()),
         Err(error) if status_of(&error) == Some(404) => {}
         Err(error) => return Err(error).with_context(|| format!("inspecting image {image}")),
     }
-    let (name, tag) = image
-        .rsplit_once(':')
-        .filter(|(_, tag)| !tag.contains('/'))
-        .unwrap_or((image, "latest"));
+    let (name, tag) = split_reference(image);
     let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
         .from_image(name)
         .tag(tag)
         .build();
-    let mut pull = docker.create_image(Some(options), None, None);
+    let credentials = crate::registry::credentials_for(image, registry)?;
+    let mut pull = docker.create_image(Some(options), None, credentials);
     while let Some(message) = pull.next().await {
         let message = message.with_context(|| {
             format!("pulling {image} (no registry? build it locally: scripts/build-images.sh)")
@@ -171,10 +174,43 @@ pub async fn ensure_image(docker: &Docker, image: &str) -> anyhow::Result<()> {
             anyhow::bail!("pulling {image}: {error}");
         }
         if let Some(status) = message.status {
-            eprintln!("pull {image}: {status}");
+            crate::secrets::say_err!("pull {image}: {status}");
         }
     }
     Ok(())
+}
+
+/// Pushes `image` (NAME:TAG) with its registry's credentials, progress
+/// lines on stderr; every push message is checked for an error.
+pub async fn push_image(
+    docker: &Docker,
+    image: &str,
+    registry: &crate::stack::RegistrySettings,
+) -> anyhow::Result<()> {
+    let (name, tag) = split_reference(image);
+    let credentials = crate::registry::credentials_for(image, registry)?;
+    let options = bollard::query_parameters::PushImageOptionsBuilder::default()
+        .tag(tag)
+        .build();
+    let mut push = docker.push_image(name, Some(options), credentials);
+    while let Some(message) = push.next().await {
+        let message = message.with_context(|| format!("pushing {image}"))?;
+        if let Some(error) = message.error_detail.and_then(|detail| detail.message) {
+            anyhow::bail!("pushing {image}: {error}");
+        }
+        if let Some(status) = message.status {
+            crate::secrets::say_err!("push {image}: {status}");
+        }
+    }
+    Ok(())
+}
+
+/// `registry:5000/app:1` -> (`registry:5000/app`, `1`); no tag is `latest`.
+fn split_reference(image: &str) -> (&str, &str) {
+    image
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .unwrap_or((image, "latest"))
 }
 
 /// The engine's own clock: leases (the deploy lock) are judged on it, so a

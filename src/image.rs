@@ -16,7 +16,7 @@ use anyhow::Context;
 use crate::docker;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const REVISION: &str = env!("WSCTL_GIT_REVISION");
+pub const REVISION: &str = env!("BUILD_GIT_REVISION");
 
 /// What runs the service in every image: the root Dockerfile ends with
 /// these very lines (a test checks it), and `wsctl build` puts them after

@@ -12,7 +12,9 @@
 //!   `stack.rs`: the stack from `wsctl.yaml`.
 //! - `docker.rs`: the Docker Engine API (bollard), one `connect()`.
 //!   `image.rs`: `wsctl build`, this binary as a scratch image.
+//!   `registry.rs`: credentials for pulls and pushes.
 //! - `smoke.rs`: the smoke test behind `wsctl smoke` (a client of the service).
+//! - `secrets.rs`: values never printed, and the `say!` macros that mask them.
 //! - `auth.rs`: signed access tokens. `logging.rs`: JSON-lines logs.
 //!   `signal.rs`: the process's shutdown trigger. `time.rs`: timestamps.
 //!
@@ -28,6 +30,8 @@ mod deploy;
 mod docker;
 mod image;
 mod logging;
+mod registry;
+mod secrets;
 mod serve;
 mod signal;
 mod smoke;
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("wsctl: {error:#}");
+            secrets::say_err!("wsctl: {error:#}");
             if error.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(exit::USAGE)
             } else if let Some(failure) = error.downcast_ref::<deploy::DeployError>() {

@@ -21,6 +21,15 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that wants `user` and `password` (htpasswd, bcrypt).
+    fn start_private(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Registry {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -28,10 +37,18 @@ impl Registry {
             .port();
         let dir = std::env::temp_dir().join(format!("wsctl-registry-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.join("data").display()
         );
+        if let Some((user, password)) = login {
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(dir.join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wsctl-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -99,4 +116,135 @@ async fn deploy_pulls_an_absent_image_from_a_registry() {
         "no pull progress: {stderr}"
     );
     assert_eq!(stack.public_status().await["color"], "blue");
+}
+
+fn explain(output: &std::process::Output) -> String {
+    common::docker::explain(output)
+}
+
+/// A private registry: `wsctl build --push` and the pull of a deploy use
+/// wsctl.yaml's `registry:` login, then ~/.docker/config.json's `auths`;
+/// without either the deploy stops in preflight, traffic where it was. The
+/// password never appears in any output.
+#[tokio::test]
+async fn a_private_registry_gets_credentials_from_wsctl_yaml_or_docker_config() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let registry = Registry::start_private("alice", &password);
+    let server = format!("127.0.0.1:{}", registry.port);
+    let stack = TestStack::new("");
+    let remote = format!("{server}/{}app:v1", stack.prefix.trim_end_matches('_'));
+    let login = format!(
+        "registry: {{server: \"{server}\", username: alice, password_env: IT_REGISTRY_PASSWORD}}\n"
+    );
+    stack.write_config_for(&remote, &login);
+    let config = stack.dir.join("wsctl.yaml");
+    // An empty Docker config, so a login of this machine's user plays no part.
+    let no_docker_login = stack.dir.join("docker-config-empty");
+    std::fs::create_dir_all(&no_docker_login).unwrap();
+    let wsctl = |binary: &std::path::Path, args: &[&str], env: &[(&str, &str)]| {
+        Command::new(binary)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("DOCKER_CONFIG", &no_docker_login)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let static_wsctl = common::docker::static_wsctl();
+    let dev_wsctl = PathBuf::from(env!("CARGO_BIN_EXE_wsctl"));
+    let mut outputs = Vec::new();
+
+    // build --push: the variable must be set, the password must be right.
+    let unset = wsctl(&static_wsctl, &["build", "--tag", &remote, "--push"], &[]);
+    assert_eq!(unset.status.code(), Some(2), "{}", explain(&unset));
+    assert!(
+        explain(&unset).contains("IT_REGISTRY_PASSWORD is not set"),
+        "{}",
+        explain(&unset)
+    );
+    let wrong_password = format!("wrong-{password}");
+    let wrong = wsctl(
+        &static_wsctl,
+        &["build", "--tag", &remote, "--push"],
+        &[("IT_REGISTRY_PASSWORD", wrong_password.as_str())],
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{}", explain(&wrong));
+    assert!(
+        !explain(&wrong).contains(&wrong_password),
+        "{}",
+        explain(&wrong)
+    );
+    let pushed = wsctl(
+        &static_wsctl,
+        &["build", "--tag", &remote, "--push"],
+        &[("IT_REGISTRY_PASSWORD", password.as_str())],
+    );
+    assert_eq!(pushed.status.code(), Some(0), "{}", explain(&pushed));
+    assert!(
+        explain(&pushed).contains(&format!("pushed {remote}")),
+        "{}",
+        explain(&pushed)
+    );
+    outputs.push(pushed);
+
+    // Absent locally: the deploy pulls it with the login of wsctl.yaml.
+    remove_everything(None, Vec::new(), vec![remote.clone()], Vec::new());
+    assert!(docker.inspect_image(&remote).await.is_err());
+    let deployed = wsctl(
+        &dev_wsctl,
+        &["deploy"],
+        &[("IT_REGISTRY_PASSWORD", password.as_str())],
+    );
+    assert_eq!(deployed.status.code(), Some(0), "{}", explain(&deployed));
+    assert!(
+        explain(&deployed).contains(&format!("pull {remote}")),
+        "{}",
+        explain(&deployed)
+    );
+    outputs.push(deployed);
+
+    // Without any login the pull is refused: preflight, blue stays live.
+    stack.write_config_for(&remote, "");
+    remove_everything(None, Vec::new(), vec![remote.clone()], Vec::new());
+    let anonymous = wsctl(&dev_wsctl, &["deploy"], &[]);
+    assert_ne!(anonymous.status.code(), Some(0), "{}", explain(&anonymous));
+    assert!(
+        explain(&anonymous).contains(&format!("pulling {remote}")),
+        "{}",
+        explain(&anonymous)
+    );
+    assert_eq!(stack.public_status().await["color"], "blue");
+
+    // The Docker CLI's login: config.json `auths` in $DOCKER_CONFIG.
+    let docker_login = stack.dir.join("docker-config");
+    std::fs::create_dir_all(&docker_login).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"));
+    std::fs::write(
+        docker_login.join("config.json"),
+        format!("{{\"auths\": {{\"{server}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    let with_docker_login = Command::new(&dev_wsctl)
+        .args(["deploy", "--config"])
+        .arg(&config)
+        .env("DOCKER_CONFIG", &docker_login)
+        .output()
+        .unwrap();
+    remove_everything(None, Vec::new(), vec![remote.clone()], Vec::new());
+    assert_eq!(
+        with_docker_login.status.code(),
+        Some(0),
+        "{}",
+        explain(&with_docker_login)
+    );
+    assert_eq!(stack.public_status().await["color"], "green");
+    outputs.push(with_docker_login);
+    for output in &outputs {
+        assert!(!explain(output).contains(&password), "{}", explain(output));
+    }
 }

@@ -1,21 +1,41 @@
-//! `wsctl build --tag wsctl:TAG`: this binary as a `FROM scratch` image.
+//! `wsctl build --tag NAME:TAG [--push]`: a binary as a `FROM scratch`
+//! image, optionally pushed with the registry's credentials.
+
+use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::image;
+use crate::secrets::say;
+use crate::stack::StackConfig;
+use crate::{docker, image};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Image name and tag to build.
     #[arg(long, default_value = "wsctl:latest")]
     tag: String,
+    /// Push the image after building it, with the credentials of
+    /// wsctl.yaml's `registry:` or of ~/.docker/config.json.
+    #[arg(long)]
+    push: bool,
+    /// The stack's configuration, read for its `registry:` login.
+    #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
+    config: PathBuf,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let config = StackConfig::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let id = runtime.block_on(image::build(&args.tag))?;
-    println!("built {} ({id})", args.tag);
-    Ok(())
+    runtime.block_on(async {
+        let id = image::build(&args.tag).await?;
+        say!("built {} ({id})", args.tag);
+        if args.push {
+            let engine = docker::connect().await?;
+            docker::push_image(&engine, &args.tag, &config.registry).await?;
+            say!("pushed {}", args.tag);
+        }
+        Ok(())
+    })
 }

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use crate::config::ConfigError;
 use crate::deploy::fleet::{Fleet, Move};
 use crate::deploy::{self, Events, Journal, Stack};
+use crate::secrets::{say, say_err};
 use crate::signal::Interrupt;
 use crate::stack::{Color, INIT_FILE, StackConfig};
 
@@ -309,6 +310,11 @@ fn with_target(
         }
         config.hosts.retain(|host| args.hosts.contains(&host.name));
     }
+    if interruptible {
+        // Commands that move traffic may start app containers: a missing
+        // `${VAR}` or env_file stops them here, before any step.
+        config.app_environment()?;
+    }
     let template = match &config.upstream_template {
         Some(path) => std::fs::read_to_string(path).map_err(|error| {
             ConfigError(format!("upstream_template {}: {error}", path.display()))
@@ -364,11 +370,11 @@ pub fn on_each_stack(
                 let mut first_error = None;
                 for host in &mut fleet.hosts {
                     if !args.json {
-                        println!("host {}:", host.name);
+                        say!("host {}:", host.name);
                     }
                     if let Err(error) = command(&mut host.stack).await {
                         let error = error.context(format!("host {}", host.name));
-                        eprintln!("wsctl: {error:#}");
+                        say_err!("wsctl: {error:#}");
                         first_error.get_or_insert(error);
                     }
                 }
@@ -467,9 +473,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             };
             if !json {
                 if problems.is_empty() {
-                    println!("healthy (every {} s; Ctrl-C ends)", every.as_secs_f64());
+                    say!("healthy (every {} s; Ctrl-C ends)", every.as_secs_f64());
                 } else {
-                    println!("NOT HEALTHY: {}", problems.join("; "));
+                    say!("NOT HEALTHY: {}", problems.join("; "));
                 }
             }
             tokio::time::sleep(every).await;
@@ -484,7 +490,7 @@ async fn status_once(target: &mut Target, json: bool) -> anyhow::Result<Vec<Stri
         Target::One(stack) => {
             let status = deploy::status(stack).await?;
             if json {
-                println!("{status}");
+                say!("{status}");
             } else {
                 print_status(&status);
             }
@@ -493,10 +499,10 @@ async fn status_once(target: &mut Target, json: bool) -> anyhow::Result<Vec<Stri
         Target::Hosts(fleet) => {
             let status = deploy::fleet::status(fleet).await?;
             if json {
-                println!("{status}");
+                say!("{status}");
             } else {
                 for host in status["hosts"].as_array().into_iter().flatten() {
-                    println!("host {}:", host["host"].as_str().unwrap_or(""));
+                    say!("host {}:", host["host"].as_str().unwrap_or(""));
                     print_status(host);
                 }
             }
@@ -545,17 +551,17 @@ fn degraded(status: &serde_json::Value) -> Option<String> {
 }
 
 fn print_status(status: &serde_json::Value) {
-    println!("live: {}", status["live"].as_str().unwrap_or("none"));
+    say!("live: {}", status["live"].as_str().unwrap_or("none"));
     if let Some(weights) = status["weights"].as_object() {
         let shares: Vec<String> = weights
             .iter()
             .map(|(color, percent)| format!("{color} {percent}%"))
             .collect();
-        println!("canary: new connections {}", shares.join(", "));
+        say!("canary: new connections {}", shares.join(", "));
     }
     let analysis = &status["last_analysis"];
     if let Some(sample) = analysis["sample"].as_object() {
-        println!(
+        say!(
             "last analysis (run {}, {}): {} at {}%, error ratio {}, {}",
             analysis["run_id"].as_str().unwrap_or(""),
             analysis["outcome"].as_str().unwrap_or(""),
@@ -566,7 +572,7 @@ fn print_status(status: &serde_json::Value) {
         );
     }
     if let Some(disagreement) = status["disagreement"].as_str() {
-        println!("WARNING: {disagreement}: run `wsctl recover`");
+        say!("WARNING: {disagreement}: run `wsctl recover`");
     }
     if let Some(holder) = status["lock"]["holder"].as_str() {
         let stale = if status["lock"]["stale"] == true {
@@ -574,7 +580,7 @@ fn print_status(status: &serde_json::Value) {
         } else {
             ""
         };
-        println!(
+        say!(
             "locked by {holder} since {}{stale}",
             status["lock"]["since"].as_str().unwrap_or("?")
         );
@@ -585,7 +591,7 @@ fn print_status(status: &serde_json::Value) {
         } else {
             "did not finish: the next deploy or `wsctl recover` repairs it"
         };
-        println!(
+        say!(
             "run {} ({} -> {}, state {}) {what}",
             run["id"].as_str().unwrap_or(""),
             run["action"].as_str().unwrap_or(""),
@@ -608,7 +614,7 @@ fn print_status(status: &serde_json::Value) {
             } else {
                 color.to_string()
             };
-            println!(
+            say!(
                 "{label:<6} {:<10} health {:<9} image {:<24} version {:<8} uptime {:>6} s  connections {}",
                 c["state"].as_str().unwrap_or("-"),
                 c["health"].as_str().unwrap_or("-"),
@@ -624,7 +630,7 @@ fn print_status(status: &serde_json::Value) {
         }
     }
     for entry in status["history"].as_array().into_iter().flatten() {
-        println!(
+        say!(
             "{}  {:<8} {} -> {}  {:<13} {}  by {}",
             entry["at"].as_str().unwrap_or(""),
             entry["action"].as_str().unwrap_or(""),
@@ -648,11 +654,11 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
             LockCommand::Status => {
                 let holder = deploy::lock_holder(&stack.docker, &stack.config).await?;
                 if json {
-                    println!("{}", serde_json::json!({ "lock": holder }));
+                    say!("{}", serde_json::json!({ "lock": holder }));
                 } else {
                     match holder {
-                        None => println!("the lock is free"),
-                        Some(held) => println!(
+                        None => say!("the lock is free"),
+                        Some(held) => say!(
                             "locked by {} since {}{}{}",
                             held.holder,
                             held.since,
@@ -674,12 +680,12 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
             LockCommand::Acquire { message, .. } => {
                 deploy::acquire_manual_lock(stack, message).await?;
                 if json {
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({"lock": "acquired", "message": message})
                     );
                 } else {
-                    println!("lock acquired: {message}");
+                    say!("lock acquired: {message}");
                 }
                 Ok(())
             }
@@ -687,14 +693,14 @@ pub fn lock(args: LockArgs) -> anyhow::Result<()> {
                 let released = deploy::release_manual_lock(&stack.docker, &stack.config).await?;
                 if json {
                     let holder = released.map(|held| held.holder);
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({"lock": "free", "released": holder})
                     );
                 } else {
                     match released {
-                        Some(held) => println!("released the lock of {}", held.holder),
-                        None => println!("the lock is free"),
+                        Some(held) => say!("released the lock of {}", held.holder),
+                        None => say!("the lock is free"),
                     }
                 }
                 Ok(())
@@ -714,11 +720,11 @@ pub fn unlock(args: UnlockArgs) -> anyhow::Result<()> {
     on_each_stack(&args.stack, Duration::ZERO, false, async |stack| {
         let broken = deploy::force_unlock(&stack.docker, &stack.config).await?;
         if json {
-            println!("{}", serde_json::json!({"lock": "free", "broken": broken}));
+            say!("{}", serde_json::json!({"lock": "free", "broken": broken}));
         } else {
             match broken {
-                Some(holder) => println!("lock held by {holder} broken"),
-                None => println!("no lock was held"),
+                Some(holder) => say!("lock held by {holder} broken"),
+                None => say!("no lock was held"),
             }
         }
         Ok(())
@@ -735,6 +741,6 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&args.path, INIT_FILE)
         .with_context(|| format!("writing {}", args.path.display()))?;
-    println!("wrote {}", args.path.display());
+    say!("wrote {}", args.path.display());
     Ok(())
 }

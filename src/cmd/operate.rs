@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 
 use super::deploy::{StackArgs, on_each_stack};
 use crate::deploy::{self, DeployError};
+use crate::secrets::say;
 use crate::stack::Color;
 
 /// Which container: a colour's replica.
@@ -113,7 +114,7 @@ fn print_line(line: &str, readable: bool) {
         .and_then(|value| value.as_object())
         .filter(|_| readable)
     else {
-        println!("{line}");
+        say!("{line}");
         return;
     };
     let field = |key: &str| {
@@ -137,7 +138,7 @@ fn print_line(line: &str, readable: bool) {
             None => text.push_str(&format!(" {key}={value}")),
         }
     }
-    println!("{text}");
+    say!("{text}");
 }
 
 /// `wsctl exec -- CMD...`: runs CMD in the container, prints what it
@@ -147,7 +148,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
         let name = deploy::container_of(stack, args.pick.color, args.pick.replica).await?;
         let command: Vec<&str> = args.command.iter().map(String::as_str).collect();
         let (code, output) = crate::docker::exec(&stack.docker, &name, &command).await?;
-        print!("{output}");
+        print!("{}", crate::secrets::mask(&output));
         if code != 0 {
             anyhow::bail!("{} in {name} exited {code}", args.command.join(" "));
         }
@@ -164,13 +165,13 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
     on_each_stack(&args.stack, Duration::ZERO, false, async |stack| {
         let runs = deploy::history(stack, args.count).await?;
         if json {
-            println!("{}", serde_json::json!({ "runs": runs }));
+            say!("{}", serde_json::json!({ "runs": runs }));
             return Ok(());
         }
         for run in &runs {
             let text = |key: &str| run[key].as_str().unwrap_or("").to_string();
             let detail = text("detail");
-            println!(
+            say!(
                 "{}  {:<8} {} -> {}  {:<13} {}  by {}{}",
                 text("at"),
                 text("action"),
@@ -201,18 +202,18 @@ pub fn prune(args: PruneArgs) -> anyhow::Result<()> {
         async |stack| {
             let outcome = deploy::prune(stack, args.keep).await?;
             if json {
-                println!("{outcome}");
+                say!("{outcome}");
                 return Ok(());
             }
             for item in outcome["removed"].as_array().into_iter().flatten() {
                 match (item["image"].as_str(), item["container"].as_str()) {
-                    (Some(image), _) => println!("removed image {image}"),
-                    (_, Some(container)) => println!("removed container {container}"),
+                    (Some(image), _) => say!("removed image {image}"),
+                    (_, Some(container)) => say!("removed container {container}"),
                     _ => {}
                 }
             }
             for item in outcome["kept"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "kept image {} ({})",
                     item["image"].as_str().unwrap_or(""),
                     item["why"].as_str().unwrap_or("")

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use crate::secrets::say;
 use crate::smoke;
 
 #[derive(Debug, Args)]
@@ -54,7 +55,7 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
         if args.json {
             let mut line = serde_json::to_value(check)?;
             line["event"] = "check".into();
-            println!("{line}");
+            say!("{line}");
         } else {
             let mark = if check.ok { "ok  " } else { "FAIL" };
             let detail = if check.ok {
@@ -62,9 +63,10 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
             } else {
                 format!(": {}", check.detail)
             };
-            println!(
+            say!(
                 "{mark} {:<18} {:>8.1} ms{detail}",
-                check.name, check.duration_ms
+                check.name,
+                check.duration_ms
             );
         }
     }
@@ -74,7 +76,7 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
             "event": "smoke", "url": args.url, "color": args.color, "ok": failed == 0,
             "checks": checks.len(), "failed": failed,
         });
-        println!("{summary}");
+        say!("{summary}");
     }
     if let Some(path) = &args.junit {
         std::fs::write(path, smoke::junit(&args.url, &checks)?)

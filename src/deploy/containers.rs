@@ -20,6 +20,7 @@ use serde_json::json;
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
 use crate::docker;
+use crate::secrets::say;
 use crate::stack::{Color, StackConfig};
 
 /// How often the readiness loop runs `wsctl probe` inside the container
@@ -135,7 +136,7 @@ async fn create(
             resources.max_connections().to_string(),
         ),
     ]);
-    env.extend(config.app_env.clone());
+    env.extend(config.app_environment()?);
     // `deploy --env`: this colour only, on top of app_env.
     env.extend(extra_env.clone());
     let body = ContainerCreateBody {
@@ -316,7 +317,7 @@ async fn report_replica_logs(stack: &Stack, name: &str) {
             json!({"event": "logs", "container": name, "lines": logs.lines().collect::<Vec<_>>()}),
         );
     } else if !logs.is_empty() {
-        println!("last log lines of {name}:\n{logs}");
+        say!("last log lines of {name}:\n{logs}");
     }
 }
 

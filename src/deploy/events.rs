@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::secrets::{mask, say, say_err};
+
 pub struct Events {
     json: bool,
     spinner: Option<ProgressBar>,
@@ -58,13 +60,13 @@ impl Events {
         if self.json {
             self.emit(json!({"event": "step", "step": step, "status": "started", "detail": what}));
         } else if self.host.is_some() {
-            println!("{}...  {step:<10} {what}", self.prefix());
+            say!("{}...  {step:<10} {what}", self.prefix());
         } else if std::io::stderr().is_terminal() {
             let spinner = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
                 spinner.set_style(style);
             }
-            spinner.set_message(format!("{step:<10} {what}"));
+            spinner.set_message(mask(&format!("{step:<10} {what}")).into_owned());
             spinner.enable_steady_tick(Duration::from_millis(100));
             self.spinner = Some(spinner);
         }
@@ -73,7 +75,7 @@ impl Events {
     /// Updates the running step's line (drain progress).
     pub fn progress(&mut self, what: &str) {
         if let Some(spinner) = &self.spinner {
-            spinner.set_message(format!("{:<10} {what}", self.step));
+            spinner.set_message(mask(&format!("{:<10} {what}", self.step)).into_owned());
         } else if self.json {
             self.emit(json!({"event": "progress", "step": self.step, "detail": what}));
         }
@@ -101,7 +103,7 @@ impl Events {
             }));
         } else {
             let mark = if status == "ok" { "ok  " } else { "FAIL" };
-            println!(
+            say!(
                 "{}{mark} {:<10} {:>7.2} s  {detail}",
                 self.prefix(),
                 self.step,
@@ -128,7 +130,7 @@ impl Events {
         if self.json {
             self.emit(json!({"event": "warning", "detail": detail}));
         } else {
-            eprintln!("{}warning: {detail}", self.prefix());
+            say_err!("{}warning: {detail}", self.prefix());
         }
     }
 
@@ -138,7 +140,7 @@ impl Events {
             if let (Some(host), Some(object)) = (&self.host, value.as_object_mut()) {
                 object.insert("host".into(), json!(host));
             }
-            println!("{value}");
+            say!("{value}");
         }
     }
 

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::gate::{Gate, Message, Point, Verdict};
 use super::{DeployError, Events, Journal, Stack, lock, nginx};
 use crate::docker;
+use crate::secrets::{say, say_err};
 use crate::signal::Interrupt;
 use crate::stack::{Color, StackConfig};
 
@@ -154,9 +155,13 @@ impl Fleet {
     async fn lock_all(&mut self, command: &str) -> anyhow::Result<Vec<lock::Lock>> {
         // The lock container runs the Nginx image.
         try_join_all(self.hosts.iter().map(|host| async move {
-            docker::ensure_image(&host.stack.docker, &host.stack.config.images.nginx)
-                .await
-                .with_context(|| format!("host {}", host.name))
+            docker::ensure_image(
+                &host.stack.docker,
+                &host.stack.config.images.nginx,
+                &host.stack.config.registry,
+            )
+            .await
+            .with_context(|| format!("host {}", host.name))
         }))
         .await?;
         let token = uuid::Uuid::new_v4().to_string();
@@ -186,7 +191,7 @@ impl Fleet {
     async fn release_taken(&mut self, locks: Vec<lock::Lock>) {
         for (lock, host) in locks.into_iter().zip(&mut self.hosts).rev() {
             if let Err(error) = lock.release(&host.stack.docker).await {
-                eprintln!("wsctl: [{}] releasing the lock: {error:#}", host.name);
+                say_err!("wsctl: [{}] releasing the lock: {error:#}", host.name);
             }
         }
     }
@@ -373,7 +378,7 @@ impl Fleet {
                 } else {
                     format!(": {detail}")
                 };
-                println!(
+                say!(
                     "host {}: {outcome}, traffic on {traffic}{detail}",
                     host["host"].as_str().unwrap_or("")
                 );

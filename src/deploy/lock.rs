@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use super::DeployError;
 use super::wait::{Check, WaitError, poll_until};
 use crate::docker::{self, status_of};
+use crate::secrets::say_err;
 use crate::stack::StackConfig;
 
 const HOLDER: &str = "wsctl.lock.holder";
@@ -232,7 +233,7 @@ async fn try_take(
         match holder(docker, config).await {
             Ok(Some(held)) if held.stale => {
                 tracing::warn!(holder = %held.holder, id = %held.id, "breaking a stale lock");
-                eprintln!("wsctl: breaking the stale lock of {}", held.holder);
+                say_err!("wsctl: breaking the stale lock of {}", held.holder);
                 if let Err(why) = break_stale(docker, &held.id).await {
                     return Check::Failed(why);
                 }
@@ -267,7 +268,7 @@ async fn renew(docker: Docker, id: String, interval: Duration) {
             Ok(()) => {}
             Err(error) if status_of(&error) == Some(304) => {}
             Err(error) if status_of(&error) == Some(404) => {
-                eprintln!("wsctl: the deploy lock was broken by someone else");
+                say_err!("wsctl: the deploy lock was broken by someone else");
                 return;
             }
             Err(error) => tracing::warn!(%error, "renewing the deploy lock failed"),

@@ -215,7 +215,8 @@ pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result
         images.push(stack.config.images.redis.clone());
     }
     for name in &images {
-        if let Err(error) = docker::ensure_image(&stack.docker, name).await {
+        if let Err(error) = docker::ensure_image(&stack.docker, name, &stack.config.registry).await
+        {
             return preflight_failed(stack, error);
         }
     }
@@ -660,7 +661,12 @@ async fn ensure_running(
 /// `wsctl lock acquire -m MESSAGE`: a lock held by a person, not a process:
 /// it never expires and stays after this command exits.
 pub async fn acquire_manual_lock(stack: &mut Stack, message: &str) -> anyhow::Result<()> {
-    docker::ensure_image(&stack.docker, &stack.config.images.nginx).await?;
+    docker::ensure_image(
+        &stack.docker,
+        &stack.config.images.nginx,
+        &stack.config.registry,
+    )
+    .await?;
     let token = uuid::Uuid::new_v4().to_string();
     let request = lock::Request {
         command: "lock acquire",

@@ -36,6 +36,7 @@ use super::containers::{self, Drained};
 use super::gate::Point;
 use super::journal::{Outcome, Run};
 use super::{DeployError, Stack, analysis, nginx, probe};
+use crate::secrets::{say, say_err};
 use crate::signal::Signal;
 use crate::stack::Color;
 
@@ -484,7 +485,7 @@ pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow:
     // The run is done either way; a journal the engine would not take now
     // shows it in progress, and the next command recovers (a no-op then).
     if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
-        eprintln!("wsctl: recording the run's outcome failed: {error:#}");
+        say_err!("wsctl: recording the run's outcome failed: {error:#}");
     }
     summarize(stack, &run, continuity);
     stack.last_run = Some(run);
@@ -762,7 +763,7 @@ async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Conti
         event["event"] = "continuity".into();
         stack.events.emit(event);
     } else {
-        println!(
+        say!(
             "{}continuity: {}",
             stack.events.prefix(),
             continuity.summary()
@@ -783,7 +784,7 @@ fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
         let traffic = run
             .traffic
             .map_or("no colour".to_string(), |color| color.to_string());
-        println!(
+        say!(
             "{}{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
             stack.events.prefix(),
             run.action,

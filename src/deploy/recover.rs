@@ -22,6 +22,7 @@ use super::containers;
 use super::journal::{self, Outcome, Run};
 use super::plan::{Action, State};
 use super::{DeployError, Stack, nginx};
+use crate::secrets::say_err;
 use crate::stack::Color;
 
 /// Recovers the runs that died unfinished, if any (under the lock), as a
@@ -49,7 +50,7 @@ async fn find_unfinished(stack: &mut Stack) -> anyhow::Result<Vec<Run>> {
                 "state": run.state, "detail": line,
             }));
         } else {
-            eprintln!("wsctl: {line}");
+            say_err!("wsctl: {line}");
         }
     }
     Ok(unfinished)

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
+mod environment;
+
 /// A deployment colour: the stack runs the service as `app_blue` and
 /// `app_green`, and Nginx routes to one of them. A typed value, so a wrong
 /// colour is refused by the command line before any I/O.
@@ -107,6 +109,22 @@ pub struct StackConfig {
     pub switch_batch: usize,
     /// What a canary must measure up to (`deploy --canary-steps`).
     pub analysis: AnalysisSettings,
+    /// Dotenv files whose variables the app gets under `app_env` (secrets:
+    /// masked in every output). Relative to the directory of wsctl.yaml.
+    pub env_file: Vec<std::path::PathBuf>,
+    /// Credentials for pulls and pushes, beside `~/.docker/config.json`.
+    pub registry: RegistrySettings,
+}
+
+/// A registry login from wsctl.yaml; the password is never in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Host (and port) of the registry: `registry.example.com`.
+    pub server: Option<String>,
+    pub username: Option<String>,
+    /// The environment variable that holds the password or token.
+    pub password_env: Option<String>,
 }
 
 /// Thresholds and pace of a canary's analysis. The defaults follow the
@@ -351,6 +369,8 @@ impl Default for StackConfig {
             hosts: Vec::new(),
             switch_batch: 1,
             analysis: AnalysisSettings::default(),
+            env_file: Vec::new(),
+            registry: RegistrySettings::default(),
         }
     }
 }
@@ -438,29 +458,133 @@ analysis:
   max_p95_seconds: 1.0
   max_errors_per_connection: 10.0
   max_refused_ratio: 0.05
+# Dotenv files (KEY=VALUE lines) the app's environment starts from; app_env
+# wins. Their values, and what `${VAR}` in app_env takes from wsctl's own
+# environment at deploy time, are secrets: masked as *** in every output.
+env_file: []
+# Login for pulls and pushes of a private registry, used before
+# ~/.docker/config.json (auths, credsStore, credHelpers). The password is
+# read from the environment variable password_env names.
+registry:
+  server: null
+  username: null
+  password_env: null
 "#;
 
 impl StackConfig {
-    /// Reads `path`; a missing file means all defaults.
+    /// Reads `path` (a missing file means all defaults) with the
+    /// `WSCTL_<KEY>` overrides of wsctl's environment on top, and registers
+    /// every secret it names for masking.
     pub fn load(path: &Path) -> Result<StackConfig, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => StackConfig::parse(&text, &path.display().to_string()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                Ok(StackConfig::default())
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                return Err(ConfigError(format!("reading {}: {error}", path.display())));
             }
-            Err(error) => Err(ConfigError(format!("reading {}: {error}", path.display()))),
+        };
+        let mut config =
+            StackConfig::parse_with(&text, &path.display().to_string(), std::env::vars())?;
+        // env_file paths are relative to wsctl.yaml, as Compose's are to
+        // its file, so the stack reads the same files from any directory.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for file in &mut config.env_file {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
+        config.register_secrets();
+        Ok(config)
     }
 
+    /// The file's text alone, without overrides.
+    #[cfg(test)]
     pub fn parse(text: &str, origin: &str) -> Result<StackConfig, ConfigError> {
-        let config: StackConfig = serde_yaml::from_str(text).map_err(|error| {
+        StackConfig::parse_with(text, origin, std::iter::empty())
+    }
+
+    /// The file's text with the `WSCTL_<KEY>` variables among `vars` on top.
+    pub fn parse_with(
+        text: &str,
+        origin: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<StackConfig, ConfigError> {
+        let located = |error: serde_yaml::Error, origin: &str| {
             let at = error
                 .location()
                 .map(|location| format!(" line {}", location.line()))
                 .unwrap_or_default();
             ConfigError(format!("{origin}{at}: {error}"))
+        };
+        // The file alone first: only parsing text gives errors their line.
+        if !text.trim().is_empty() {
+            serde_yaml::from_str::<StackConfig>(text).map_err(|error| located(error, origin))?;
+        }
+        let mut document: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|error| located(error, origin))?;
+        let known: serde_yaml::Value =
+            serde_yaml::from_str(INIT_FILE).map_err(|error| located(error, "init file"))?;
+        let overrides = environment::apply_overrides(&mut document, &known, vars)?;
+        for name in &overrides.unknown {
+            crate::secrets::say_err!(
+                "wsctl: warning: {name} names no setting of wsctl.yaml; ignored"
+            );
+        }
+        let origin = if overrides.applied.is_empty() {
+            origin.to_string()
+        } else {
+            format!("{origin} with {}", overrides.applied.join(", "))
+        };
+        if document.is_null() {
+            document = serde_yaml::Value::Mapping(Default::default());
+        }
+        let config: StackConfig =
+            serde_yaml::from_value(document).map_err(|error| located(error, &origin))?;
+        config.validate(&origin)
+    }
+
+    /// Registers what must never be printed: the app environment's values
+    /// from files and variables, Redis passwords, the registry password.
+    /// An environment that cannot be resolved yet (a variable not set for
+    /// `status`) registers what it can; `deploy` reports the error.
+    fn register_secrets(&self) {
+        if let Ok((_, secrets)) = environment::resolve(&self.env_file, &self.app_env, |name| {
+            std::env::var(name).ok()
+        }) {
+            secrets
+                .iter()
+                .for_each(|secret| crate::secrets::register(secret));
+        }
+        let urls = self
+            .hosts
+            .iter()
+            .filter_map(|host| host.redis_url.as_deref());
+        for urls in self.redis_url.as_deref().into_iter().chain(urls) {
+            urls.split(',')
+                .for_each(|url| crate::secrets::register_url_password(url.trim()));
+        }
+        if let Some(password) = self.registry_password() {
+            crate::secrets::register(&password);
+        }
+    }
+
+    /// The app containers' environment from `env_file` and `app_env`, with
+    /// `${VAR}` taken from wsctl's environment now. A variable that is not
+    /// set, or a file that cannot be read, is an error naming it.
+    pub fn app_environment(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let (env, secrets) = environment::resolve(&self.env_file, &self.app_env, |name| {
+            std::env::var(name).ok()
         })?;
-        config.validate(origin)
+        secrets
+            .iter()
+            .for_each(|secret| crate::secrets::register(secret));
+        Ok(env)
+    }
+
+    /// The registry password from the variable `registry.password_env`.
+    pub fn registry_password(&self) -> Option<String> {
+        let name = self.registry.password_env.as_deref()?;
+        std::env::var(name).ok()
     }
 
     fn validate(self, origin: &str) -> Result<StackConfig, ConfigError> {
