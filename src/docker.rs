@@ -280,7 +280,11 @@ pub struct ContainerInfo {
     pub running: bool,
     /// `healthy`, `unhealthy`, `starting`, or `none` without a HEALTHCHECK.
     pub health: String,
+    /// The image reference it was created from (`wsctl-nginx:local`).
     pub image: String,
+    /// The ID of the image it runs: a tag moved to a new build since is
+    /// drift, though the reference reads the same.
+    pub image_id: String,
     pub started_at: Option<String>,
     pub exit_code: Option<i64>,
     pub labels: HashMap<String, String>,
@@ -295,6 +299,7 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
     };
     let state = container.state.unwrap_or_default();
     let config = container.config.unwrap_or_default();
+    let image_id = container.image.unwrap_or_default();
     Ok(Some(ContainerInfo {
         id: container.id.unwrap_or_default(),
         name: name.to_string(),
@@ -310,6 +315,7 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
             .map(|status| status.to_string())
             .unwrap_or_else(|| "none".into()),
         image: config.image.unwrap_or_default(),
+        image_id,
         started_at: state.started_at,
         exit_code: state.exit_code,
         labels: config.labels.unwrap_or_default(),
@@ -333,6 +339,26 @@ pub async fn container_names(docker: &Docker, fragment: &str) -> anyhow::Result<
         .flat_map(|container| container.names.unwrap_or_default())
         .map(|name| name.trim_start_matches('/').to_string())
         .collect())
+}
+
+/// The ID of a local image; `None` when the engine does not have it.
+pub async fn image_id(docker: &Docker, image: &str) -> anyhow::Result<Option<String>> {
+    match docker.inspect_image(image).await {
+        Ok(inspected) => Ok(inspected.id),
+        Err(error) if status_of(&error) == Some(404) => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("inspecting image {image}")),
+    }
+}
+
+/// Renames a container.
+pub async fn rename(docker: &Docker, name: &str, new_name: &str) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+        .name(new_name)
+        .build();
+    docker
+        .rename_container(name, options)
+        .await
+        .with_context(|| format!("renaming {name} to {new_name}"))
 }
 
 /// Removes a container, running or not; gone already is fine.

@@ -90,6 +90,12 @@ pub struct DeployArgs {
     /// traffic, until `wsctl promote` (or `wsctl abort`).
     #[arg(long, conflicts_with_all = ["watch", "canary", "canary_steps"])]
     no_switch: bool,
+    /// Replace Nginx with the configured image and sizing instead of
+    /// deploying the app: open WebSockets are cut (clients reconnect and
+    /// resume) and new ones wait about a second.
+    #[arg(long, conflicts_with_all = ["color", "image", "replicas", "env", "canary",
+          "canary_steps", "watch", "no_switch"])]
+    proxy: bool,
     #[command(flatten)]
     lock_wait: LockWait,
     #[command(flatten)]
@@ -390,6 +396,17 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         args.lock_wait.duration(),
         true,
         async |target| match target {
+            Target::One(mut stack) if args.proxy => deploy::proxy::replace(&mut stack).await,
+            // One host at a time, stopping at the first that fails: the
+            // others keep serving with their Nginx as it was.
+            Target::Hosts(mut fleet) if args.proxy => {
+                for host in &mut fleet.hosts {
+                    deploy::proxy::replace(&mut host.stack)
+                        .await
+                        .with_context(|| format!("host {}", host.name))?;
+                }
+                Ok(())
+            }
             Target::One(mut stack) => deploy::deploy(&mut stack, args.request()).await,
             Target::Hosts(mut fleet) => fleet.run(Move::Deploy(args.request())).await,
         },
@@ -552,6 +569,15 @@ fn degraded(status: &serde_json::Value) -> Option<String> {
 
 fn print_status(status: &serde_json::Value) {
     say!("live: {}", status["live"].as_str().unwrap_or("none"));
+    for component in ["nginx", "redis"] {
+        if let Some(drift) = status[component]["drift"].as_str() {
+            let remedy = match component {
+                "nginx" => "wsctl deploy --proxy replaces it",
+                _ => "remove it and deploy again; its sessions are lost",
+            };
+            say!("drift: {component} {drift} ({remedy})");
+        }
+    }
     if let Some(weights) = status["weights"].as_object() {
         let shares: Vec<String> = weights
             .iter()

@@ -13,6 +13,7 @@
 //! - `events.rs`: progress lines or `--json`; `probe.rs`: the cutover probe;
 //!   `upstream.rs`: the rendered upstream; `wait.rs`: the one polling loop.
 //! - `analysis.rs`: a canary's (and `--watch`'s) metric analysis.
+//! - `proxy.rs`: the Nginx container, drift from wsctl.yaml, `deploy --proxy`.
 //! - `fleet.rs`: a stack on several Docker hosts, each running the same
 //!   plan; `gate.rs`: where those runs wait for each other (before and
 //!   after their switch).
@@ -34,17 +35,17 @@ mod lock;
 mod nginx;
 mod plan;
 mod probe;
+pub mod proxy;
 mod recover;
 mod status;
 mod upstream;
 mod wait;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 pub use containers::existing_replicas;
@@ -607,38 +608,9 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
     if config.owns_redis() {
         ensure_running(&stack.docker, &config.name("redis"), redis).await?;
     }
-    let public = config.public_socket();
-    let bindings = HashMap::from([(
-        "80/tcp".to_string(),
-        Some(vec![PortBinding {
-            host_ip: Some(public.ip().to_string()),
-            host_port: Some(public.port().to_string()),
-        }]),
-    )]);
     // Sized for the sockets the configured replicas can hold, when Nginx
-    // is created (a later change of `replicas` needs a new Nginx).
-    let sizing = config.proxy_sizing(config.replicas);
-    let nginx = ContainerCreateBody {
-        image: Some(config.images.nginx.clone()),
-        entrypoint: Some(vec![
-            nginx::NGINX.to_string(),
-            "-g".to_string(),
-            sizing.directives(),
-        ]),
-        exposed_ports: Some(vec!["80/tcp".into()]),
-        host_config: Some(HostConfig {
-            network_mode: Some(network),
-            port_bindings: Some(bindings),
-            restart_policy: containers::unless_stopped(),
-            ulimits: Some(vec![bollard::models::ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(sizing.open_files as i64),
-                hard: Some(sizing.open_files as i64),
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    // is created (a later change of `replicas` needs `deploy --proxy`).
+    let nginx = proxy::container_body(config);
     ensure_running(&stack.docker, &config.name("nginx"), nginx).await
 }
 

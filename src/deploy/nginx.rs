@@ -130,16 +130,7 @@ async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
 /// Nothing when its sizing cannot be read (an Nginx wsctl did not create).
 pub async fn undersized(stack: &Stack, replicas: usize) -> Option<String> {
     let name = stack.config.name("nginx");
-    let container = stack.docker.inspect_container(&name, None).await.ok()?;
-    let entrypoint = container.config?.entrypoint?.join(" ");
-    let workers: u64 = entrypoint
-        .split("worker_processes ")
-        .nth(1)?
-        .split(';')
-        .next()?
-        .trim()
-        .parse()
-        .ok()?;
+    let workers = running_workers(stack).await?;
     let needed = stack.config.proxy_sizing(replicas).workers;
     (workers < needed).then(|| {
         format!(
@@ -148,6 +139,22 @@ pub async fn undersized(stack: &Stack, replicas: usize) -> Option<String> {
              recreate it (clients reconnect and resume)"
         )
     })
+}
+
+/// The worker processes the running Nginx was started with (wsctl puts
+/// them on its command line); `None` for an Nginx wsctl did not create.
+pub async fn running_workers(stack: &Stack) -> Option<u64> {
+    let name = stack.config.name("nginx");
+    let container = stack.docker.inspect_container(&name, None).await.ok()?;
+    let entrypoint = container.config?.entrypoint?.join(" ");
+    entrypoint
+        .split("worker_processes ")
+        .nth(1)?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The access policy of wsctl.yaml, rendered beside every upstream.
@@ -221,6 +228,28 @@ pub async fn apply(stack: &Stack, text: &str) -> anyhow::Result<()> {
     )
     .await?;
     reload(stack).await
+}
+
+/// Writes `text` as the upstream of the container `nginx` (created or
+/// running), as it is: a new Nginx gets the upstream the old one served.
+pub async fn upload_to(stack: &Stack, nginx: &str, text: &str) -> anyhow::Result<()> {
+    upload(stack.docker.clone(), nginx.to_string(), text.to_string()).await
+}
+
+/// Waits until Nginx answers through the public address (any colour, or
+/// none live yet).
+pub async fn answers(stack: &Stack) -> anyhow::Result<()> {
+    let client = client()?;
+    let answered = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
+        match look(stack, &client).await {
+            Some(_) => Check::Ready(()),
+            None => Check::Pending("no answer".into()),
+        }
+    })
+    .await;
+    answered.map_err(|_| {
+        DeployError::Switch(format!("{} does not answer", stack.config.public_address)).into()
+    })
 }
 
 /// Writes the upstream file; Nginx serves it only after `reload`.

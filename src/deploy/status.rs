@@ -1,5 +1,6 @@
 //! `wsctl status`: what Nginx serves (loaded and on disk), each colour's
-//! container, the lock, unfinished runs and the last runs of the journal.
+//! container, Nginx and Redis (and their drift from wsctl.yaml), the lock,
+//! unfinished runs and the last runs of the journal.
 
 use serde_json::{Value, json};
 
@@ -38,8 +39,11 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
         let sample = run.analysis.clone()?;
         Some(json!({"run_id": run.id, "outcome": run.outcome, "sample": sample}))
     });
+    let components = super::proxy::drift(stack).await?;
     Ok(json!({
         "live": serving.live(),
+        "nginx": components["nginx"],
+        "redis": components["redis"],
         "weights": weights,
         "last_analysis": last_analysis,
         "serving": serving,
