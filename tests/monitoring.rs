@@ -3,7 +3,9 @@
 //! Prometheus scrapes a real `wsctl serve` under a little traffic, then
 //! evaluates every dashboard panel and alert query: each must return at
 //! least one series, so a query naming a metric the service does not
-//! export fails here.
+//! export fails here. Every alert's runbook_url leads to a README heading,
+//! and on the real engine a Prometheus on a prefixed stack's network finds
+//! every replica of the live colour by DNS, before and after a deploy.
 
 mod common;
 
@@ -66,19 +68,92 @@ fn alert_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// Every panel's and annotation's query, with the dashboard's `$color`
+/// variable at "All" (`.*`), as Grafana sends them.
 fn dashboard_queries() -> Vec<(String, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("compose/grafana/dashboards/wsctl.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let all = |expr: &str| expr.replace("$color", ".*");
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
         for target in panel["targets"].as_array().unwrap() {
-            queries.push((
-                panel["title"].as_str().unwrap().to_string(),
-                target["expr"].as_str().unwrap().to_string(),
-            ));
+            let expr = target["expr"].as_str().unwrap();
+            assert!(
+                expr.contains("$color"),
+                "{}: not filtered by $color",
+                panel["title"]
+            );
+            queries.push((panel["title"].as_str().unwrap().to_string(), all(expr)));
         }
     }
+    let annotations = dashboard["annotations"]["list"].as_array().unwrap();
+    assert!(!annotations.is_empty(), "no deploy annotation");
+    for annotation in annotations {
+        let name = annotation["name"].as_str().unwrap();
+        queries.push((
+            format!("annotation {name}"),
+            all(annotation["expr"].as_str().unwrap()),
+        ));
+    }
+    // The `$color` variable's values: label_values(app_info, color).
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let names: Vec<&str> = variables
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(names, ["datasource", "color"]);
+    queries.push(("variable color".into(), "app_info".into()));
     queries
+}
+
+/// GitHub's anchor for a heading: lower case, spaces to dashes, other
+/// punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_has_a_runbook_url_to_a_readme_section() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let anchors: Vec<String> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix('#'))
+        .map(|line| anchor(line.trim_start_matches('#')))
+        .collect();
+    let text = std::fs::read_to_string(prometheus_dir().join("alerts.yml")).unwrap();
+    let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut checked = 0;
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"].as_str().unwrap();
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+            let (page, fragment) = url.split_once('#').unwrap_or_else(|| panic!("{url}"));
+            assert!(page.ends_with("/README.md"), "{name}: {url}");
+            assert!(
+                anchors.iter().any(|anchor| anchor == fragment),
+                "{name}: README.md has no heading #{fragment}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
 }
 
 struct Prometheus {
@@ -99,7 +174,7 @@ impl Prometheus {
         std::fs::copy(prometheus_dir().join("alerts.yml"), dir.join("alerts.yml")).unwrap();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
-             scrape_configs:\n  - job_name: wsctl\n    static_configs:\n      - targets: ['{target}']\n"
+             scrape_configs:\n  - job_name: wsctl\n    honor_labels: true\n    static_configs:\n      - targets: ['{target}']\n        labels: {{color: blue}}\n"
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let child = Command::new("prometheus")
@@ -178,4 +253,150 @@ async fn every_dashboard_and_alert_query_returns_a_series_from_a_real_scrape() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Prometheus from this machine's binary and the libraries `ldd` names,
+/// `FROM scratch` (no registry here), removed when dropped.
+struct PrometheusImage(String);
+
+impl PrometheusImage {
+    fn build(tag: &str) -> PrometheusImage {
+        let dir = std::env::temp_dir().join(format!("wsctl-prom-image-{}", uuid::Uuid::new_v4()));
+        let binary = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v prometheus"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let binary = binary.trim();
+        let libraries = Command::new("ldd").arg(binary).output().unwrap();
+        let mut files = vec![binary.to_string()];
+        for word in String::from_utf8_lossy(&libraries.stdout).split_whitespace() {
+            if word.starts_with('/') {
+                files.push(word.to_string());
+            }
+        }
+        for file in &files {
+            let target = dir.join(file.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(file, &target).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!("FROM scratch\nCOPY . /\nENTRYPOINT [\"{binary}\"]\n"),
+        )
+        .unwrap();
+        let built = Command::new("docker")
+            .args(["build", "-q", "-t", tag])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            built.status.success(),
+            "{}",
+            common::docker::explain(&built)
+        );
+        PrometheusImage(tag.to_string())
+    }
+}
+
+impl Drop for PrometheusImage {
+    fn drop(&mut self) {
+        common::docker::remove_everything(None, Vec::new(), vec![self.0.clone()], Vec::new());
+    }
+}
+
+/// The active targets' colours and health, from Prometheus's API.
+async fn targets(api: &str) -> Vec<(String, String)> {
+    let Ok(response) = reqwest::get(format!("{api}/api/v1/targets")).await else {
+        return Vec::new();
+    };
+    let body: Value = response.json().await.unwrap_or_default();
+    body["data"]["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|target| {
+            (
+                target["labels"]["color"].as_str().unwrap_or("").to_string(),
+                target["health"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_targets(api: &str, wanted: &[(&str, &str)]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut wanted: Vec<(String, String)> = wanted
+        .iter()
+        .map(|(color, health)| (color.to_string(), health.to_string()))
+        .collect();
+    wanted.sort();
+    loop {
+        let mut seen = targets(api).await;
+        seen.sort();
+        if seen == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "targets {seen:?}, wanted {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The shipped prometheus.yml, unchanged, in a container on a prefixed
+/// stack's network: it finds both replicas of the live colour by DNS, and
+/// after a deploy both of the new one (the stopped colour has no target).
+#[tokio::test]
+async fn prometheus_finds_every_replica_of_a_prefixed_stack_by_dns() {
+    let Some(_docker) = common::docker::docker_or_skip().await else {
+        return;
+    };
+    let stack = common::docker::TestStack::new("replicas: 2\n");
+    stack.wsctl_ok(&["deploy"]);
+    let image = PrometheusImage::build(&format!("{}prometheus:test", stack.prefix));
+    let config_dir = stack.dir.join("prometheus");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    for file in ["prometheus.yml", "alerts.yml"] {
+        std::fs::copy(prometheus_dir().join(file), config_dir.join(file)).unwrap();
+    }
+    let name = format!("{}prometheus", stack.prefix);
+    let started = Command::new("docker")
+        .args(["run", "-d", "--name", &name, "--network"])
+        .arg(format!("{}wsctl", stack.prefix))
+        .args(["-p", "127.0.0.1::9090", "-v"])
+        .arg(format!("{}:/etc/prometheus:ro", config_dir.display()))
+        .args([
+            &image.0,
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/tmp/data",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        common::docker::explain(&started)
+    );
+    let port = Command::new("docker")
+        .args(["port", &name, "9090/tcp"])
+        .output()
+        .unwrap();
+    let address = String::from_utf8_lossy(&port.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let api = format!("http://{address}");
+
+    wait_for_targets(&api, &[("blue", "up"), ("blue", "up")]).await;
+    stack.wsctl_ok(&["deploy"]);
+    wait_for_targets(&api, &[("green", "up"), ("green", "up")]).await;
 }

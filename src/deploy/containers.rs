@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures_util::future::{join_all, try_join_all};
@@ -146,6 +147,19 @@ async fn create(
                 .map(|(key, value)| format!("{key}={value}"))
                 .collect(),
         ),
+        // `app_blue` on the stack's own network, for every replica: a name
+        // that does not change with the prefix or the replica count, so
+        // Prometheus's DNS discovery (compose/prometheus) finds them all,
+        // as Compose's service name does for containers it started.
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                config.network_name(),
+                EndpointSettings {
+                    aliases: Some(vec![format!("app_{color}")]),
+                    ..Default::default()
+                },
+            )])),
+        }),
         labels: Some(HashMap::from([
             ("wsctl.color".to_string(), color.to_string()),
             ("wsctl.image".to_string(), image.to_string()),
