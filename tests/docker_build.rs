@@ -35,7 +35,7 @@ impl Drop for Cleanup {
 /// too: its loader and libraries are copied in, and it serves.
 #[tokio::test]
 async fn build_packages_a_dynamically_linked_binary_with_its_libraries() {
-    let Some(_docker) = docker_or_skip().await else {
+    let Some(docker) = docker_or_skip().await else {
         return;
     };
     let unique = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
@@ -69,7 +69,7 @@ async fn build_packages_a_dynamically_linked_binary_with_its_libraries() {
         .unwrap();
     assert!(!shell.status.success(), "the image has a shell");
     let version = std::process::Command::new("docker")
-        .args(["run", "--rm", "--name", &container, &image, "--version"])
+        .args(["run", "--rm", &image, "--version"])
         .output()
         .unwrap();
     assert!(
@@ -82,6 +82,7 @@ async fn build_packages_a_dynamically_linked_binary_with_its_libraries() {
         "{}",
         String::from_utf8_lossy(&version.stdout)
     );
+    serves_and_turns_healthy(&docker, &image, &container).await;
 }
 
 #[tokio::test]
@@ -119,6 +120,14 @@ async fn build_makes_a_scratch_image_that_serves_and_reports_healthy() {
     assert!(!labels["org.opencontainers.image.revision"].is_empty());
     assert!(labels["org.opencontainers.image.created"].ends_with('Z'));
 
+    serves_and_turns_healthy(&docker, &image, &container).await;
+}
+
+/// Runs `image` as `container` with its port published on loopback: it
+/// must answer `/status` as green with this version, and the engine must
+/// call it healthy through the image's own HEALTHCHECK.
+async fn serves_and_turns_healthy(docker: &bollard::Docker, image: &str, container: &str) {
+    let (image, container) = (image.to_string(), container.to_string());
     let bindings = HashMap::from([(
         "8000/tcp".to_string(),
         Some(vec![PortBinding {
