@@ -27,14 +27,20 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-# A short correctness check of the load path against a release build:
+# One optimized build serves both the load-path check and the images: the
+# statically linked binary (the Docker tests package it with wsctl build).
+echo "==> release build (static)"
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
+release=./target/x86_64-unknown-linux-gnu/release/wsctl
+
+# A short correctness check of the load path against the release build:
 # zero connect failures, drops, lost replies and count violations (wsctl
 # bench exits 1 on any). No timing is asserted.
 echo "==> load-path check (release build)"
-cargo build --release --locked --bin wsctl
 ulimit -n "$(ulimit -Hn)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/wsctl serve --host 127.0.0.1 --port "$port" >/dev/null &
+"$release" serve --host 127.0.0.1 --port "$port" >/dev/null &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 python3 - "$port" <<'PY'
@@ -47,16 +53,11 @@ for _ in range(100):
         time.sleep(0.1)
 PY
 url="ws://127.0.0.1:$port/ws/chat/"
-./target/release/wsctl bench hold -n 5000 --duration 3 --url "$url" --server-pid "$server"
-./target/release/wsctl bench rtt -n 500 --rate 1000 --duration 3 --url "$url"
+"$release" bench hold -n 5000 --duration 3 --url "$url" --server-pid "$server"
+"$release" bench rtt -n 500 --rate 1000 --duration 3 --url "$url"
 kill -TERM "$server"
 wait "$server"
 trap - EXIT
-
-# The Docker tests package the statically linked binary (wsctl build).
-echo "==> static build for the image tests"
-RUSTFLAGS='-C target-feature=+crt-static' \
-  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
 
 # Deploy tests need the local Nginx and Redis images (no registry here).
 # Always rebuilt (a few seconds each), so CI tests this commit's Nginx

@@ -31,11 +31,17 @@ pub fn register(value: &str) {
     let Ok(mut secrets) = SECRETS.write() else {
         return;
     };
-    if !secrets.iter().any(|known| known == value) {
-        secrets.push(value.to_string());
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    // Inside `--json` output a value appears JSON-escaped (a `"` as `\"`):
+    // that form is masked too.
+    let escaped = serde_json::to_string(value).unwrap_or_default();
+    let escaped = escaped.trim_matches('"');
+    for form in [value, escaped] {
+        if !form.is_empty() && !secrets.iter().any(|known| known == form) {
+            secrets.push(form.to_string());
+        }
     }
+    // Longest first, so a secret that contains another is masked whole.
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
 }
 
 /// The password of a URL such as `redis://:pw@host`, registered.
@@ -92,6 +98,13 @@ mod tests {
             mask("a s3cret-value-for-mask-test and s3cret-value, abc"),
             "a *** and ***, abc"
         );
+    }
+
+    #[test]
+    fn a_secret_is_masked_in_json_too() {
+        register(r#"pa"ss\word-json"#);
+        let line = serde_json::json!({"detail": r#"got pa"ss\word-json"#}).to_string();
+        assert_eq!(mask(&line), r#"{"detail":"got ***"}"#);
     }
 
     #[test]

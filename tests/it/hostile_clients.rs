@@ -3,7 +3,7 @@
 //! clients that never read, and a fuzz run of random and mutated frames.
 //! Each asserts the bound the design promises (docs/protocol.md).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! exists with every flag they give it: each is run with `--help` and its
 //! flags are looked up in that help.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! Images: wsctl-nginx:local and wsctl-redis:local (scripts/build-images.sh,
 //! run by scripts/test.sh) and an app image per test.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! processes: resume, broadcast-once and exactly-once counting, and a
 //! master killed while clients send.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

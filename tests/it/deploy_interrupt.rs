@@ -4,7 +4,7 @@
 //! SIGKILL at each boundary leaves an unfinished run that the next command
 //! reports and `wsctl recover` repairs.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

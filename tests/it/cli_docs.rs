@@ -2,7 +2,7 @@
 //! itself: every subcommand and flag is in them, and bash accepts the
 //! script.
 
-mod common;
+use crate::common;
 
 use common::wsctl;
 

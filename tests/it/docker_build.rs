@@ -4,7 +4,7 @@
 //! its loader and libraries along. With CI=true a missing engine
 //! fails the test; elsewhere it is skipped with a line saying so.
 
-mod common;
+use crate::common;
 
 use common::docker::{docker_or_skip, static_wsctl};
 

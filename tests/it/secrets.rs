@@ -3,7 +3,7 @@
 //! and stderr of a deploy, a failing deploy that prints its container's
 //! logs, status, history and logs is grepped for their values.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

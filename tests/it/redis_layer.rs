@@ -2,7 +2,7 @@
 //! processes: resume across instances, exactly-once counts and broadcasts,
 //! and recovery when Redis stalls or loses its data.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! and on the real engine a Prometheus on a prefixed stack's network finds
 //! every replica of the live colour by DNS, before and after a deploy.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

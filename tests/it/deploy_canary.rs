@@ -5,7 +5,7 @@
 //! analysis with exit 10; a SIGTERM during a canary leaves traffic on the
 //! old colour. No client loses a message or has one counted twice.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! taken over by `wsctl switch` and `wsctl deploy --color green`, then
 //! passes `wsctl smoke` through its public address.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! `wsctl bench` against the real service: every mode runs clean against a
 //! healthy server, and problems show up in the report and the exit code.
 
-mod common;
+use crate::common;
 
 use common::{Server, wsctl};
 use serde_json::Value;

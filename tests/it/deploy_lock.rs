@@ -4,7 +4,7 @@
 //! two waiters; only a manual lock's `lock release` lets go of it, and
 //! `wsctl unlock --force` breaks any.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

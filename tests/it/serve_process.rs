@@ -1,7 +1,7 @@
 //! The process around the service: configuration errors, JSON logs, the
 //! graceful SIGTERM drain, and a slow client.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

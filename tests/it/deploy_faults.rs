@@ -5,7 +5,7 @@
 //! the serving colour running and says "recover", and an upstream file that
 //! disagrees with what Nginx has loaded is refused until `recover`.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

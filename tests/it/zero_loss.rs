@@ -8,7 +8,7 @@
 //! client's counts must run 1, 2, 3, ... without a repeat or a gap, with
 //! nothing left unanswered.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! registries without TLS). The test pushes the app image there, removes
 //! the local reference, and deploys it by its registry name.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -4,7 +4,7 @@
 //! lost or counted twice); a new Nginx that cannot start is undone and the
 //! old one serves again.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! Engine: no spelling of `/metrics` or `/status` gets past the private
 //! networks, and no token reaches the access log.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

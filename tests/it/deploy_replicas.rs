@@ -3,7 +3,7 @@
 //! carried through a deploy and a rollback without loss, and a deploy that
 //! changes the number of replicas.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `wsctl logs`, `exec` and `history` against a real stack: the operator
 //! never needs the container names wsctl made up.
 
-mod common;
+use crate::common;
 
 use common::docker::{TestStack, docker_or_skip, explain};
 

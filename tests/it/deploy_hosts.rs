@@ -5,7 +5,7 @@
 //! Live clients on both public addresses ride a deploy and a rollback; then
 //! host two fails its switch (its Nginx paused) and host one switches back.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

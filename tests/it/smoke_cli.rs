@@ -1,6 +1,6 @@
 //! `wsctl smoke` against a good service and broken ones.
 
-mod common;
+use crate::common;
 
 use common::{Server, wsctl};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! close handshakes, protocol violations and their close codes, pings,
 //! fragmentation, and the conformance echo endpoint.
 
-mod common;
+use crate::common;
 
 use common::Server;
 use common::raw::RawClient;

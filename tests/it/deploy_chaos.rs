@@ -4,7 +4,7 @@
 //! end no client lost or doubled a message, the public address was never
 //! unanswered for more than 1 s, and a final deploy succeeds.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The contract of `wsctl serve` (docs/protocol.md), one test per rule,
 //! against the real binary over real sockets.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,34 @@
+//! Every integration test in one binary, so CI links once (each file of
+//! tests/ used to be a binary of its own: 27 links of the whole dependency
+//! tree). A file here is a module; run one with `cargo nextest run -E
+//! 'test(/^deploy_hosts::/)'` or `cargo test --test it deploy_hosts::`.
+
+mod common;
+
+mod bench_cli;
+mod ci_recipes;
+mod cli_docs;
+mod compose;
+mod deploy;
+mod deploy_canary;
+mod deploy_chaos;
+mod deploy_faults;
+mod deploy_hardening;
+mod deploy_hosts;
+mod deploy_interrupt;
+mod deploy_lock;
+mod deploy_proxy;
+mod deploy_replicas;
+mod docker_build;
+mod hostile_clients;
+mod image_pull;
+mod monitoring;
+mod operate;
+mod redis_cluster;
+mod redis_layer;
+mod secrets;
+mod serve_contract;
+mod serve_process;
+mod smoke_cli;
+mod websocket_protocol;
+mod zero_loss;
