@@ -85,5 +85,5 @@ fi
 
 if exists wsctl:local; then echo "wsctl:local exists"; else
   RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
-  ./target/x86_64-unknown-linux-gnu/release/wsctl build --tag wsctl:local
+  "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/wsctl" build --tag wsctl:local
 fi

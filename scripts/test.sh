@@ -32,7 +32,7 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "==> release build (static)"
 RUSTFLAGS='-C target-feature=+crt-static' \
   cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
-release=./target/x86_64-unknown-linux-gnu/release/wsctl
+release="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/wsctl"
 
 # A short correctness check of the load path against the release build:
 # zero connect failures, drops, lost replies and count violations (wsctl

@@ -6,53 +6,23 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::docker::{TestStack, docker_or_skip, explain, remove_everything};
+use common::docker::{BuiltImages, TestStack, docker_or_skip, explain};
 use common::live::LiveClients;
 
-fn run(stack: &TestStack, args: &[&str], env: &[(&str, &str)]) -> Output {
-    common::wsctl()
-        .args(args)
-        .arg("--config")
-        .arg(stack.dir.join("wsctl.yaml"))
-        .envs(env.iter().copied())
-        .output()
-        .expect("run wsctl")
-}
-
-/// Images this test builds, removed when it ends (also on failure).
-struct BuiltImages(Vec<String>);
-
-impl BuiltImages {
-    /// `FROM wsctl-nginx:local` plus `lines`, with the files of `context`.
-    fn build(&mut self, tag: &str, lines: &str, context: &[(&str, &str)]) {
-        let dir = std::env::temp_dir().join(format!("wsctl-proxy-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("Dockerfile"),
-            format!("FROM wsctl-nginx:local\n{lines}\n"),
-        )
-        .unwrap();
-        for (name, text) in context {
-            std::fs::write(dir.join(name), text).unwrap();
-        }
-        self.0.push(tag.to_string());
-        let built = Command::new("docker")
-            .args(["build", "-q", "-t", tag])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(built.status.success(), "{}", explain(&built));
+/// `FROM wsctl-nginx:local` plus `lines`, with the files of `context`.
+fn build_nginx(images: &mut BuiltImages, tag: &str, lines: &str, context: &[(&str, &str)]) {
+    let dir = BuiltImages::context();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM wsctl-nginx:local\n{lines}\n"),
+    )
+    .unwrap();
+    for (name, text) in context {
+        std::fs::write(dir.join(name), text).unwrap();
     }
-}
-
-impl Drop for BuiltImages {
-    fn drop(&mut self) {
-        remove_everything(None, Vec::new(), std::mem::take(&mut self.0), Vec::new());
-    }
+    images.build(tag, &dir);
 }
 
 #[tokio::test]
@@ -67,20 +37,21 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
     assert!(status["redis"]["drift"].is_null(), "{status}");
 
     // A new build of the proxy image, named by a WSCTL_ override.
-    let mut images = BuiltImages(Vec::new());
+    let mut images = BuiltImages::default();
     let newer = format!("{}nginx:v2", stack.prefix);
-    images.build(
+    build_nginx(
+        &mut images,
         &newer,
         &format!("LABEL wsctl.test=\"{}\"", stack.prefix),
         &[],
     );
     let with_newer = [("WSCTL_IMAGES__NGINX", newer.as_str())];
-    let drifted = run(&stack, &["status", "--json"], &with_newer);
+    let drifted = stack.wsctl_with_env(&["status", "--json"], &with_newer);
     let drifted: serde_json::Value =
         serde_json::from_slice(&drifted.stdout).unwrap_or_else(|_| panic!("{}", explain(&drifted)));
     let drift = drifted["nginx"]["drift"].as_str().unwrap_or_default();
     assert!(drift.contains(&newer), "{drifted}");
-    let readable = run(&stack, &["status"], &with_newer);
+    let readable = stack.wsctl_with_env(&["status"], &with_newer);
     assert!(
         explain(&readable).contains("drift: nginx") && explain(&readable).contains("--proxy"),
         "{}",
@@ -119,7 +90,7 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
         summary.reconnects >= 20,
         "every client was cut: {summary:?}"
     );
-    let after = run(&stack, &["status", "--json"], &with_newer);
+    let after = stack.wsctl_with_env(&["status", "--json"], &with_newer);
     let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
     assert_eq!(after["nginx"]["image"], newer.as_str(), "{after}");
     assert!(after["nginx"]["drift"].is_null(), "{after}");
@@ -135,13 +106,13 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
     // An Nginx that cannot start (a broken nginx.conf): undone, the one
     // before serves again, exit 5 like any failed switch.
     let broken = format!("{}nginx:broken", stack.prefix);
-    images.build(
+    build_nginx(
+        &mut images,
         &broken,
         "COPY nginx.conf /etc/nginx/nginx.conf",
         &[("nginx.conf", "this is not an nginx configuration\n")],
     );
-    let failed = run(
-        &stack,
+    let failed = stack.wsctl_with_env(
         &["deploy", "--proxy"],
         &[("WSCTL_IMAGES__NGINX", broken.as_str())],
     );

@@ -123,7 +123,8 @@ fn explain(output: &std::process::Output) -> String {
 }
 
 /// A private registry: `wsctl build --push` and the pull of a deploy use
-/// wsctl.yaml's `registry:` login, then ~/.docker/config.json's `auths`;
+/// wsctl.yaml's `registry:` login, then ~/.docker/config.json's `auths`,
+/// then its `credHelpers` (a helper process on PATH);
 /// without either the deploy stops in preflight, traffic where it was. The
 /// password never appears in any output.
 #[tokio::test]
@@ -244,6 +245,52 @@ async fn a_private_registry_gets_credentials_from_wsctl_yaml_or_docker_config() 
     );
     assert_eq!(stack.public_status().await["color"], "green");
     outputs.push(with_docker_login);
+
+    // A credential helper (`credHelpers`): a real process speaking the
+    // helper protocol (server on stdin, JSON on stdout), found on PATH.
+    let helpers = stack.dir.join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-wsctltest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\n[ \"$1\" = get ] && [ \"$server\" = \"{server}\" ] || exit 1\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"alice\",\"Secret\":\"{password}\"}}' \"$server\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        docker_login.join("config.json"),
+        format!("{{\"credHelpers\": {{\"{server}\": \"wsctltest\"}}}}"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_helper = Command::new(&dev_wsctl)
+        .args(["deploy", "--config"])
+        .arg(&config)
+        .env("DOCKER_CONFIG", &docker_login)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    remove_everything(None, Vec::new(), vec![remote.clone()], Vec::new());
+    assert_eq!(
+        with_helper.status.code(),
+        Some(0),
+        "{}",
+        explain(&with_helper)
+    );
+    assert!(
+        explain(&with_helper).contains(&format!("pull {remote}")),
+        "{}",
+        explain(&with_helper)
+    );
+    assert_eq!(stack.public_status().await["color"], "blue");
+    outputs.push(with_helper);
     for output in &outputs {
         assert!(!explain(output).contains(&password), "{}", explain(output));
     }

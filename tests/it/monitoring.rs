@@ -256,58 +256,37 @@ async fn every_dashboard_and_alert_query_returns_a_series_from_a_real_scrape() {
 }
 
 /// Prometheus from this machine's binary and the libraries `ldd` names,
-/// `FROM scratch` (no registry here), removed when dropped.
-struct PrometheusImage(String);
-
-impl PrometheusImage {
-    fn build(tag: &str) -> PrometheusImage {
-        let dir = std::env::temp_dir().join(format!("wsctl-prom-image-{}", uuid::Uuid::new_v4()));
-        let binary = String::from_utf8(
-            Command::new("sh")
-                .args(["-c", "command -v prometheus"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let binary = binary.trim();
-        let libraries = Command::new("ldd").arg(binary).output().unwrap();
-        let mut files = vec![binary.to_string()];
-        for word in String::from_utf8_lossy(&libraries.stdout).split_whitespace() {
-            if word.starts_with('/') {
-                files.push(word.to_string());
-            }
-        }
-        for file in &files {
-            let target = dir.join(file.trim_start_matches('/'));
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(file, &target).unwrap();
-        }
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        std::fs::write(
-            dir.join("Dockerfile"),
-            format!("FROM scratch\nCOPY . /\nENTRYPOINT [\"{binary}\"]\n"),
-        )
-        .unwrap();
-        let built = Command::new("docker")
-            .args(["build", "-q", "-t", tag])
-            .arg(&dir)
+/// `FROM scratch` (no registry here).
+fn build_prometheus(images: &mut common::docker::BuiltImages, tag: &str) {
+    let dir = common::docker::BuiltImages::context();
+    let binary = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v prometheus"])
             .output()
-            .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            built.status.success(),
-            "{}",
-            common::docker::explain(&built)
-        );
-        PrometheusImage(tag.to_string())
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let binary = binary.trim();
+    let libraries = Command::new("ldd").arg(binary).output().unwrap();
+    let mut files = vec![binary.to_string()];
+    for word in String::from_utf8_lossy(&libraries.stdout).split_whitespace() {
+        if word.starts_with('/') {
+            files.push(word.to_string());
+        }
     }
-}
-
-impl Drop for PrometheusImage {
-    fn drop(&mut self) {
-        common::docker::remove_everything(None, Vec::new(), vec![self.0.clone()], Vec::new());
+    for file in &files {
+        let target = dir.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(file, &target).unwrap();
     }
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM scratch\nCOPY . /\nENTRYPOINT [\"{binary}\"]\n"),
+    )
+    .unwrap();
+    images.build(tag, &dir);
 }
 
 /// The active targets' colours and health, from Prometheus's API.
@@ -360,7 +339,9 @@ async fn prometheus_finds_every_replica_of_a_prefixed_stack_by_dns() {
     };
     let stack = common::docker::TestStack::new("replicas: 2\n");
     stack.wsctl_ok(&["deploy"]);
-    let image = PrometheusImage::build(&format!("{}prometheus:test", stack.prefix));
+    let mut images = common::docker::BuiltImages::default();
+    let image = format!("{}prometheus:test", stack.prefix);
+    build_prometheus(&mut images, &image);
     let config_dir = stack.dir.join("prometheus");
     std::fs::create_dir_all(&config_dir).unwrap();
     for file in ["prometheus.yml", "alerts.yml"] {
@@ -373,7 +354,7 @@ async fn prometheus_finds_every_replica_of_a_prefixed_stack_by_dns() {
         .args(["-p", "127.0.0.1::9090", "-v"])
         .arg(format!("{}:/etc/prometheus:ro", config_dir.display()))
         .args([
-            &image.0,
+            &image,
             "--config.file=/etc/prometheus/prometheus.yml",
             "--storage.tsdb.path=/tmp/data",
         ])

@@ -9,16 +9,6 @@ use std::process::Output;
 
 use common::docker::{TestStack, docker_or_skip, explain};
 
-fn run(stack: &TestStack, args: &[&str], env: &[(&str, &str)]) -> Output {
-    common::wsctl()
-        .args(args)
-        .arg("--config")
-        .arg(stack.dir.join("wsctl.yaml"))
-        .envs(env.iter().copied())
-        .output()
-        .expect("run wsctl")
-}
-
 #[tokio::test]
 async fn secrets_reach_the_app_and_are_masked_in_every_output() {
     let Some(docker) = docker_or_skip().await else {
@@ -40,7 +30,7 @@ async fn secrets_reach_the_app_and_are_masked_in_every_output() {
     let mut outputs: Vec<(String, Output)> = Vec::new();
 
     // A variable that is not set stops the deploy before any step, named.
-    let missing = run(&stack, &["deploy"], &[("IT_RATE", "50")]);
+    let missing = stack.wsctl_with_env(&["deploy"], &[("IT_RATE", "50")]);
     assert_eq!(missing.status.code(), Some(2), "{}", explain(&missing));
     assert!(
         explain(&missing).contains("app_env.SECRET_KEY: ${IT_SECRET_KEY} is not set"),
@@ -59,7 +49,7 @@ async fn secrets_reach_the_app_and_are_masked_in_every_output() {
         ("WSCTL_APP_ENV__HEARTBEAT_INTERVAL", "7"),
         ("WSCTL_DRAIN_TIMEOUT", "3"),
     ];
-    let deployed = run(&stack, &["deploy", "--json"], &env);
+    let deployed = stack.wsctl_with_env(&["deploy", "--json"], &env);
     assert_eq!(deployed.status.code(), Some(0), "{}", explain(&deployed));
     outputs.push(("deploy --json".into(), deployed));
     let blue = docker
@@ -91,7 +81,7 @@ async fn secrets_reach_the_app_and_are_masked_in_every_output() {
         ("IT_RATE", bad_rate.as_str()),
     ];
     for args in [&["deploy", "--json"][..], &["deploy"][..]] {
-        let failed = run(&stack, args, &failing_env);
+        let failed = stack.wsctl_with_env(args, &failing_env);
         assert_ne!(failed.status.code(), Some(0), "{}", explain(&failed));
         assert!(
             explain(&failed).contains("is not a number"),
@@ -110,7 +100,7 @@ async fn secrets_reach_the_app_and_are_masked_in_every_output() {
         &["logs", "--tail", "50"],
         &["logs", "--json"],
     ] {
-        let output = run(&stack, args, &env);
+        let output = stack.wsctl_with_env(args, &env);
         outputs.push((args.join(" "), output));
     }
     for (what, output) in &outputs {

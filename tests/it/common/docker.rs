@@ -32,10 +32,15 @@ pub async fn docker_or_skip() -> Option<Docker> {
     }
 }
 
-/// The statically linked wsctl that `scripts/test.sh` builds.
+/// The statically linked wsctl that `scripts/test.sh` builds, in the same
+/// target directory as this test binary's wsctl (`target/`, or wherever
+/// `CARGO_TARGET_DIR` put it).
 pub fn static_wsctl() -> PathBuf {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/release/wsctl");
+    let target = Path::new(env!("CARGO_BIN_EXE_wsctl"))
+        .ancestors()
+        .nth(2)
+        .expect("target directory");
+    let path = target.join("x86_64-unknown-linux-gnu/release/wsctl");
     assert!(
         path.exists(),
         "{} is missing: run scripts/test.sh (it builds the static binary)",
@@ -118,6 +123,18 @@ impl TestStack {
             .args(args)
             .arg("--config")
             .arg(self.dir.join("wsctl.yaml"))
+            .output()
+            .expect("run wsctl")
+    }
+
+    /// Runs `wsctl ARGS` against this stack with `env` added to its
+    /// environment (secrets, `WSCTL_<KEY>` overrides).
+    pub fn wsctl_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        super::wsctl()
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.join("wsctl.yaml"))
+            .envs(env.iter().copied())
             .output()
             .expect("run wsctl")
     }
@@ -291,6 +308,39 @@ pub fn remove_everything(
         });
     })
     .join();
+}
+
+/// Images a test builds with `docker build`, removed when dropped (also
+/// when the test fails).
+#[derive(Default)]
+pub struct BuiltImages(Vec<String>);
+
+impl BuiltImages {
+    /// A fresh directory for a build context.
+    pub fn context() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wsctl-context-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Builds `tag` from `context` (which holds its Dockerfile), then
+    /// removes the context.
+    pub fn build(&mut self, tag: &str, context: &Path) {
+        self.0.push(tag.to_string());
+        let built = Command::new("docker")
+            .args(["build", "-q", "-t", tag])
+            .arg(context)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(context);
+        assert!(built.status.success(), "{}", explain(&built));
+    }
+}
+
+impl Drop for BuiltImages {
+    fn drop(&mut self) {
+        remove_everything(None, Vec::new(), std::mem::take(&mut self.0), Vec::new());
+    }
 }
 
 /// A finished command's output, for assertion messages.
