@@ -122,6 +122,18 @@ fn short(id: &str) -> &str {
 /// container is put back when the new one does not start or does not
 /// serve the live colour.
 pub async fn replace(stack: &mut Stack) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let result = replace_steps(stack).await;
+    // The run's summary, as every deploy command ends with one.
+    stack.events.emit(json!({
+        "event": "proxy", "ok": result.is_ok(), "image": stack.config.images.nginx,
+        "seconds": started.elapsed().as_secs_f64(), "steps_ms": stack.events.durations_ms(),
+        "detail": result.as_ref().err().map(|error| format!("{error:#}")),
+    }));
+    result
+}
+
+async fn replace_steps(stack: &mut Stack) -> anyhow::Result<()> {
     stack.events.begin("preflight", "engine, nginx image, lock");
     let nginx_image = stack.config.images.nginx.clone();
     if let Err(error) =

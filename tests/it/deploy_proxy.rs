@@ -77,6 +77,14 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
     .unwrap();
     let took = started.elapsed();
     assert_eq!(replaced.status.code(), Some(0), "{}", explain(&replaced));
+    let last = String::from_utf8_lossy(&replaced.stdout)
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .unwrap_or_default();
+    assert_eq!(last["event"], "proxy", "{}", explain(&replaced));
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["image"], newer.as_str(), "{last}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = clients.finish().await;
     println!(
