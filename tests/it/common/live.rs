@@ -63,7 +63,8 @@ pub async fn client(url: String, stop: Arc<AtomicBool>) -> Outcome {
             assert_eq!(
                 greeting["count"],
                 outcome.counts.last().copied().unwrap_or(0),
-                "{greeting}"
+                "{greeting} (this client was answered `unavailable` {} times)",
+                outcome.unavailable
             );
         }
         'send: loop {
@@ -168,7 +169,11 @@ impl LiveClients {
             let outcome = handle.await.expect("client task");
             assert_eq!(outcome.unanswered, 0, "a client gave up");
             let expected: Vec<u64> = (1..=outcome.answered).collect();
-            assert_eq!(outcome.counts, expected, "counts repeated or skipped");
+            assert_eq!(
+                outcome.counts, expected,
+                "counts repeated or skipped (`unavailable` answers: {})",
+                outcome.unavailable
+            );
             summary.messages += outcome.answered;
             summary.reconnects += outcome.reconnects;
             summary.unavailable += outcome.unavailable;
