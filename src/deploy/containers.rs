@@ -99,10 +99,15 @@ pub async fn start_fresh(
     count: usize,
     extra_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
+    // Resolved once for every replica (env files read once), and before
+    // the old containers go, so an unreadable env file changes nothing.
+    let mut app_env = stack.config.app_environment()?;
+    // `deploy --env`: this colour only, on top of app_env.
+    app_env.extend(extra_env.clone());
     retire(stack, color, true).await?;
     let names = stack.config.app_replicas(color, count);
     for (index, name) in names.iter().enumerate() {
-        create(stack, color, image, name, index + 1, extra_env).await?;
+        create(stack, color, image, name, index + 1, &app_env).await?;
     }
     try_join_all(names.iter().map(|name| docker::start(&stack.docker, name))).await?;
     Ok(())
@@ -115,14 +120,14 @@ pub async fn start_kept(stack: &Stack, color: Color) -> anyhow::Result<Vec<Strin
     Ok(names)
 }
 
-/// Creates one replica of the colour.
+/// Creates one replica of the colour with the resolved app environment.
 async fn create(
     stack: &Stack,
     color: Color,
     image: &str,
     name: &str,
     replica: usize,
-    extra_env: &BTreeMap<String, String>,
+    app_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
     let config = &stack.config;
     let resources = &config.resources;
@@ -137,9 +142,7 @@ async fn create(
             resources.max_connections().to_string(),
         ),
     ]);
-    env.extend(config.app_environment()?);
-    // `deploy --env`: this colour only, on top of app_env.
-    env.extend(extra_env.clone());
+    env.extend(app_env.clone());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         env: Some(
