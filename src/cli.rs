@@ -1,6 +1,6 @@
 //! The command line: one `Command` enum and the one dispatch `match`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::cmd;
 
@@ -79,12 +79,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Switch(args) => cmd::deploy::switch(args),
         Command::Rollback(args) => cmd::deploy::rollback(args),
         Command::Promote(args) => cmd::deploy::promote(args),
-        Command::Completions(args) => cmd::docs::completions(args),
+        Command::Completions(args) => cmd::docs::completions(args, Cli::command()),
         Command::Logs(args) => cmd::operate::logs(args),
         Command::Exec(args) => cmd::operate::exec(args),
         Command::History(args) => cmd::operate::history(args),
         Command::Prune(args) => cmd::operate::prune(args),
-        Command::Man(args) => cmd::docs::man(args),
+        Command::Man(args) => cmd::docs::man(args, Cli::command()),
         Command::Abort(args) => cmd::deploy::abort(args),
         Command::Recover(args) => cmd::deploy::recover(args),
         Command::Status(args) => cmd::deploy::status(args),
@@ -100,7 +100,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -1,13 +1,12 @@
 //! `wsctl completions SHELL` and `wsctl man --out DIR`: shell completions
 //! (clap_complete) and man pages (clap_mangen), both generated from the one
-//! command-line definition in `cli.rs`, so they never drift from it.
+//! command-line definition in `cli.rs` (which hands it in), so they never
+//! drift from it.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, CommandFactory};
-
-use crate::cli::Cli;
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -25,8 +24,7 @@ pub struct ManArgs {
 }
 
 /// Prints the completion script for the shell on stdout.
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<()> {
-    let mut command = Cli::command();
+pub fn completions(args: CompletionsArgs, mut command: clap::Command) -> anyhow::Result<()> {
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "wsctl", &mut script);
     print_all(&script)
@@ -44,10 +42,10 @@ fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Writes the man pages and names each one.
-pub fn man(args: ManArgs) -> anyhow::Result<()> {
+pub fn man(args: ManArgs, command: clap::Command) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    clap_mangen::generate_to(Cli::command(), &args.out)
+    clap_mangen::generate_to(command, &args.out)
         .with_context(|| format!("writing man pages into {}", args.out.display()))?;
     let mut pages: Vec<String> = std::fs::read_dir(&args.out)?
         .filter_map(|entry| entry.ok())

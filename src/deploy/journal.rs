@@ -21,7 +21,7 @@ use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::ListVolumesOptionsBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Action, State};
+use super::state::{Action, State};
 use crate::docker;
 use crate::stack::{Color, StackConfig};
 

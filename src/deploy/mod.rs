@@ -37,6 +37,7 @@ mod plan;
 mod probe;
 pub mod proxy;
 mod recover;
+mod state;
 mod status;
 mod upstream;
 mod wait;

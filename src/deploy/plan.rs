@@ -29,70 +29,16 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::containers::{self, Drained};
 use super::gate::Point;
 use super::journal::{Outcome, Run};
+pub use super::state::{Action, State};
 use super::{DeployError, Stack, analysis, nginx, probe};
 use crate::secrets::{say, say_err};
 use crate::signal::Signal;
 use crate::stack::Color;
-
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Planned,
-    Started,
-    Healthy,
-    Smoked,
-    /// A canary: both colours serve, weighted, under analysis.
-    Canary,
-    Switched,
-    /// `--watch`: switched, the old colour still running, under analysis.
-    Watching,
-    Drained,
-    Recorded,
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = serde_json::to_value(self)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_string))
-            .unwrap_or_default();
-        f.write_str(&name)
-    }
-}
-
-/// The command a run belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Deploy,
-    Switch,
-    Rollback,
-    Recover,
-    /// Traffic to a colour left paused by `deploy --no-switch`.
-    Promote,
-    /// The colour left paused by `deploy --no-switch`, removed.
-    Abort,
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Action::Deploy => "deploy",
-            Action::Switch => "switch",
-            Action::Rollback => "rollback",
-            Action::Recover => "recover",
-            Action::Promote => "promote",
-            Action::Abort => "abort",
-        })
-    }
-}
 
 /// How the `to` colour comes to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::containers;
 use super::journal::{self, Outcome, Run};
-use super::plan::{Action, State};
+use super::state::{Action, State};
 use super::{DeployError, Stack, nginx};
 use crate::secrets::say_err;
 use crate::stack::Color;

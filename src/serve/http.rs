@@ -22,19 +22,9 @@ use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use super::reply::{COLOR_HEADER, REQUEST_ID, json_error};
 use super::state::{AppState, VERSION};
 use super::upgrade::{Endpoint, UpgradeSlot, upgrade};
-
-pub const REQUEST_ID: &str = "x-request-id";
-/// Every answer names the colour of the process that gave it, so a deploy
-/// tool can tell through a proxy which colour answered, from a public path.
-pub const COLOR_HEADER: &str = "x-wsctl-color";
-
-/// A JSON body `{"error": message}` with `status`.
-pub fn json_error(status: StatusCode, message: &str) -> Response {
-    warp::reply::with_status(warp::reply::json(&json!({ "error": message })), status)
-        .into_response()
-}
 
 /// Every route of the service.
 pub fn routes(

@@ -18,10 +18,11 @@ mod http;
 mod hub;
 mod metrics;
 mod rate_limit;
+mod reply;
 mod state;
 mod upgrade;
 
-pub use http::COLOR_HEADER;
+pub use reply::COLOR_HEADER;
 
 use std::future::Future;
 use std::sync::Arc;

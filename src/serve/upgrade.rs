@@ -22,7 +22,7 @@ use warp::reply::{Reply, Response};
 
 use super::backend::SessionLease;
 use super::connection::{ChatConnection, run_echo, websocket_config};
-use super::http::{REQUEST_ID, json_error};
+use super::reply::{REQUEST_ID, json_error};
 use super::state::AppState;
 use crate::auth;
 use crate::config::normalize_origin;
