@@ -36,17 +36,17 @@ pub enum Command {
     /// Deploy the standby colour and move traffic to it.
     Deploy(cmd::deploy::DeployArgs),
     /// Move traffic to a colour (checked healthy first).
-    Switch(cmd::deploy::SwitchArgs),
+    Switch(cmd::traffic::SwitchArgs),
     /// Go back to the colour that was live before.
-    Rollback(cmd::deploy::RollbackArgs),
+    Rollback(cmd::traffic::RollbackArgs),
     /// Move traffic to the colour `deploy --no-switch` left paused.
-    Promote(cmd::deploy::PromoteArgs),
+    Promote(cmd::traffic::PromoteArgs),
     /// Stop a running canary (it undoes itself), or remove a paused colour.
-    Abort(cmd::deploy::AbortArgs),
+    Abort(cmd::traffic::AbortArgs),
     /// Bring a stack left by a killed run to a consistent state.
-    Recover(cmd::deploy::RecoverArgs),
+    Recover(cmd::traffic::RecoverArgs),
     /// Live colour, each colour's container, the lock, the last runs.
-    Status(cmd::deploy::StatusArgs),
+    Status(cmd::status::StatusArgs),
     /// A container's log lines (readable on a terminal, raw with --json).
     Logs(cmd::operate::LogsArgs),
     /// Run a command in a colour's container: wsctl exec -- CMD...
@@ -56,11 +56,11 @@ pub enum Command {
     /// Remove old app images and stray stopped containers of the stack.
     Prune(cmd::operate::PruneArgs),
     /// The stack's deploy lock: status, acquire -m MESSAGE, release.
-    Lock(cmd::deploy::LockArgs),
+    Lock(cmd::lock::LockArgs),
     /// Break the stack's deploy lock, whoever holds it.
-    Unlock(cmd::deploy::UnlockArgs),
+    Unlock(cmd::lock::UnlockArgs),
     /// Write a commented wsctl.yaml with the defaults.
-    Init(cmd::deploy::InitArgs),
+    Init(cmd::init::InitArgs),
     /// Print a signed access token for `--require-auth`.
     Token(cmd::token::TokenArgs),
     /// Print shell completions: bash, zsh, fish, elvish or powershell.
@@ -76,21 +76,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => cmd::build::run(args),
         Command::Probe(args) => cmd::probe::run(args),
         Command::Deploy(args) => cmd::deploy::deploy(args),
-        Command::Switch(args) => cmd::deploy::switch(args),
-        Command::Rollback(args) => cmd::deploy::rollback(args),
-        Command::Promote(args) => cmd::deploy::promote(args),
+        Command::Switch(args) => cmd::traffic::switch(args),
+        Command::Rollback(args) => cmd::traffic::rollback(args),
+        Command::Promote(args) => cmd::traffic::promote(args),
         Command::Completions(args) => cmd::docs::completions(args, Cli::command()),
         Command::Logs(args) => cmd::operate::logs(args),
         Command::Exec(args) => cmd::operate::exec(args),
         Command::History(args) => cmd::operate::history(args),
         Command::Prune(args) => cmd::operate::prune(args),
         Command::Man(args) => cmd::docs::man(args, Cli::command()),
-        Command::Abort(args) => cmd::deploy::abort(args),
-        Command::Recover(args) => cmd::deploy::recover(args),
-        Command::Status(args) => cmd::deploy::status(args),
-        Command::Lock(args) => cmd::deploy::lock(args),
-        Command::Unlock(args) => cmd::deploy::unlock(args),
-        Command::Init(args) => cmd::deploy::init(args),
+        Command::Abort(args) => cmd::traffic::abort(args),
+        Command::Recover(args) => cmd::traffic::recover(args),
+        Command::Status(args) => cmd::status::status(args),
+        Command::Lock(args) => cmd::lock::lock(args),
+        Command::Unlock(args) => cmd::lock::unlock(args),
+        Command::Init(args) => cmd::init::init(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Smoke(args) => cmd::smoke::run(args),
         Command::Token(args) => cmd::token::run(args),

@@ -350,6 +350,45 @@ pub async fn image_id(docker: &Docker, image: &str) -> anyhow::Result<Option<Str
     }
 }
 
+/// What `create` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new container, with its id.
+    New(String),
+    /// Another container has the name already (409).
+    NameTaken,
+}
+
+/// Creates a container named `name`: the one call wsctl creates
+/// containers with. A taken name is an answer, not an error: the lock and
+/// the bootstrap decide what it means.
+pub async fn create(
+    docker: &Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+) -> anyhow::Result<Created> {
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(name)
+        .build();
+    match docker.create_container(Some(options), body).await {
+        Ok(created) => Ok(Created::New(created.id)),
+        Err(error) if status_of(&error) == Some(409) => Ok(Created::NameTaken),
+        Err(error) => Err(error).with_context(|| format!("creating {name}")),
+    }
+}
+
+/// Creates a container whose name must be free.
+pub async fn create_new(
+    docker: &Docker,
+    name: &str,
+    body: bollard::models::ContainerCreateBody,
+) -> anyhow::Result<()> {
+    match create(docker, name, body).await? {
+        Created::New(_) => Ok(()),
+        Created::NameTaken => anyhow::bail!("creating {name}: the name is taken"),
+    }
+}
+
 /// Renames a container.
 pub async fn rename(docker: &Docker, name: &str, new_name: &str) -> anyhow::Result<()> {
     let options = bollard::query_parameters::RenameContainerOptionsBuilder::default()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use futures_util::StreamExt;
 
-use super::deploy::{StackArgs, on_each_stack};
+use super::target::{StackArgs, on_each_stack};
 use crate::deploy::{self, DeployError};
 use crate::secrets::say;
 use crate::stack::Color;
@@ -57,7 +57,7 @@ pub struct PruneArgs {
     #[arg(long, default_value = "3", value_name = "N")]
     keep: usize,
     #[command(flatten)]
-    lock_wait: super::deploy::LockWait,
+    lock_wait: super::target::LockWait,
     #[command(flatten)]
     stack: StackArgs,
 }
@@ -169,23 +169,11 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         for run in &runs {
-            let text = |key: &str| run[key].as_str().unwrap_or("").to_string();
-            let detail = text("detail");
-            say!(
-                "{}  {:<8} {} -> {}  {:<13} {}  by {}{}",
-                text("at"),
-                text("action"),
-                run["from"].as_str().unwrap_or("none"),
-                text("to"),
-                text("outcome"),
-                text("image"),
-                text("performer"),
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({detail})")
-                }
-            );
+            let detail = match run.detail.is_empty() {
+                true => String::new(),
+                false => format!("  ({})", run.detail),
+            };
+            say!("{}{detail}", super::status::run_line(run));
         }
         Ok(())
     })

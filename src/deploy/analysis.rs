@@ -248,12 +248,16 @@ pub enum Until {
 
 /// Runs one analysis of `new` (against `old` when given) until `until`
 /// says it passed; every sample is reported.
+///
+/// `last` keeps the step's latest sample, whatever the step's end: the
+/// run's record carries it.
 pub async fn run_step(
     stack: &mut Stack,
     new: Color,
     old: Option<Color>,
     percent: u8,
     until: Until,
+    last: &mut Option<serde_json::Value>,
 ) -> anyhow::Result<String> {
     let settings = stack.config.analysis.clone();
     let interval = Duration::from_secs_f64(settings.interval);
@@ -347,6 +351,7 @@ pub async fn run_step(
                 counted_since.get_or_insert_with(Instant::now);
             }
         }
+        *last = serde_json::to_value(&sample).ok();
         report(stack, &sample);
         if failures > settings.failure_limit {
             return Err(DeployError::Analysis(sample.detail).into());
@@ -384,10 +389,8 @@ pub async fn run_step(
     }
 }
 
-/// A progress line on a terminal, an `analysis` event with `--json`; the
-/// run's record keeps the last sample.
+/// A progress line on a terminal, an `analysis` event with `--json`.
 fn report(stack: &mut Stack, sample: &Sample) {
-    stack.last_analysis = serde_json::to_value(sample).ok();
     if stack.events.is_json() {
         let mut event = serde_json::to_value(sample).unwrap_or_else(|_| json!({}));
         event["event"] = json!("analysis");

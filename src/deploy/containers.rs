@@ -9,12 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use anyhow::Context;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, ResourcesUlimits,
     RestartPolicy, RestartPolicyNameEnum,
 };
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 
@@ -187,13 +185,7 @@ async fn create(
         }),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::default().name(name).build();
-    stack
-        .docker
-        .create_container(Some(options), body)
-        .await
-        .with_context(|| format!("creating {name}"))?;
-    Ok(())
+    docker::create_new(&stack.docker, name, body).await
 }
 
 /// Stops a colour Nginx no longer routes to, gracefully (SIGTERM: its
@@ -323,11 +315,12 @@ pub async fn report_logs(stack: &Stack, color: Color) {
         .await
         .unwrap_or_else(|_| vec![stack.config.app(color)]);
     for name in names {
-        report_replica_logs(stack, &name).await;
+        report_container_logs(stack, &name).await;
     }
 }
 
-async fn report_replica_logs(stack: &Stack, name: &str) {
+/// Prints (or emits) the last log lines of one container.
+pub async fn report_container_logs(stack: &Stack, name: &str) {
     let logs = docker::logs_tail(&stack.docker, name, 15).await;
     if stack.events.is_json() {
         stack.events.emit(

@@ -18,7 +18,7 @@ pub struct Events {
     open: bool,
     started: Instant,
     /// Each finished step and its duration, for the summary.
-    pub durations: Vec<(&'static str, Duration)>,
+    durations: Vec<(&'static str, Duration)>,
     /// The host this reporter speaks for when a stack spans several: a
     /// `host` field in every event, a `[host]` prefix on every line, and no
     /// spinner (several hosts run at once).

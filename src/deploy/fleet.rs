@@ -1,18 +1,22 @@
 //! A stack spread over several Docker hosts (`hosts:` in wsctl.yaml).
 //!
 //! Each host is a whole stack of its own (engine, network, Nginx, journal,
-//! lock) and runs the same plan as a single host would, through the same
-//! runner. The fleet adds what spans hosts:
+//! lock) and runs the same operation as a single host would, through the
+//! same runner. The fleet adds what spans hosts:
 //! - the lock is taken on every host in the order wsctl.yaml lists them,
 //!   all or nothing, and held for the whole command;
-//! - the hosts must agree on the live colour before anything moves;
+//! - the hosts must agree on the live colour before anything moves (the
+//!   runner's `Preflight` point);
 //! - preflight, start, health and smoke run on every host at once; then
 //!   the switch goes host by host (`switch_batch` at a time), each an
-//!   atomic Nginx reload on its host (`gate.rs` is where runs wait);
+//!   atomic Nginx reload on its host;
 //! - a host that fails before its switch unwinds every host; a host that
 //!   fails its switch makes the hosts already switched switch back and
 //!   retire the new colour, so that all hosts end on the same colour;
 //! - the report says per host what happened (`host` in `--json`).
+//!
+//! `coordinate` is where those decisions are made: a loop over the
+//! messages of the hosts' gates (`gate.rs`), with no engine in it.
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +25,12 @@ use futures_util::future::{join_all, try_join_all};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::gate::{Gate, Message, Point, Verdict};
-use super::{DeployError, Events, Journal, Stack, lock, nginx};
+use super::coordinator::Point;
+use super::gate::{Gate, Message, Verdict};
+use super::operations::Operation;
+use super::runner::{self, Lease, Report};
+use super::status::FleetStatus;
+use super::{DeployError, Events, Stack, lock};
 use crate::docker;
 use crate::secrets::{say, say_err};
 use crate::signal::Interrupt;
@@ -40,31 +48,6 @@ pub struct Fleet {
 pub struct HostStack {
     pub name: String,
     pub stack: Stack,
-}
-
-/// What a command does on each host.
-#[derive(Debug, Clone)]
-pub enum Move {
-    Deploy(super::DeployRequest),
-    Switch { color: Color, force: bool },
-    Rollback,
-}
-
-impl Move {
-    fn command(&self) -> String {
-        match self {
-            Move::Deploy(request) => {
-                format!(
-                    "deploy {}",
-                    request
-                        .color
-                        .map_or(String::new(), |color| color.to_string())
-                )
-            }
-            Move::Switch { color, .. } => format!("switch {color}"),
-            Move::Rollback => "rollback".into(),
-        }
-    }
 }
 
 impl Fleet {
@@ -86,24 +69,16 @@ impl Fleet {
             .hosts
             .iter()
             .zip(engines)
-            .map(|(host, docker)| {
-                let config = config.for_host(host);
-                HostStack {
-                    name: host.name.clone(),
-                    stack: Stack {
-                        docker,
-                        journal: Journal::new(&config),
-                        config,
-                        events: Events::for_host(json, &host.name),
-                        template: template.to_string(),
-                        lock_wait,
-                        interrupt: interrupt.clone(),
-                        gate: None,
-                        lock_held: false,
-                        last_run: None,
-                        last_analysis: None,
-                    },
-                }
+            .map(|(host, docker)| HostStack {
+                name: host.name.clone(),
+                stack: Stack::new(
+                    docker,
+                    config.for_host(host),
+                    Events::for_host(json, &host.name),
+                    template.to_string(),
+                    lock_wait,
+                    interrupt.clone(),
+                ),
             })
             .collect();
         Ok(Fleet {
@@ -128,25 +103,25 @@ impl Fleet {
         .await
     }
 
-    /// `deploy`, `switch` or `rollback` on every host: locks, agreement on
-    /// the live colour, the hosts' runs with their gates, the report.
-    pub async fn run(&mut self, action: Move) -> anyhow::Result<()> {
+    /// `operation` on every host: the locks, then each host's run through
+    /// the runner with a gate, beside the coordinator; then the report.
+    pub async fn run(&mut self, operation: Operation) -> anyhow::Result<()> {
         let started = Instant::now();
         let count = self.hosts.len();
         self.events.begin(
             "preflight",
             &format!("{count} hosts: images, locks in order, live colour"),
         );
-        let locks = match self.lock_all(&action.command()).await {
+        let locks = match self.lock_all(&operation.command()).await {
             Ok(locks) => locks,
             Err(error) => {
                 self.events.fail(&format!("{error:#}"));
                 return Err(error);
             }
         };
-        let result = self.run_locked(action).await;
+        let (reports, result) = self.gated(&operation).await;
         self.release(locks).await;
-        self.report(started, &result);
+        self.report(started, &reports, &result);
         result
     }
 
@@ -166,8 +141,7 @@ impl Fleet {
         .await?;
         let token = uuid::Uuid::new_v4().to_string();
         let mut locks = Vec::new();
-        for index in 0..self.hosts.len() {
-            let host = &self.hosts[index];
+        for host in &self.hosts {
             let stack = &host.stack;
             let request = lock::Request {
                 command,
@@ -179,137 +153,59 @@ impl Fleet {
                 Ok(lock) => locks.push(lock),
                 Err(error) => {
                     let error = error.context(format!("host {}", host.name));
-                    self.release_taken(locks).await;
+                    self.release(locks).await;
                     return Err(error);
                 }
             }
-            self.hosts[index].stack.lock_held = true;
         }
         Ok(locks)
     }
 
-    async fn release_taken(&mut self, locks: Vec<lock::Lock>) {
-        for (lock, host) in locks.into_iter().zip(&mut self.hosts).rev() {
+    async fn release(&self, locks: Vec<lock::Lock>) {
+        for (lock, host) in locks.into_iter().zip(&self.hosts).rev() {
             if let Err(error) = lock.release(&host.stack.docker).await {
                 say_err!("wsctl: [{}] releasing the lock: {error:#}", host.name);
             }
         }
     }
 
-    async fn release(&mut self, locks: Vec<lock::Lock>) {
-        self.release_taken(locks).await;
-        for host in &mut self.hosts {
-            host.stack.lock_held = false;
-        }
-    }
-
-    async fn run_locked(&mut self, action: Move) -> anyhow::Result<()> {
-        // A switch is what brings disagreeing hosts together: it may start
-        // from any mix of colours.
-        let must_agree = !matches!(action, Move::Switch { .. });
-        let live = match self.agreed_live(must_agree).await {
-            Ok(live) => live,
-            Err(error) => {
-                self.events.fail(&format!("{error:#}"));
-                return Err(error);
-            }
-        };
-        self.events.ok(&format!(
-            "{} hosts locked, live: {}",
-            self.hosts.len(),
-            live.map_or("none".to_string(), |color| color.to_string())
-        ));
-        // Every host deploys the same colour, even the ones that would
-        // pick another on their own.
-        let action = match action {
-            Move::Deploy(request) if request.color.is_none() => {
-                Move::Deploy(super::DeployRequest {
-                    color: Some(live.map_or(Color::Blue, Color::other)),
-                    ..request
-                })
-            }
-            other => other,
-        };
-        self.gated(action).await
-    }
-
-    /// Brings each host to a consistent state (bootstrap, recover) and
-    /// reads its live colour; the hosts must agree when `must_agree`.
-    async fn agreed_live(&mut self, must_agree: bool) -> anyhow::Result<Option<Color>> {
-        let lives = self
-            .each(async |stack| {
-                stack
-                    .locked("preflight", async |stack| {
-                        let serving = nginx::serving(stack).await?;
-                        if let Some(disagreement) = serving.disagreement() {
-                            return Err(DeployError::NeedsRecover(disagreement).into());
-                        }
-                        Ok(serving.live())
-                    })
-                    .await
-            })
-            .await;
-        let mut seen = Vec::new();
-        for (name, live) in lives {
-            let live = live.with_context(|| format!("host {name}"))?;
-            seen.push((name, live));
-        }
-        let first = seen.first().and_then(|(_, live)| *live);
-        if must_agree && seen.iter().any(|(_, live)| *live != first) {
-            let each: Vec<String> = seen
-                .iter()
-                .map(|(name, live)| {
-                    format!(
-                        "{name} {}",
-                        live.map_or("none".to_string(), |color| color.to_string())
-                    )
-                })
-                .collect();
-            return Err(DeployError::Usage(format!(
-                "the hosts disagree on the live colour ({}); bring them together on the \
-                 hosts that differ (`wsctl rollback --host NAME`), or with `wsctl switch \
-                 --color C` where C runs on every host",
-                each.join(", ")
-            ))
-            .into());
-        }
-        Ok(first)
-    }
-
-    /// Runs the move on every host, each with a gate, beside the
+    /// Runs the operation on every host, each with a gate, beside the
     /// coordinator that opens the gates.
-    async fn gated(&mut self, action: Move) -> anyhow::Result<()> {
+    async fn gated(&mut self, operation: &Operation) -> (Vec<Report>, anyhow::Result<()>) {
         let (fleet, messages) = mpsc::unbounded_channel();
         let names: Vec<String> = self.hosts.iter().map(|host| host.name.clone()).collect();
-        let runs = self.hosts.iter_mut().enumerate().map(|(index, host)| {
-            let gate = Gate {
-                host: index,
-                fleet: fleet.clone(),
-            };
-            host.stack.gate = Some(gate.clone());
-            let action = action.clone();
-            async move {
-                let stack = &mut host.stack;
-                let result = match action {
-                    Move::Deploy(request) => super::deploy(stack, request).await,
-                    Move::Switch { color, force } => super::switch(stack, color, force).await,
-                    Move::Rollback => super::rollback(stack).await,
+        let runs: Vec<_> = self
+            .hosts
+            .iter_mut()
+            .enumerate()
+            .map(|(index, host)| {
+                let gate = Gate {
+                    host: index,
+                    fleet: fleet.clone(),
                 };
-                gate.finished();
-                stack.gate = None;
-                result
-            }
-        });
-        let runs: Vec<_> = runs.collect();
+                async move { runner::run(&mut host.stack, operation, Lease::Held, &gate).await }
+            })
+            .collect();
         drop(fleet);
+        let rules = Rules {
+            batch: self.switch_batch,
+            must_agree: operation.hosts_must_agree(),
+        };
         let coordinator = coordinate(
             messages,
-            names.clone(),
-            self.switch_batch,
+            names,
+            rules,
             self.interrupt.clone(),
+            &mut self.events,
         );
-        let (results, ()) = tokio::join!(join_all(runs), coordinator);
-        self.verdict(results)
+        let (outcomes, refusal) = tokio::join!(join_all(runs), coordinator);
+        let (reports, results): (Vec<Report>, Vec<anyhow::Result<()>>) =
+            outcomes.into_iter().unzip();
+        let result = match refusal {
+            Some(refusal) => Err(refusal),
+            None => self.verdict(results),
+        };
+        (reports, result)
     }
 
     /// The command's result from each host's: the first host that failed
@@ -348,18 +244,20 @@ impl Fleet {
     }
 
     /// One line per host (terminal) or one `hosts` event (`--json`).
-    fn report(&self, started: Instant, result: &anyhow::Result<()>) {
+    fn report(&self, started: Instant, reports: &[Report], result: &anyhow::Result<()>) {
         let hosts: Vec<Value> = self
             .hosts
             .iter()
-            .map(|host| {
-                let run = host.stack.last_run.as_ref();
+            .zip(reports)
+            .map(|(host, report)| {
+                let run = report.run.as_ref();
                 json!({
                     "host": host.name,
                     "run_id": run.map(|run| run.id.clone()),
                     "outcome": run.map(|run| run.outcome),
                     "traffic": run.and_then(|run| run.traffic),
                     "detail": run.map_or(String::new(), |run| run.detail.clone()),
+                    "continuity": report.continuity,
                 })
             })
             .collect();
@@ -387,24 +285,117 @@ impl Fleet {
     }
 }
 
-/// Opens the gates (`gate.rs`): every host reaches its switch or fails;
-/// then batches of `batch` hosts switch in order; a failure anywhere sends
-/// every host that is still waiting back (undo), and only when all have
-/// switched do they drain.
+/// What the coordinator is told about the operation.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    /// Hosts that switch at once.
+    batch: usize,
+    /// The hosts must agree on the live colour (`Operation::hosts_must_agree`).
+    must_agree: bool,
+}
+
+/// The gates of one point: a reply channel per host waiting there.
+type Waiting = Vec<Option<oneshot::Sender<Verdict>>>;
+
+/// Opens the gates (`gate.rs`) and closes the fleet's preflight step:
+/// 1. every host reaches its preflight point (or finishes); they must
+///    agree on the live colour when the rules say so;
+/// 2. every host reaches its switch (or finishes); then batches of
+///    `batch` hosts switch in order;
+/// 3. a failure anywhere sends every host that is still waiting back
+///    (undo), and only when all have switched do they drain.
+///
+/// Returns the fleet's own refusal (the hosts disagree), if any.
 async fn coordinate(
     mut messages: mpsc::UnboundedReceiver<Message>,
     names: Vec<String>,
-    batch: usize,
+    rules: Rules,
     interrupt: Interrupt,
-) {
+    events: &mut Events,
+) -> Option<anyhow::Error> {
     let count = names.len();
-    let mut at_switch: Vec<Option<oneshot::Sender<Verdict>>> = (0..count).map(|_| None).collect();
-    let mut switched: Vec<Option<oneshot::Sender<Verdict>>> = (0..count).map(|_| None).collect();
+    let none = || -> Waiting { (0..count).map(|_| None).collect() };
+    let (mut at_preflight, mut at_switch, mut switched) = (none(), none(), none());
+    let mut lives: Vec<Option<Option<Color>>> = vec![None; count];
     let mut finished = vec![false; count];
     // Why every waiting host unwinds, once something failed.
     let mut undo: Option<String> = None;
+    let mut refusal = None;
 
-    // Every host at its switch, or done (failed) before it.
+    // A host that finished on its own: a failure unwinds the others.
+    let on_finished =
+        |finished: &mut [bool], host: usize, ok: bool, undo: &mut Option<String>, what: &str| {
+            finished[host] = true;
+            if !ok && undo.is_none() {
+                *undo = Some(format!("host {} failed {what}", names[host]));
+            }
+        };
+
+    // 1. Every host at its preflight point, or done before it.
+    while undo.is_none() && (0..count).any(|host| at_preflight[host].is_none() && !finished[host]) {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Some(Message::Reached { host, point: Point::Preflight { live }, reply }) => {
+                    lives[host] = Some(live);
+                    at_preflight[host] = Some(reply);
+                }
+                Some(Message::Reached { reply, .. }) => {
+                    let _ = reply.send(Verdict::Undo("reached a gate out of turn".into()));
+                }
+                Some(Message::Finished { host, ok }) => {
+                    on_finished(&mut finished, host, ok, &mut undo, "before its switch");
+                }
+                None => return refusal,
+            },
+            signal = interrupt.wait() => {
+                undo = Some(format!("interrupted by {signal}"));
+            }
+        }
+    }
+    let seen: Vec<(usize, Option<Color>)> = lives
+        .iter()
+        .enumerate()
+        .filter_map(|(host, live)| live.map(|live| (host, live)))
+        .collect();
+    let first = seen.first().and_then(|(_, live)| *live);
+    if undo.is_none() && rules.must_agree && seen.iter().any(|(_, live)| *live != first) {
+        let each: Vec<String> = seen
+            .iter()
+            .map(|(host, live)| {
+                format!(
+                    "{} {}",
+                    names[*host],
+                    live.map_or("none".to_string(), |color| color.to_string())
+                )
+            })
+            .collect();
+        let error = DeployError::Usage(format!(
+            "the hosts disagree on the live colour ({}); bring them together on the \
+             hosts that differ (`wsctl rollback --host NAME`), or with `wsctl switch \
+             --color C` where C runs on every host",
+            each.join(", ")
+        ));
+        undo = Some("the hosts disagree on the live colour".into());
+        events.fail(&error.to_string());
+        refusal = Some(error.into());
+    }
+    match &undo {
+        None => events.ok(&format!(
+            "{count} hosts locked, live: {}",
+            first.map_or("none".to_string(), |color| color.to_string())
+        )),
+        Some(why) if refusal.is_none() => events.fail(why),
+        Some(_) => {}
+    }
+    let verdict = |undo: &Option<String>| match undo {
+        Some(why) => Verdict::Undo(why.clone()),
+        None => Verdict::Go,
+    };
+    for reply in at_preflight.iter_mut().filter_map(Option::take) {
+        let _ = reply.send(verdict(&undo));
+    }
+
+    // 2. Every host at its switch, or done (failed) before it.
     while undo.is_none() && (0..count).any(|host| at_switch[host].is_none() && !finished[host]) {
         tokio::select! {
             message = messages.recv() => match message {
@@ -414,11 +405,10 @@ async fn coordinate(
                 Some(Message::Reached { reply, .. }) => {
                     let _ = reply.send(Verdict::Undo("switched out of turn".into()));
                 }
-                Some(Message::Finished { host }) => {
-                    finished[host] = true;
-                    undo = Some(format!("host {} failed before its switch", names[host]));
+                Some(Message::Finished { host, ok }) => {
+                    on_finished(&mut finished, host, ok, &mut undo, "before its switch");
                 }
-                None => return,
+                None => return refusal,
             },
             signal = interrupt.wait() => {
                 undo = Some(format!("interrupted by {signal}"));
@@ -428,7 +418,7 @@ async fn coordinate(
 
     // Host by host, `batch` at a time.
     let hosts: Vec<usize> = (0..count).collect();
-    for group in hosts.chunks(batch.max(1)) {
+    for group in hosts.chunks(rules.batch.max(1)) {
         if undo.is_some() {
             break;
         }
@@ -456,23 +446,16 @@ async fn coordinate(
                 Some(Message::Reached { reply, .. }) => {
                     let _ = reply.send(Verdict::Undo("reached its switch twice".into()));
                 }
-                Some(Message::Finished { host }) => {
-                    finished[host] = true;
-                    if undo.is_none() {
-                        undo = Some(format!("host {} failed to switch", names[host]));
-                    }
+                Some(Message::Finished { host, ok }) => {
+                    on_finished(&mut finished, host, ok, &mut undo, "to switch");
                 }
-                None => return,
+                None => return refusal,
             }
         }
     }
 
     // Everyone on: drain. Something failed: everyone still waiting undoes
     // (switched hosts switch back).
-    let verdict = |undo: &Option<String>| match undo {
-        Some(why) => Verdict::Undo(why.clone()),
-        None => Verdict::Go,
-    };
     for reply in at_switch.iter_mut().chain(switched.iter_mut()) {
         if let Some(reply) = reply.take() {
             let _ = reply.send(verdict(&undo));
@@ -484,24 +467,303 @@ async fn coordinate(
             Some(Message::Reached { reply, .. }) => {
                 let _ = reply.send(verdict(&undo));
             }
-            Some(Message::Finished { host }) => finished[host] = true,
-            None => return,
+            Some(Message::Finished { host, .. }) => finished[host] = true,
+            None => return refusal,
         }
     }
+    refusal
 }
 
-/// Every host's status, each with its `host`, and the colour they agree on
-/// (`null` when they do not).
-pub async fn status(fleet: &mut Fleet) -> anyhow::Result<Value> {
+/// Every host's status, each with its `host`, and the colour they agree
+/// on.
+pub async fn status(fleet: &mut Fleet) -> anyhow::Result<FleetStatus> {
     let mut hosts = Vec::new();
     for (name, status) in fleet.each(async |stack| super::status(stack).await).await {
         let mut status = status.with_context(|| format!("host {name}"))?;
-        status["host"] = json!(name);
+        status.host = Some(name);
         hosts.push(status);
     }
-    let first = hosts.first().map(|status| status["live"].clone());
-    let agreed = first
-        .filter(|live| hosts.iter().all(|status| &status["live"] == live))
-        .unwrap_or(Value::Null);
-    Ok(json!({"live": agreed, "hosts": hosts}))
+    Ok(FleetStatus::of(hosts))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The coordinator's decisions, with scripted hosts talking through
+    //! real gates: no engine is needed to say who switches when.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::deploy::coordinator::Coordinator;
+    use crate::signal::Signal;
+
+    /// How a scripted host's run goes when the fleet lets it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Script {
+        /// Every point passed, the run succeeds.
+        Succeeds,
+        /// Its own check fails after the preflight (a smoke test, say).
+        FailsBeforeSwitch,
+        /// Its switch fails (and is undone by its own runner).
+        FailsItsSwitch,
+        /// A plan without a switch (`deploy --proxy` after its create, an
+        /// abort): done after the preflight.
+        EndsWithoutSwitch,
+    }
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// Plays one host's run as the runner would, logging what happened;
+    /// with `together`, its switch waits for the other hosts of the
+    /// barrier to be switching too.
+    async fn host(
+        gate: Gate,
+        name: String,
+        live: Option<Color>,
+        script: Script,
+        log: Log,
+        together: Option<Arc<tokio::sync::Barrier>>,
+    ) -> bool {
+        let say = |line: String| log.lock().unwrap().push(format!("{name} {line}"));
+        let ok = async {
+            if let Err(why) = gate.pass(Point::Preflight { live }).await {
+                say(format!("undone at preflight: {why}"));
+                return false;
+            }
+            match script {
+                Script::FailsBeforeSwitch => {
+                    say("failed before its switch".into());
+                    return false;
+                }
+                Script::EndsWithoutSwitch => {
+                    say("done".into());
+                    return true;
+                }
+                _ => {}
+            }
+            if let Err(why) = gate.pass(Point::BeforeSwitch).await {
+                say(format!("undone before its switch: {why}"));
+                return false;
+            }
+            say("switching".into());
+            if let Some(barrier) = &together {
+                barrier.wait().await;
+            }
+            // Another host's work goes on meanwhile.
+            tokio::task::yield_now().await;
+            if script == Script::FailsItsSwitch {
+                say("failed its switch".into());
+                return false;
+            }
+            if let Err(why) = gate.pass(Point::Switched).await {
+                say(format!("switched back: {why}"));
+                return false;
+            }
+            say("drained".into());
+            true
+        }
+        .await;
+        gate.finished(ok);
+        ok
+    }
+
+    struct Played {
+        log: Vec<String>,
+        oks: Vec<bool>,
+        refusal: Option<anyhow::Error>,
+    }
+
+    async fn play(hosts: &[(Option<Color>, Script)], rules: Rules, interrupt: Interrupt) -> Played {
+        play_with(hosts, rules, interrupt, None).await
+    }
+
+    /// `play`, the first `n` hosts switching only together (`barrier`).
+    async fn play_with(
+        hosts: &[(Option<Color>, Script)],
+        rules: Rules,
+        interrupt: Interrupt,
+        together: Option<usize>,
+    ) -> Played {
+        let barrier = together.map(|n| Arc::new(tokio::sync::Barrier::new(n)));
+        let (fleet, messages) = mpsc::unbounded_channel();
+        let names: Vec<String> = (0..hosts.len()).map(|index| format!("h{index}")).collect();
+        let log: Log = Arc::default();
+        let runs: Vec<_> = hosts
+            .iter()
+            .enumerate()
+            .map(|(index, &(live, script))| {
+                let gate = Gate {
+                    host: index,
+                    fleet: fleet.clone(),
+                };
+                let together = barrier
+                    .clone()
+                    .filter(|_| together.is_some_and(|n| index < n));
+                tokio::spawn(host(
+                    gate,
+                    names[index].clone(),
+                    live,
+                    script,
+                    log.clone(),
+                    together,
+                ))
+            })
+            .collect();
+        drop(fleet);
+        let mut events = Events::new(true);
+        let refusal = coordinate(messages, names.clone(), rules, interrupt, &mut events).await;
+        let mut oks = Vec::new();
+        for run in runs {
+            oks.push(run.await.unwrap());
+        }
+        let log = log.lock().unwrap().clone();
+        Played { log, oks, refusal }
+    }
+
+    fn position(log: &[String], line: &str) -> usize {
+        log.iter()
+            .position(|entry| entry == line)
+            .unwrap_or_else(|| panic!("{line:?} not in {log:#?}"))
+    }
+
+    const ONE_AT_A_TIME: Rules = Rules {
+        batch: 1,
+        must_agree: true,
+    };
+    const BLUE: Option<Color> = Some(Color::Blue);
+
+    #[tokio::test]
+    async fn hosts_switch_one_batch_at_a_time_and_drain_only_when_all_have_switched() {
+        let hosts = [(BLUE, Script::Succeeds); 3];
+        let played = play(&hosts, ONE_AT_A_TIME, Interrupt::default()).await;
+        assert!(played.refusal.is_none());
+        assert_eq!(played.oks, [true, true, true], "{:#?}", played.log);
+        let log = &played.log;
+        // h1 is let go only once h0 has switched, h2 once h1 has.
+        assert!(position(log, "h0 switching") < position(log, "h1 switching"));
+        assert!(position(log, "h1 switching") < position(log, "h2 switching"));
+        let last_switch = position(log, "h2 switching");
+        for host in ["h0", "h1", "h2"] {
+            assert!(
+                position(log, &format!("{host} drained")) > last_switch,
+                "{log:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_two_switches_together() {
+        let hosts = [(BLUE, Script::Succeeds); 3];
+        let rules = Rules {
+            batch: 2,
+            must_agree: true,
+        };
+        // h0 and h1 can only get past their switch together: with one
+        // host at a time this would never end.
+        let played = tokio::time::timeout(
+            Duration::from_secs(10),
+            play_with(&hosts, rules, Interrupt::default(), Some(2)),
+        )
+        .await
+        .expect("h0 and h1 were let go together");
+        let log = &played.log;
+        assert!(position(log, "h1 switching") < position(log, "h2 switching"));
+        assert_eq!(played.oks, [true, true, true]);
+        // And one at a time, the same pair never gets there.
+        let alone = tokio::time::timeout(
+            Duration::from_secs(1),
+            play_with(&hosts, ONE_AT_A_TIME, Interrupt::default(), Some(2)),
+        )
+        .await;
+        assert!(alone.is_err(), "one host at a time let two switch at once");
+    }
+
+    #[tokio::test]
+    async fn one_host_failing_before_its_switch_unwinds_every_host() {
+        let hosts = [
+            (BLUE, Script::Succeeds),
+            (BLUE, Script::FailsBeforeSwitch),
+            (BLUE, Script::Succeeds),
+        ];
+        let played = play(&hosts, ONE_AT_A_TIME, Interrupt::default()).await;
+        assert_eq!(played.oks, [false, false, false], "{:#?}", played.log);
+        assert!(played.log.iter().all(|line| !line.ends_with("switching")));
+        for host in ["h0", "h2"] {
+            let line = format!("{host} undone before its switch: host h1 failed before its switch");
+            position(&played.log, &line);
+        }
+        assert!(
+            played.refusal.is_none(),
+            "the failed host's own error is the verdict"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_switch_sends_switched_hosts_back_and_stops_the_rest() {
+        let hosts = [
+            (BLUE, Script::Succeeds),
+            (BLUE, Script::FailsItsSwitch),
+            (BLUE, Script::Succeeds),
+        ];
+        let played = play(&hosts, ONE_AT_A_TIME, Interrupt::default()).await;
+        let log = &played.log;
+        position(log, "h0 switched back: host h1 failed to switch");
+        position(log, "h2 undone before its switch: host h1 failed to switch");
+        assert!(!log.contains(&"h2 switching".to_string()), "{log:#?}");
+        assert_eq!(played.oks, [false, false, false]);
+    }
+
+    #[tokio::test]
+    async fn hosts_that_disagree_are_refused_unless_the_command_brings_them_together() {
+        let hosts = [
+            (BLUE, Script::Succeeds),
+            (Some(Color::Green), Script::Succeeds),
+        ];
+        let played = play(&hosts, ONE_AT_A_TIME, Interrupt::default()).await;
+        let refusal = played.refusal.expect("refused");
+        let text = refusal.to_string();
+        assert!(text.contains("h0 blue, h1 green"), "{text}");
+        assert!(matches!(
+            refusal.downcast_ref::<DeployError>(),
+            Some(DeployError::Usage(_))
+        ));
+        assert_eq!(played.oks, [false, false]);
+        assert!(
+            played
+                .log
+                .iter()
+                .all(|line| line.contains("undone at preflight"))
+        );
+
+        // A switch may start from any mix of colours.
+        let rules = Rules {
+            batch: 1,
+            must_agree: false,
+        };
+        let played = play(&hosts, rules, Interrupt::default()).await;
+        assert!(played.refusal.is_none());
+        assert_eq!(played.oks, [true, true], "{:#?}", played.log);
+    }
+
+    #[tokio::test]
+    async fn hosts_whose_plan_has_no_switch_finish_without_holding_the_others() {
+        let hosts = [(BLUE, Script::EndsWithoutSwitch), (BLUE, Script::Succeeds)];
+        let played = play(&hosts, ONE_AT_A_TIME, Interrupt::default()).await;
+        assert_eq!(played.oks, [true, true], "{:#?}", played.log);
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_before_the_switch_unwinds_every_host() {
+        let interrupt = Interrupt::default();
+        interrupt.raise(Signal::Terminate);
+        let hosts = [(BLUE, Script::Succeeds); 2];
+        let played = play(&hosts, ONE_AT_A_TIME, interrupt).await;
+        assert_eq!(played.oks, [false, false]);
+        for host in ["h0", "h1"] {
+            position(
+                &played.log,
+                &format!("{host} undone at preflight: interrupted by SIGTERM"),
+            );
+        }
+    }
 }

@@ -1,28 +1,17 @@
-//! Where a run on one host of several waits for the others.
+//! A run's side of the fleet's conversation: the `Coordinator` of one host
+//! of several (`coordinator.rs` names the points, `fleet.rs` decides).
 //!
-//! On a stack spread over hosts, each host runs its own plan (its own
-//! engine, Nginx, journal), all at once, up to two points where the fleet
-//! decides for everyone (`fleet.rs`):
-//! - `BeforeSwitch`: every host has started, checked and smoke-tested its
-//!   colour. The fleet lets hosts switch a batch at a time, or tells all of
-//!   them to unwind when one failed before the switch.
-//! - `Switched`: this host's Nginx serves the new colour. The fleet lets it
-//!   drain once every host has switched, or tells it to switch back (its
-//!   own undo: the previous upstream, then the new colour retired) when a
-//!   later host failed to switch.
-//!
-//! A single-host run has no gate and never waits.
+//! Each host runs its own plan (its own engine, Nginx, journal), all at
+//! once. At each point a host sends `Reached` with a reply channel and
+//! waits for the fleet's verdict; when its run is over it sends
+//! `Finished`.
 
 use tokio::sync::{mpsc, oneshot};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Point {
-    BeforeSwitch,
-    Switched,
-}
+use super::coordinator::{Coordinator, Point};
 
 /// The fleet's answer at a point.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Go,
     /// Unwind this host's run, for the reason given.
@@ -37,8 +26,9 @@ pub enum Message {
         point: Point,
         reply: oneshot::Sender<Verdict>,
     },
-    /// The host's command returned (on its own, or after a verdict).
-    Finished { host: usize },
+    /// The host's run is over: on its own (`ok` says how), or after a
+    /// verdict.
+    Finished { host: usize, ok: bool },
 }
 
 /// A host's side of the conversation.
@@ -48,10 +38,8 @@ pub struct Gate {
     pub fleet: mpsc::UnboundedSender<Message>,
 }
 
-impl Gate {
-    /// Waits for the fleet's verdict at `point`: `Err` with the reason to
-    /// unwind.
-    pub async fn pass(&self, point: Point) -> Result<(), String> {
+impl Coordinator for Gate {
+    async fn pass(&self, point: Point) -> Result<(), String> {
         let (reply, verdict) = oneshot::channel();
         let message = Message::Reached {
             host: self.host,
@@ -68,8 +56,10 @@ impl Gate {
         }
     }
 
-    /// Tells the fleet this host's command returned.
-    pub fn finished(&self) {
-        let _ = self.fleet.send(Message::Finished { host: self.host });
+    fn finished(&self, ok: bool) {
+        let _ = self.fleet.send(Message::Finished {
+            host: self.host,
+            ok,
+        });
     }
 }

@@ -331,9 +331,13 @@ pub fn unfinished(runs: &[Run]) -> Vec<&Run> {
 }
 
 /// The deploy left paused by `--no-switch`, when it is the last word: no
-/// run came after it.
+/// run came after it but a replacement of Nginx (`deploy --proxy`), which
+/// leaves both colours as they were.
 pub fn paused(runs: &[Run]) -> Option<&Run> {
-    runs.last().filter(|run| run.outcome == Outcome::Paused)
+    runs.iter()
+        .rev()
+        .find(|run| run.action != Action::Proxy)
+        .filter(|run| run.outcome == Outcome::Paused)
 }
 
 /// The colour to roll back to: where the last run that moved traffic took
@@ -381,6 +385,23 @@ mod tests {
         );
         // Nothing to go back to after the first deploy.
         assert_eq!(rollback_target(&runs[..1], Some(Color::Blue)), None);
+    }
+
+    #[test]
+    fn a_paused_deploy_stays_paused_across_a_proxy_replacement_only() {
+        let mut paused_run = Run::new(Action::Deploy, Some(Color::Blue), Color::Green, "v2");
+        paused_run.outcome = Outcome::Paused;
+        let mut proxy = Run::new(Action::Proxy, Some(Color::Blue), Color::Blue, "nginx");
+        proxy.outcome = Outcome::Succeeded;
+        let mut switch = Run::new(Action::Switch, Some(Color::Blue), Color::Blue, "v1");
+        switch.outcome = Outcome::Failed;
+        let runs = vec![paused_run.clone(), proxy.clone()];
+        assert_eq!(
+            paused(&runs).map(|run| run.id.clone()),
+            Some(paused_run.id.clone())
+        );
+        let runs = vec![paused_run, proxy, switch];
+        assert!(paused(&runs).is_none(), "a later run is the last word");
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -211,24 +210,23 @@ async fn try_take(
     // Again right after breaking a stale lock, and while the lock is
     // between two holders (one removing it, the other not yet created).
     for _ in 0..20 {
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
-        match docker.create_container(Some(options), body.clone()).await {
-            Ok(created) => {
+        match docker::create(docker, name, body.clone()).await {
+            Ok(docker::Created::New(id)) => {
                 let renewer = (request.ttl > 0).then(|| {
                     tokio::spawn(renew(
                         docker.clone(),
-                        created.id.clone(),
+                        id.clone(),
                         renew_interval(request.ttl),
                     ))
                 });
                 return Check::Ready(Lock {
-                    id: created.id,
+                    id,
                     name: name.to_string(),
                     renewer,
                 });
             }
-            Err(error) if status_of(&error) == Some(409) => {}
-            Err(error) => return Check::Failed(error.to_string()),
+            Ok(docker::Created::NameTaken) => {}
+            Err(error) => return Check::Failed(format!("{error:#}")),
         }
         match holder(docker, config).await {
             Ok(Some(held)) if held.stale => {

@@ -2,8 +2,16 @@
 //! survive interruption.
 //!
 //! A reader finds each part in one place:
-//! - `plan.rs`: the states, the plan of each command, the step runner and
-//!   the undo that each state owns.
+//! - `operations.rs`: the commands that move traffic, each a read-only
+//!   preparation that returns a plan or refuses.
+//! - `runner.rs`: one run from preflight (lock, bootstrap, recover) to its
+//!   summary; returns a `Report`.
+//! - `plan.rs`: the plan of states and each step's rules (undo, interrupt,
+//!   gates, logs); `steps.rs`: what each step does; `state.rs`: the words
+//!   a run is recorded in.
+//! - `coordinator.rs`: where a run waits for the others (`Solo` on one
+//!   engine); `fleet.rs`: a stack on several Docker hosts, its coordinator
+//!   and `gate.rs`, a host's side of it.
 //! - `containers.rs`: the Docker-side steps (start, readiness, smoke, drain).
 //! - `nginx.rs`: what Nginx serves, and the switch itself.
 //! - `journal.rs`: every run recorded in the engine, state by state.
@@ -13,19 +21,17 @@
 //! - `events.rs`: progress lines or `--json`; `probe.rs`: the cutover probe;
 //!   `upstream.rs`: the rendered upstream; `wait.rs`: the one polling loop.
 //! - `analysis.rs`: a canary's (and `--watch`'s) metric analysis.
-//! - `proxy.rs`: the Nginx container, drift from wsctl.yaml, `deploy --proxy`.
-//! - `fleet.rs`: a stack on several Docker hosts, each running the same
-//!   plan; `gate.rs`: where those runs wait for each other (before and
-//!   after their switch).
+//! - `proxy.rs`: the Nginx container, drift from wsctl.yaml, and the steps
+//!   of `deploy --proxy`.
 //!
-//! This file holds the commands: each takes the lock, brings the stack to
-//! a consistent state (bootstrap, recover an unfinished run), builds its
-//! plan and hands it to the runner. Nothing here assumes the host can reach
-//! a container's address: checks go through the engine or the published
-//! Nginx port.
+//! This file holds the stack handle and the commands that do not move
+//! traffic (prune, history, the manual lock). Nothing here assumes the
+//! host can reach a container's address: checks go through the engine or
+//! the published Nginx port.
 
 mod analysis;
 mod containers;
+mod coordinator;
 mod error;
 mod events;
 pub mod fleet;
@@ -33,37 +39,43 @@ mod gate;
 mod journal;
 mod lock;
 mod nginx;
+mod operations;
 mod plan;
 mod probe;
-pub mod proxy;
+mod proxy;
 mod recover;
+mod runner;
 mod state;
 mod status;
+mod steps;
 mod upstream;
 mod wait;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 pub use containers::existing_replicas;
+pub use coordinator::Solo;
 pub use error::DeployError;
 pub use events::Events;
 pub use journal::Journal;
 pub use lock::{force_unlock, holder as lock_holder, release_manual as release_manual_lock};
-pub use recover::recover;
-pub use status::status;
+pub use operations::{DeployRequest, Operation};
+pub use plan::Canary;
+pub use proxy::RedisView;
+pub use status::{RunSummary, Status, status};
 pub use upstream::DEFAULT_TEMPLATE;
 
 use crate::docker;
 use crate::signal::Interrupt;
 use crate::stack::{Color, StackConfig};
-use plan::Plan;
+use runner::{Lease, Recovery};
 
-/// What the commands share: the engine, the stack and the reporter.
+/// One stack on one engine: what every step reads. Nothing on it is set
+/// by one part of a run for another to read: a run's state lives in the
+/// runner, and what it did comes back as a `Report`.
 pub struct Stack {
     pub docker: Docker,
     pub config: StackConfig,
@@ -74,347 +86,46 @@ pub struct Stack {
     pub journal: Journal,
     /// The first SIGINT/SIGTERM, checked by the runner at safe points.
     pub interrupt: Interrupt,
-    /// Set when this stack is one host of several: the runner waits for
-    /// the fleet before and after its switch.
-    pub gate: Option<gate::Gate>,
-    /// The fleet holds the lock on every host for this stack's commands.
-    pub lock_held: bool,
-    /// The last run this stack executed, as journalled.
-    pub last_run: Option<journal::Run>,
-    /// The last analysis sample of the running command (for its record).
-    pub last_analysis: Option<serde_json::Value>,
 }
 
 impl Stack {
-    /// Runs `body` under the stack's lock (renewed while it runs), after
-    /// making the stack consistent: network, Redis and Nginx exist, and a
-    /// run that died unfinished is recovered first.
-    async fn locked<T>(
-        &mut self,
-        command: &str,
-        body: impl AsyncFnOnce(&mut Self) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        self.locked_with(command, true, body).await
-    }
-
-    /// `locked`, optionally without recovering unfinished runs first
-    /// (`wsctl recover` does that itself).
-    async fn locked_with<T>(
-        &mut self,
-        command: &str,
-        recover_first: bool,
-        body: impl AsyncFnOnce(&mut Self) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        let lock = match self.lock_held {
-            true => None,
-            false => {
-                let token = uuid::Uuid::new_v4().to_string();
-                let request = lock::Request {
-                    command,
-                    token: &token,
-                    message: "",
-                    ttl: self.config.lock_ttl,
-                };
-                Some(lock::acquire(&self.docker, &self.config, request, self.lock_wait).await?)
-            }
-        };
-        let result = async {
-            bootstrap(self).await?;
-            if recover_first {
-                recover::unfinished_runs(self).await?;
-            }
-            body(self).await
-        }
-        .await;
-        if let Some(lock) = lock {
-            let released = lock.release(&self.docker).await;
-            let value = result?;
-            released?;
-            return Ok(value);
-        }
-        result
-    }
-
-    /// What Nginx serves, refusing when its loaded configuration and its
-    /// upstream file disagree (only `recover` repairs that). A refusal
-    /// ends the preflight step.
-    async fn serving(&mut self) -> anyhow::Result<nginx::Serving> {
-        let checked = match nginx::serving(self).await {
-            Ok(serving) => match serving.disagreement() {
-                Some(disagreement) => Err(DeployError::NeedsRecover(disagreement).into()),
-                None => Ok(serving),
-            },
-            Err(error) => Err(error),
-        };
-        match checked {
-            Ok(serving) => Ok(serving),
-            Err(error) => preflight_failed(self, error),
+    pub fn new(
+        docker: Docker,
+        config: StackConfig,
+        events: Events,
+        template: String,
+        lock_wait: Duration,
+        interrupt: Interrupt,
+    ) -> Stack {
+        Stack {
+            docker,
+            journal: Journal::new(&config),
+            config,
+            events,
+            template,
+            lock_wait,
+            interrupt,
         }
     }
-
-    /// Ends the preflight step: refuses when a signal came during it
-    /// (nothing has changed yet).
-    fn preflight_done(&mut self, detail: &str) -> anyhow::Result<()> {
-        if let Some(signal) = self.interrupt.received() {
-            let error = DeployError::Interrupted {
-                signal,
-                outcome: "nothing was changed".into(),
-            };
-            self.events.fail(&error.to_string());
-            return Err(error.into());
-        }
-        self.events.ok(detail);
-        Ok(())
-    }
 }
 
-/// Reports a failed preflight step and passes the error on.
-fn preflight_failed<T>(stack: &mut Stack, error: anyhow::Error) -> anyhow::Result<T> {
-    stack.events.fail(&format!("{error:#}"));
-    Err(error)
-}
-
-/// What `wsctl deploy` was asked for.
-#[derive(Debug, Clone, Default)]
-pub struct DeployRequest {
-    /// Colour to deploy (default: the standby).
-    pub color: Option<Color>,
-    /// Image (default: images.app).
-    pub image: Option<String>,
-    /// Containers (default: replicas from wsctl.yaml).
-    pub replicas: Option<usize>,
-    /// `--env KEY=VALUE`: for this colour only, on top of app_env.
-    pub env: std::collections::BTreeMap<String, String>,
-    /// `--canary-steps`: weighted steps under analysis before the switch.
-    pub canary: Option<plan::Canary>,
-    /// `--watch`: analysis after the switch, the old colour kept running.
-    pub watch: Option<Duration>,
-    /// `--no-switch`: stop before the switch (`wsctl promote` goes on).
-    pub no_switch: bool,
-}
-
-pub use plan::Canary;
-
-/// `wsctl deploy`: the standby colour (or `color`) with `image`.
-pub async fn deploy(stack: &mut Stack, request: DeployRequest) -> anyhow::Result<()> {
-    let DeployRequest {
-        color,
-        image,
-        replicas,
-        env,
-        canary,
-        watch,
-        no_switch,
-    } = request;
-    let started = Instant::now();
-    let image = image.unwrap_or_else(|| stack.config.images.app.clone());
-    let replicas = replicas.unwrap_or(stack.config.replicas);
-    stack
-        .events
-        .begin("preflight", "engine, images, lock, network, redis, nginx");
-    let mut images = vec![image.clone(), stack.config.images.nginx.clone()];
-    if stack.config.owns_redis() {
-        images.push(stack.config.images.redis.clone());
-    }
-    for name in &images {
-        if let Err(error) = docker::ensure_image(&stack.docker, name, &stack.config.registry).await
-        {
-            return preflight_failed(stack, error);
-        }
-    }
-    let command = format!(
-        "deploy {}",
-        color.map_or(String::new(), |color| color.to_string())
-    );
-    let locked = stack
-        .locked(&command, async move |stack| {
-            let serving = stack.serving().await?;
-            let live = serving.live();
-            let standby = color.unwrap_or(live.map_or(Color::Blue, Color::other));
-            if live == Some(standby) {
-                let error =
-                    DeployError::Usage(format!("{standby} is live; deploy to the standby colour"));
-                return preflight_failed(stack, error.into());
-            }
-            if (canary.is_some() || watch.is_some()) && live.is_none() {
-                let error = DeployError::Usage(
-                    "--canary and --watch need a live colour; deploy without them first".into(),
-                );
-                return preflight_failed(stack, error.into());
-            }
-            stack.preflight_done(&format!(
-                "live: {}, standby: {standby}",
-                live.map_or("none".to_string(), |c| c.to_string())
-            ))?;
-            if let Some(warning) = nginx::undersized(stack, replicas).await {
-                stack.events.warn(&warning);
-            }
-            let plan = Plan {
-                extra_env: env,
-                canary,
-                watch,
-                pause: no_switch,
-                ..Plan::deploy(live, standby, image, serving.upstream, replicas)
-            };
-            plan::execute(stack, plan, started).await
-        })
-        .await;
-    fail_preflight_if_open(stack, locked)
-}
-
-/// A lock or bootstrap error ends the still-open preflight step.
-fn fail_preflight_if_open<T>(stack: &mut Stack, result: anyhow::Result<T>) -> anyhow::Result<T> {
-    if let Err(error) = &result
-        && stack.events.step_open()
-    {
-        stack.events.fail(&format!("{error:#}"));
-    }
-    result
-}
-
-/// `wsctl switch --color C`: C must be running and ready (unless `force`);
-/// switches and verifies. The other colour keeps running.
-pub async fn switch(stack: &mut Stack, color: Color, force: bool) -> anyhow::Result<()> {
-    let started = Instant::now();
-    stack.events.begin("preflight", "lock, live colour");
-    let locked = stack
-        .locked(&format!("switch {color}"), async move |stack| {
-            let serving = stack.serving().await?;
-            let live = serving.live();
-            let image = containers::image_of(stack, color).await?;
-            stack.preflight_done(&format!(
-                "live: {}",
-                live.map_or("none".to_string(), |c| c.to_string())
-            ))?;
-            let plan = Plan::switch(live, color, image, force, serving.upstream);
-            plan::execute(stack, plan, started).await
-        })
-        .await;
-    fail_preflight_if_open(stack, locked)
-}
-
-/// `wsctl rollback`: back to the colour the last traffic move came from,
-/// as the journal says: its kept container starts (or is recreated from its
-/// recorded image), then readiness, switch and drain as in a deploy.
-pub async fn rollback(stack: &mut Stack) -> anyhow::Result<()> {
-    let started = Instant::now();
-    stack
-        .events
-        .begin("preflight", "lock, journal, live colour");
-    let locked = stack
-        .locked("rollback", async move |stack| {
-            let serving = stack.serving().await?;
-            let live = serving.live();
-            let runs = stack.journal.runs(&stack.docker).await?;
-            let Some((previous, image)) = journal::rollback_target(&runs, live) else {
-                let error =
-                    DeployError::Usage("the journal has no previous colour to roll back to".into());
-                return preflight_failed(stack, error.into());
-            };
-            if live == Some(previous) {
-                let error = DeployError::Usage(format!("{previous} is already live"));
-                return preflight_failed(stack, error.into());
-            }
-            let kept_names = containers::replicas(stack, previous).await?;
-            let kept = docker::inspect(&stack.docker, &kept_names[0])
-                .await?
-                .is_some();
-            let image = if image.is_empty() {
-                stack.config.images.app.clone()
-            } else {
-                image
-            };
-            stack.preflight_done(&format!("back to {previous} ({image})"))?;
-            let replicas = stack.config.replicas;
-            let plan = Plan::rollback(live, previous, image, kept, serving.upstream, replicas);
-            plan::execute(stack, plan, started).await
-        })
-        .await;
-    fail_preflight_if_open(stack, locked)
-}
-
-/// `wsctl promote`: traffic to the colour a `deploy --no-switch` left
-/// running and checked; then the old colour drains, as in a deploy.
-pub async fn promote(stack: &mut Stack) -> anyhow::Result<()> {
-    let started = Instant::now();
-    stack
-        .events
-        .begin("preflight", "lock, journal, paused colour");
-    let locked = stack
-        .locked("promote", async move |stack| {
-            let serving = stack.serving().await?;
-            let live = serving.live();
-            let runs = stack.journal.runs(&stack.docker).await?;
-            let Some(paused) = journal::paused(&runs).cloned() else {
-                let error = DeployError::Usage(
-                    "no deploy is paused (`wsctl deploy --no-switch` pauses one)".into(),
-                );
-                return preflight_failed(stack, error.into());
-            };
-            if live == Some(paused.to) {
-                let error = DeployError::Usage(format!("{} is already live", paused.to));
-                return preflight_failed(stack, error.into());
-            }
-            stack.preflight_done(&format!(
-                "{} ({}) paused by {}",
-                paused.to, paused.image, paused.id
-            ))?;
-            let plan = Plan {
-                action: plan::Action::Promote,
-                drain: true,
-                ..Plan::switch(live, paused.to, paused.image, false, serving.upstream)
-            };
-            plan::execute(stack, plan, started).await
-        })
-        .await;
-    fail_preflight_if_open(stack, locked)
+/// Runs `operation` on this one stack (its own lock, nobody to wait for).
+pub async fn run(stack: &mut Stack, operation: Operation) -> anyhow::Result<()> {
+    runner::run(stack, &operation, Lease::Take, &Solo).await.1
 }
 
 /// `wsctl abort`: a deploy running now (a canary under analysis) is sent
 /// SIGTERM, which undoes it; a deploy paused by `--no-switch` has its
-/// colour removed. Traffic stays where it is either way.
-pub async fn abort(stack: &mut Stack) -> anyhow::Result<()> {
-    if let Some(held) = lock::holder(&stack.docker, &stack.config).await?
-        && !held.stale
-        && held.ttl > 0
-    {
-        return interrupt_holder(stack, &held).await;
+/// colour removed (a run of its own). Traffic stays where it is either way.
+/// `Ok(true)`: a running deploy was interrupted, there is nothing to run.
+pub async fn interrupt_running(stack: &mut Stack) -> anyhow::Result<bool> {
+    match lock::holder(&stack.docker, &stack.config).await? {
+        Some(held) if !held.stale && held.ttl > 0 => {
+            interrupt_holder(stack, &held).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    let started = Instant::now();
-    stack
-        .events
-        .begin("preflight", "lock, journal, paused colour");
-    let locked = stack
-        .locked("abort", async move |stack| {
-            let serving = stack.serving().await?;
-            let live = serving.live();
-            let runs = stack.journal.runs(&stack.docker).await?;
-            let Some(paused) = journal::paused(&runs).cloned() else {
-                let error =
-                    DeployError::Usage("nothing to abort: no deploy is running or paused".into());
-                return preflight_failed(stack, error.into());
-            };
-            stack.preflight_done(&format!("{} paused by {}", paused.to, paused.id))?;
-            stack.events.begin(
-                "undo",
-                &format!("stop and remove {}", stack.config.app(paused.to)),
-            );
-            if let Err(error) = containers::retire(stack, paused.to, true).await {
-                stack.events.fail(&format!("{error:#}"));
-                return Err(error);
-            }
-            stack.events.ok("removed");
-            let mut run = journal::Run::new(plan::Action::Abort, live, paused.to, &paused.image);
-            run.enter(plan::State::Recorded);
-            run.outcome = journal::Outcome::Succeeded;
-            run.traffic = live;
-            run.seconds = started.elapsed().as_secs_f64();
-            run.detail = format!("removed {} left paused by {}", paused.to, paused.id);
-            stack.journal.write(&stack.docker, &mut run).await?;
-            Ok(())
-        })
-        .await;
-    fail_preflight_if_open(stack, locked)
 }
 
 /// Sends SIGTERM to the process running a deploy on this machine and waits
@@ -470,8 +181,13 @@ async fn interrupt_holder(stack: &mut Stack, held: &lock::Holder) -> anyhow::Res
 /// removed and what was kept, with why.
 pub async fn prune(stack: &mut Stack, keep: usize) -> anyhow::Result<serde_json::Value> {
     stack.events.begin("preflight", "lock, journal, colours");
-    let locked = stack
-        .locked("prune", async move |stack| {
+    let lease = Lease::Take;
+    let locked = runner::settled(
+        stack,
+        "prune",
+        lease,
+        Recovery::IfUnfinished,
+        async move |stack, _| {
             let runs = stack.journal.runs(&stack.docker).await?;
             let mut protected = std::collections::BTreeMap::new();
             for color in Color::ALL {
@@ -492,7 +208,9 @@ pub async fn prune(stack: &mut Stack, keep: usize) -> anyhow::Result<serde_json:
                     .entry(image.clone())
                     .or_insert_with(|| format!("one of the {keep} newest"));
             }
-            stack.preflight_done(&format!("{} images in the journal", seen.len()))?;
+            stack
+                .events
+                .ok(&format!("{} images in the journal", seen.len()));
             stack.events.begin("prune", "images and stopped containers");
             let mut removed = Vec::new();
             let mut kept = Vec::new();
@@ -534,15 +252,22 @@ pub async fn prune(stack: &mut Stack, keep: usize) -> anyhow::Result<serde_json:
                 .events
                 .ok(&format!("{} removed, {} kept", removed.len(), kept.len()));
             Ok(serde_json::json!({"event": "prune", "removed": removed, "kept": kept}))
-        })
-        .await;
-    fail_preflight_if_open(stack, locked)
+        },
+    )
+    .await;
+    runner::close_open_step(&mut stack.events, &locked);
+    locked
 }
 
 /// `wsctl history`: the last `count` runs of the journal, newest first.
-pub async fn history(stack: &Stack, count: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+pub async fn history(stack: &Stack, count: usize) -> anyhow::Result<Vec<RunSummary>> {
     let runs = stack.journal.runs(&stack.docker).await?;
-    Ok(runs.iter().rev().take(count).map(status::summary).collect())
+    Ok(runs
+        .iter()
+        .rev()
+        .take(count)
+        .map(RunSummary::from)
+        .collect())
 }
 
 /// The container `logs` and `exec` work on: replica `replica` (1-based;
@@ -621,12 +346,8 @@ async fn ensure_running(
     body: ContainerCreateBody,
 ) -> anyhow::Result<()> {
     if docker::inspect(docker, name).await?.is_none() {
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
-        match docker.create_container(Some(options), body).await {
-            Ok(_) => {}
-            Err(error) if docker::status_of(&error) == Some(409) => {}
-            Err(error) => return Err(error).with_context(|| format!("creating {name}")),
-        }
+        // Taken meanwhile: another run created it.
+        docker::create(docker, name, body).await?;
     }
     docker::start(docker, name).await
 }

@@ -1,43 +1,40 @@
-//! A deploy, switch or rollback is a plan of explicit states, run by one
-//! step runner:
+//! What a command asks the runner to do: a plan of explicit states, and
+//! each step's rules.
 //!
 //! ```text
-//! Planned -> Started -> Healthy -> Smoked -> Switched -> Drained -> Recorded
+//! Planned -> Started -> Healthy -> Smoked -> Canary -> Switched -> Watching -> Drained -> Recorded
 //! ```
 //!
-//! `deploy` and `rollback` walk them all; `switch` is Planned -> Healthy ->
-//! Switched -> Recorded (the old colour keeps running). Before acting on a
-//! state the runner records it in the journal, so a run killed anywhere
+//! A plan walks only the states it needs: a `deploy` walks Started,
+//! Healthy, Smoked, Switched and Drained (Canary with `--canary-steps`,
+//! Watching with `--watch`); a `switch` is Healthy -> Switched (the old
+//! colour keeps running); a `rollback` of a kept colour skips Smoked (see
+//! `Plan::rollback`); `--no-switch` stops after Smoked; `abort` is Removed;
+//! `deploy --proxy` is Created -> Replaced. Before acting on a state the
+//! runner (`runner.rs`) records it in the journal, so a run killed anywhere
 //! leaves a record of how far it got.
 //!
-//! Each state owns its undo, pushed before the state is acted on:
-//! - Started: the colour this run started is stopped gracefully (its
-//!   clients get goodbye), and removed when this run created it.
-//! - Switched: the previous upstream is applied again and verified. The new
-//!   upstream file is uploaded while the colour gets ready (Healthy) so the
-//!   switch itself only tests and reloads it; the undo is pushed then.
+//! Each step owns its rules, so the runner's loop names no step:
+//! - its undo, pushed before the step acts (`Step::undo`): Started stops
+//!   the colour this run started gracefully (its clients get goodbye) and
+//!   removes it when this run created it; Healthy (which stages the new
+//!   upstream while the colour gets ready) and Switched restore the
+//!   previous upstream; the proxy steps remove the new Nginx or put the old
+//!   one back;
+//! - whether an interrupt may cut it short (`Step::abortable`);
+//! - where it waits for the other hosts of a fleet (`Step::gate_before`,
+//!   `Step::gate_after`);
+//! - whether the run is past its point of no return once it begins (the
+//!   drain: the old colour's clients are already moving);
+//! - what it shows when it fails (`Step::shows_logs_of`).
 //!
-//! A step that fails, or the first SIGINT/SIGTERM, unwinds the undos in
-//! reverse while the drain has not begun: traffic stays where it was and
-//! nothing this run started is left. A failed restore stops the unwinding
-//! (a container Nginx may route to is never stopped) and ends in
-//! `NeedsRecover`. Once the drain has begun the run finishes: the old
-//! colour's clients are already moving to the new one.
-//!
-//! The runner also owns what the user sees: each step with its duration
-//! (`events.rs`), the cutover probe while traffic moves, and the summary.
+//! What each step does is in `steps.rs`.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde_json::json;
-
-use super::containers::{self, Drained};
-use super::gate::Point;
-use super::journal::{Outcome, Run};
+use super::coordinator::Point;
 pub use super::state::{Action, State};
-use super::{DeployError, Stack, analysis, nginx, probe};
-use crate::secrets::{say, say_err};
-use crate::signal::Signal;
 use crate::stack::Color;
 
 /// How the `to` colour comes to run.
@@ -68,6 +65,7 @@ pub struct Plan {
     pub action: Action,
     pub from: Option<Color>,
     pub to: Color,
+    /// The app image (`deploy --proxy`: the Nginx image).
     pub image: String,
     pub start: Start,
     pub health: Health,
@@ -79,16 +77,18 @@ pub struct Plan {
     /// Containers of a freshly started colour.
     pub replicas: usize,
     /// `deploy --env`: environment for the started colour only.
-    pub extra_env: std::collections::BTreeMap<String, String>,
+    pub extra_env: BTreeMap<String, String>,
     /// `deploy --canary-steps`: weighted steps under analysis before the
     /// switch.
     pub canary: Option<Canary>,
     /// `deploy --watch`: analysis after the switch, with the old colour
     /// kept running to switch straight back to.
-    pub watch: Option<std::time::Duration>,
+    pub watch: Option<Duration>,
     /// `deploy --no-switch`: stop before the switch, the new colour left
     /// running and checked, without traffic (outcome `paused`).
     pub pause: bool,
+    /// What the journal says of the run when it succeeds (`abort`).
+    pub detail: String,
 }
 
 /// A canary's steps and the analysis of each.
@@ -98,12 +98,33 @@ pub struct Canary {
     /// 100 (100 is the switch itself).
     pub steps: Vec<u8>,
     /// Seconds of passing analysis each step needs.
-    pub analysis: std::time::Duration,
+    pub analysis: Duration,
     /// How long a step may wait for the traffic its analysis needs.
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 impl Plan {
+    /// The fields every plan shares; each constructor sets what differs.
+    fn base(action: Action, from: Option<Color>, to: Color, image: String) -> Plan {
+        Plan {
+            action,
+            from,
+            to,
+            image,
+            start: Start::Running,
+            health: Health::Now,
+            smoke: false,
+            drain: false,
+            previous_upstream: None,
+            replicas: 0,
+            extra_env: BTreeMap::new(),
+            canary: None,
+            watch: None,
+            pause: false,
+            detail: String::new(),
+        }
+    }
+
     /// A new standby from `image`, checked, switched to, the old colour drained.
     pub fn deploy(
         from: Option<Color>,
@@ -113,20 +134,13 @@ impl Plan {
         replicas: usize,
     ) -> Plan {
         Plan {
-            action: Action::Deploy,
-            from,
-            to,
-            image,
             start: Start::Fresh,
             health: Health::Wait,
             smoke: true,
             drain: true,
             previous_upstream: upstream,
             replicas,
-            extra_env: Default::default(),
-            canary: None,
-            watch: None,
-            pause: false,
+            ..Plan::base(Action::Deploy, from, to, image)
         }
     }
 
@@ -139,20 +153,9 @@ impl Plan {
         upstream: Option<String>,
     ) -> Plan {
         Plan {
-            action: Action::Switch,
-            from,
-            to,
-            image,
-            start: Start::Running,
             health: if force { Health::Forced } else { Health::Now },
-            smoke: false,
-            drain: false,
             previous_upstream: upstream,
-            replicas: 0,
-            extra_env: Default::default(),
-            canary: None,
-            watch: None,
-            pause: false,
+            ..Plan::base(Action::Switch, from, to, image)
         }
     }
 
@@ -171,76 +174,67 @@ impl Plan {
         replicas: usize,
     ) -> Plan {
         Plan {
-            action: Action::Rollback,
-            from,
-            to,
-            image,
             start: if kept { Start::Kept } else { Start::Fresh },
             health: Health::Wait,
             smoke: !kept,
             drain: true,
             previous_upstream: upstream,
             replicas,
-            extra_env: Default::default(),
-            canary: None,
-            watch: None,
-            pause: false,
-        }
-    }
-}
-
-/// One step moves the run into one state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Start,
-    Health,
-    Smoke,
-    Canary,
-    Switch,
-    Watch,
-    Drain,
-}
-
-impl Step {
-    fn state(self) -> State {
-        match self {
-            Step::Start => State::Started,
-            Step::Health => State::Healthy,
-            Step::Smoke => State::Smoked,
-            Step::Canary => State::Canary,
-            Step::Switch => State::Switched,
-            Step::Watch => State::Watching,
-            Step::Drain => State::Drained,
+            ..Plan::base(Action::Rollback, from, to, image)
         }
     }
 
-    /// The step's name in progress lines and `--json` events.
-    fn name(self) -> &'static str {
-        match self {
-            Step::Start => "start",
-            Step::Health => "health",
-            Step::Smoke => "smoke",
-            Step::Canary => "canary",
-            Step::Switch => "switch",
-            Step::Watch => "watch",
-            Step::Drain => "drain",
+    /// `promote`: traffic to the colour a `deploy --no-switch` left
+    /// running and checked; then the old colour drains, as in a deploy.
+    pub fn promote(
+        from: Option<Color>,
+        to: Color,
+        image: String,
+        upstream: Option<String>,
+    ) -> Plan {
+        Plan {
+            action: Action::Promote,
+            drain: true,
+            ..Plan::switch(from, to, image, false, upstream)
         }
     }
 
-    /// Steps an interrupt may cut short: they only look (or, for a
-    /// canary, whose undo restores the upstream, look between reloads), so
-    /// nothing is left half-done. Starting (an engine call that would go on
-    /// without us), the switch and the drain always run to their end.
-    fn abortable(self) -> bool {
-        matches!(
-            self,
-            Step::Health | Step::Smoke | Step::Canary | Step::Watch
-        )
+    /// `abort` of a paused deploy: its colour stopped and removed; traffic
+    /// stays on `live`.
+    pub fn abort(live: Option<Color>, paused: Color, image: String, detail: String) -> Plan {
+        Plan {
+            detail,
+            ..Plan::base(Action::Abort, live, paused, image)
+        }
     }
-}
 
-impl Plan {
-    fn steps(&self) -> Vec<Step> {
+    /// `deploy --proxy`: Nginx recreated from wsctl.yaml, serving the
+    /// upstream the old one served (`upstream`). Traffic stays on `live`;
+    /// the record's `to` is the live colour (blue when none is).
+    pub fn proxy(live: Option<Color>, nginx_image: String, upstream: Option<String>) -> Plan {
+        Plan {
+            previous_upstream: upstream,
+            ..Plan::base(
+                Action::Proxy,
+                live,
+                live.unwrap_or(Color::Blue),
+                nginx_image,
+            )
+        }
+    }
+
+    /// The plan moves traffic from one colour to another.
+    fn moves(&self) -> bool {
+        self.from.is_some_and(|from| from != self.to)
+    }
+
+    /// The steps the plan walks, in order.
+    pub fn steps(&self) -> Vec<Step> {
+        match self.action {
+            Action::Abort => return vec![Step::Remove],
+            Action::Proxy => return vec![Step::CreateProxy, Step::ReplaceProxy],
+            _ => {}
+        }
         let mut steps = Vec::new();
         if self.start != Start::Running {
             steps.push(Step::Start);
@@ -249,500 +243,183 @@ impl Plan {
         if self.smoke {
             steps.push(Step::Smoke);
         }
-        if self.canary.is_some() && self.from.is_some_and(|from| from != self.to) {
+        if self.canary.is_some() && self.moves() {
             steps.push(Step::Canary);
         }
         if self.pause {
             return steps;
         }
         steps.push(Step::Switch);
-        let moves = self.from.is_some_and(|from| from != self.to);
-        if self.watch.is_some() && moves {
+        if self.watch.is_some() && self.moves() {
             steps.push(Step::Watch);
         }
-        if self.drain && moves {
+        if self.drain && self.moves() {
             steps.push(Step::Drain);
         }
         steps
     }
+
+    /// Where traffic is when the plan has run to its end.
+    pub fn traffic_when_done(&self) -> Option<Color> {
+        match self.steps().contains(&Step::Switch) {
+            true => Some(self.to),
+            false => self.from,
+        }
+    }
+
+    /// What an unwound run says of where things are.
+    pub fn stays(&self) -> String {
+        let traffic = self.from.map_or("nothing is live".to_string(), |from| {
+            format!("traffic stays on {from}")
+        });
+        match self.action {
+            Action::Proxy => format!("the old one is back; {traffic}"),
+            _ => traffic,
+        }
+    }
 }
 
-/// An undo, owned by the state that pushed it.
-#[derive(Debug)]
-enum Undo {
+/// One step moves the run into one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Start,
+    Health,
+    Smoke,
+    Canary,
+    Switch,
+    Watch,
+    Drain,
+    /// `abort`: the paused colour stopped and removed.
+    Remove,
+    /// `deploy --proxy`: the new Nginx created, with the live upstream.
+    CreateProxy,
+    /// `deploy --proxy`: the old Nginx stopped, the new one started in
+    /// its place and verified.
+    ReplaceProxy,
+}
+
+/// An undo, owned by the step that pushed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
     /// Started: stop the colour gracefully; remove it when this run made it.
     Retire { color: Color, remove: bool },
-    /// Switched: apply the previous upstream again.
+    /// Healthy (staged) or Switched: apply the previous upstream again.
     RestoreUpstream,
+    /// The new Nginx of `deploy --proxy` is removed.
+    RemoveNewProxy,
+    /// The old Nginx of `deploy --proxy` comes back under its name.
+    PutBackProxy,
 }
 
-/// Runs `plan` to its end, or unwinds it; journals every state.
-pub async fn execute(stack: &mut Stack, plan: Plan, started: Instant) -> anyhow::Result<()> {
-    let mut run = Run::new(plan.action, plan.from, plan.to, &plan.image);
-    run.previous_upstream = plan.previous_upstream.clone();
-    run.created_container = plan.start == Start::Fresh;
-    stack.journal.write(&stack.docker, &mut run).await?;
-
-    let interrupt = stack.interrupt.clone();
-    let mut undo: Vec<Undo> = Vec::new();
-    // The upload of the new upstream, started with the readiness wait.
-    let mut staged: Option<Staged> = None;
-    let mut cutover: Option<probe::Probe> = None;
-    let mut draining = false;
-    let mut failure: Option<anyhow::Error> = None;
-
-    for step in plan.steps() {
-        if !draining && let Some(signal) = interrupt.received() {
-            failure = Some(interrupted(signal, ""));
-            break;
+impl Step {
+    pub fn state(self) -> State {
+        match self {
+            Step::Start => State::Started,
+            Step::Health => State::Healthy,
+            Step::Smoke => State::Smoked,
+            Step::Canary => State::Canary,
+            Step::Switch => State::Switched,
+            Step::Watch => State::Watching,
+            Step::Drain => State::Drained,
+            Step::Remove => State::Removed,
+            Step::CreateProxy => State::Created,
+            Step::ReplaceProxy => State::Replaced,
         }
-        // On a stack of several hosts, the switch waits for the fleet.
-        if step == Step::Switch
-            && let Err(error) = pass_gate(stack, Point::BeforeSwitch).await
-        {
-            failure = Some(error);
-            break;
+    }
+
+    /// The step's name in progress lines and `--json` events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Start => "start",
+            Step::Health => "health",
+            Step::Smoke => "smoke",
+            Step::Canary => "canary",
+            Step::Switch => "switch",
+            Step::Watch => "watch",
+            Step::Drain => "drain",
+            // As `abort` has always named it.
+            Step::Remove => "undo",
+            Step::CreateProxy => "create",
+            Step::ReplaceProxy => "replace",
         }
-        match step {
-            Step::Start => undo.push(Undo::Retire {
+    }
+
+    /// The undo this step pushes before it acts (the runner pushes each
+    /// kind once). A paused deploy never switches: its readiness wait
+    /// stages no upstream.
+    pub fn undo(self, plan: &Plan) -> Option<Undo> {
+        match self {
+            Step::Start => Some(Undo::Retire {
                 color: plan.to,
                 remove: plan.start == Start::Fresh,
             }),
-            // A paused deploy never switches: nothing to stage or restore.
-            Step::Health if plan.health == Health::Wait && !plan.pause => {
-                undo.push(Undo::RestoreUpstream);
-                staged = Some(nginx::stage(stack, plan.to).await);
-            }
-            Step::Switch => {
-                if !undo
-                    .iter()
-                    .any(|item| matches!(item, Undo::RestoreUpstream))
-                {
-                    undo.push(Undo::RestoreUpstream);
-                }
-                if plan.from.is_some() {
-                    cutover = Some(probe::Probe::start(&stack.config.public_address));
-                }
-            }
-            // Past this point the run finishes: nothing is undone.
-            Step::Drain => {
-                draining = true;
-                undo.clear();
-            }
-            Step::Health | Step::Smoke | Step::Canary | Step::Watch => {}
-        }
-        run.enter(step.state());
-        // Not recorded, not acted on: an engine that fails here unwinds
-        // the run like any failed step.
-        if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
-            failure = Some(error);
-            break;
-        }
-        stack
-            .events
-            .begin(step.name(), &describe(stack, &plan, step));
-        let result = if step.abortable() {
-            tokio::select! {
-                result = act(stack, &plan, step, &mut staged) => result,
-                signal = interrupt.wait() => Err(interrupted(signal, "stopping here")),
-            }
-        } else {
-            act(stack, &plan, step, &mut staged).await
-        };
-        match result {
-            Ok(detail) => {
-                stack.events.ok(&detail);
-                // Switched: the fleet says drain, or switch back.
-                if step == Step::Switch
-                    && let Err(error) = pass_gate(stack, Point::Switched).await
-                {
-                    failure = Some(error);
-                    break;
-                }
-            }
-            Err(error) => {
-                stack.events.fail(&format!("{error:#}"));
-                if matches!(step, Step::Health | Step::Smoke | Step::Canary)
-                    && error
-                        .downcast_ref::<DeployError>()
-                        .is_some_and(|error| !matches!(error, DeployError::Interrupted { .. }))
-                {
-                    containers::report_logs(stack, plan.to).await;
-                }
-                failure = Some(error);
-                break;
-            }
+            Step::Health if plan.stages_upstream() => Some(Undo::RestoreUpstream),
+            Step::Switch => Some(Undo::RestoreUpstream),
+            Step::CreateProxy => Some(Undo::RemoveNewProxy),
+            Step::ReplaceProxy => Some(Undo::PutBackProxy),
+            _ => None,
         }
     }
 
-    let (outcome, result) = match failure {
-        // --no-switch: the new colour runs, checked, without traffic.
-        None if plan.pause => {
-            run.traffic = plan.from;
-            run.enter(State::Recorded);
-            match interrupt.received() {
-                Some(signal) => (
-                    Outcome::Interrupted,
-                    Err(interrupted(signal, "paused before the switch")),
-                ),
-                None => (Outcome::Paused, Ok(())),
-            }
-        }
-        None => {
-            run.traffic = Some(plan.to);
-            run.enter(State::Recorded);
-            match interrupt.received() {
-                Some(signal) => (
-                    Outcome::Interrupted,
-                    Err(interrupted(
-                        signal,
-                        &format!("the {} finished; traffic is on {}", plan.action, plan.to),
-                    )),
-                ),
-                None => (Outcome::Succeeded, Ok(())),
-            }
-        }
-        // The drain failed: traffic moved, so the run is recorded.
-        Some(error) if draining => {
-            run.traffic = Some(plan.to);
-            run.enter(State::Recorded);
-            let error = match error.downcast::<DeployError>() {
-                Ok(DeployError::Drain(why)) => {
-                    DeployError::Drain(format!("{why}; traffic is on {}", plan.to)).into()
-                }
-                Ok(other) => other.into(),
-                Err(other) => other.context(format!("traffic is on {}", plan.to)),
-            };
-            (Outcome::Failed, Err(error))
-        }
-        Some(error) => unwind(stack, &plan, &mut run, undo, staged, error).await,
-    };
-    let continuity = match cutover {
-        Some(cutover) => Some(report_continuity(stack, cutover).await),
-        None => None,
-    };
-    run.outcome = outcome;
-    run.seconds = started.elapsed().as_secs_f64();
-    run.steps_ms = stack.events.durations_ms();
-    run.analysis = stack.last_analysis.take();
-    if let Err(error) = &result {
-        run.detail = format!("{error:#}");
+    /// Steps an interrupt may cut short: they only look (or, for a
+    /// canary, whose undo restores the upstream, look between reloads), so
+    /// nothing is left half-done. Starting (an engine call that would go on
+    /// without us), the switch, the drain and the proxy's steps always run
+    /// to their end.
+    pub fn abortable(self) -> bool {
+        matches!(
+            self,
+            Step::Health | Step::Smoke | Step::Canary | Step::Watch
+        )
     }
-    // The run is done either way; a journal the engine would not take now
-    // shows it in progress, and the next command recovers (a no-op then).
-    if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
-        say_err!("wsctl: recording the run's outcome failed: {error:#}");
+
+    /// Where a run on one host of several waits before this step.
+    pub fn gate_before(self) -> Option<Point> {
+        match self {
+            Step::Switch | Step::ReplaceProxy => Some(Point::BeforeSwitch),
+            _ => None,
+        }
     }
-    summarize(stack, &run, continuity);
-    stack.last_run = Some(run);
-    result
-}
 
-/// Waits at `point` for the fleet's verdict when this run is one host of
-/// several (`gate.rs`); a single-host run passes at once.
-async fn pass_gate(stack: &mut Stack, point: Point) -> anyhow::Result<()> {
-    let Some(gate) = stack.gate.clone() else {
-        return Ok(());
-    };
-    gate.pass(point)
-        .await
-        .map_err(|why| DeployError::Undone(why).into())
-}
-
-/// What the step line says while it runs.
-fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
-    let name = stack.config.app(plan.to);
-    match step {
-        Step::Start if plan.start == Start::Kept => format!("{name} (kept container)"),
-        Step::Start if plan.replicas > 1 => {
-            format!("{name} x{} from {}", plan.replicas, plan.image)
+    /// Where it waits once this step is done (the fleet says drain, or
+    /// switch back).
+    pub fn gate_after(self) -> Option<Point> {
+        match self {
+            Step::Switch => Some(Point::Switched),
+            _ => None,
         }
-        Step::Start => format!("{name} from {}", plan.image),
-        Step::Health => format!("{name} (timeout {} s)", stack.config.ready_timeout),
-        Step::Smoke => name,
-        Step::Canary => {
-            let canary = plan.canary.as_ref();
-            let steps: Vec<String> = canary
-                .map(|canary| canary.steps.iter().map(|p| format!("{p}%")).collect())
-                .unwrap_or_default();
-            format!(
-                "{} of new connections to {}, {} s of analysis each",
-                steps.join(" -> "),
-                plan.to,
-                canary.map_or(0, |canary| canary.analysis.as_secs())
-            )
-        }
-        Step::Switch => format!("nginx -> {}", plan.to),
-        Step::Watch => format!(
-            "{} s of analysis on {}, {} kept running to switch back to",
-            plan.watch.map_or(0, |watch| watch.as_secs()),
-            plan.to,
-            plan.from
-                .map_or("-".to_string(), |from| stack.config.app(from))
-        ),
-        Step::Drain => format!(
-            "{} (timeout {} s)",
-            plan.from
-                .map_or(String::new(), |from| stack.config.app(from)),
-            stack.config.drain_timeout
-        ),
     }
-}
 
-/// The upload of the new upstream running on its own task.
-type Staged = tokio::task::JoinHandle<anyhow::Result<()>>;
+    /// Once this step begins the run finishes: nothing is undone.
+    pub fn point_of_no_return(self) -> bool {
+        self == Step::Drain
+    }
 
-/// Waits for a staged upload; a task that panicked is an error.
-async fn staged_upload(staged: Staged) -> anyhow::Result<()> {
-    staged
-        .await
-        .map_err(|error| anyhow::anyhow!("uploading the upstream: {error}"))?
-}
-
-/// Acts on one state; returns the line that reports it done.
-async fn act(
-    stack: &mut Stack,
-    plan: &Plan,
-    step: Step,
-    staged: &mut Option<Staged>,
-) -> anyhow::Result<String> {
-    let name = stack.config.app(plan.to);
-    match step {
-        Step::Start => {
-            if plan.start == Start::Kept {
-                let names = containers::start_kept(stack, plan.to).await?;
-                return Ok(names.join(", "));
-            }
-            containers::start_fresh(stack, plan.to, &plan.image, plan.replicas, &plan.extra_env)
-                .await?;
-            Ok(stack.config.app_replicas(plan.to, plan.replicas).join(", "))
-        }
-        Step::Health => match plan.health {
-            Health::Wait => {
-                containers::wait_ready(stack, plan.to).await?;
-                Ok(format!("{name} ready"))
-            }
-            Health::Now if containers::ready_now(stack, plan.to).await => {
-                Ok(format!("{name} ready"))
-            }
-            Health::Now => Err(DeployError::Health(format!(
-                "{name} is not running and ready (use --force to switch anyway)"
-            ))
-            .into()),
-            Health::Forced => Ok(format!("{name} not checked (--force)")),
-        },
-        Step::Smoke => {
-            containers::smoke(stack, plan.to).await?;
-            Ok("every check passed".into())
-        }
-        Step::Canary => {
-            let (Some(canary), Some(from)) = (&plan.canary, plan.from) else {
-                return Ok("no canary".into());
-            };
-            // The staged single-colour upstream is overwritten here; the
-            // switch renders its own afterwards.
-            if let Some(upload) = staged.take() {
-                staged_upload(upload).await?;
-            }
-            let mut passed = Vec::new();
-            for &percent in &canary.steps {
-                let text = nginx::render_canary(stack, from, plan.to, percent).await?;
-                nginx::apply(stack, &text).await?;
-                let until = analysis::Until::Counted {
-                    seconds: canary.analysis,
-                    timeout: canary.timeout,
-                };
-                let detail = analysis::run_step(stack, plan.to, Some(from), percent, until).await?;
-                stack.events.progress(&detail);
-                passed.push(detail);
-            }
-            Ok(passed.join("; "))
-        }
-        Step::Switch => {
-            let steady = match plan.from {
-                None => nginx::FIRST_SWITCH_STEADY,
-                Some(_) => std::time::Duration::ZERO,
-            };
-            match staged.take() {
-                Some(upload) => {
-                    staged_upload(upload).await?;
-                    nginx::reload(stack).await?;
-                    nginx::verify(stack, plan.to, steady).await?;
-                }
-                None => nginx::switch_to(stack, plan.to, steady).await?,
-            }
-            Ok(format!(
-                "{} live, verified through {}",
-                plan.to, stack.config.public_address
-            ))
-        }
-        Step::Watch => {
-            let seconds = plan.watch.unwrap_or_default();
-            let until = analysis::Until::Elapsed(seconds);
-            analysis::run_step(stack, plan.to, None, 100, until).await
-        }
-        Step::Drain => {
-            let from = plan.from.unwrap_or(plan.to.other());
-            match containers::drain(stack, from).await? {
-                Drained::Stopped => Ok(format!(
-                    "{} drained and stopped (kept for rollback)",
-                    stack.config.app(from)
-                )),
-                Drained::AlreadyStopped(why) => Ok(format!("{why}: nothing to drain")),
-            }
+    /// When this step fails on its own (not interrupted), the last log
+    /// lines of these containers say why.
+    pub fn shows_logs_of(self) -> Option<Logs> {
+        match self {
+            Step::Health | Step::Smoke | Step::Canary => Some(Logs::NewColour),
+            Step::ReplaceProxy => Some(Logs::Proxy),
+            _ => None,
         }
     }
 }
 
-fn interrupted(signal: Signal, outcome: &str) -> anyhow::Error {
-    DeployError::Interrupted {
-        signal,
-        outcome: outcome.to_string(),
-    }
-    .into()
+/// Whose log lines a failed step shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// Every replica of the colour the run brings up.
+    NewColour,
+    /// The stack's Nginx.
+    Proxy,
 }
 
-/// Undoes what the run did, newest first. Returns the run's outcome and
-/// the error the command ends with.
-async fn unwind(
-    stack: &mut Stack,
-    plan: &Plan,
-    run: &mut Run,
-    undo: Vec<Undo>,
-    mut staged: Option<Staged>,
-    error: anyhow::Error,
-) -> (Outcome, anyhow::Result<()>) {
-    let signal = match error.downcast_ref::<DeployError>() {
-        Some(DeployError::Interrupted { signal, .. }) => Some(*signal),
-        _ => None,
-    };
-    let stays = plan.from.map_or("nothing is live".to_string(), |from| {
-        format!("traffic stays on {from}")
-    });
-    for item in undo.into_iter().rev() {
-        let done = match item {
-            Undo::RestoreUpstream => {
-                stack.events.begin("undo", "restore the previous upstream");
-                // A staged upload lands first, so the restore is the last write.
-                if let Some(upload) = staged.take() {
-                    let _ = staged_upload(upload).await;
-                }
-                restore(stack, plan, run).await
-            }
-            Undo::Retire { color, remove } => {
-                let name = stack.config.app(color);
-                let what = if remove { "stop and remove" } else { "stop" };
-                stack.events.begin("undo", &format!("{what} {name}"));
-                containers::retire(stack, color, remove).await
-            }
-        };
-        if let Err(undo_error) = done {
-            stack.events.fail(&format!("{undo_error:#}"));
-            let routes = match nginx::serving(stack).await {
-                Ok(serving) => serving
-                    .live()
-                    .map_or("no colour".to_string(), |color| color.to_string()),
-                Err(_) => "an unknown colour".to_string(),
-            };
-            let why = format!(
-                "{error:#}; undoing it failed too ({undo_error:#}); Nginx routes to {routes}"
-            );
-            return (
-                Outcome::NeedsRecover,
-                Err(DeployError::NeedsRecover(why).into()),
-            );
-        }
-        stack.events.ok("undone");
-    }
-    run.traffic = plan.from;
-    match signal {
-        Some(signal) => (
-            Outcome::Interrupted,
-            Err(interrupted(
-                signal,
-                &format!("the {} was undone; {stays}", plan.action),
-            )),
-        ),
-        None => {
-            let aborted = matches!(
-                error.downcast_ref::<DeployError>(),
-                Some(DeployError::Analysis(_) | DeployError::Inconclusive(_))
-            );
-            let outcome = if aborted {
-                Outcome::Aborted
-            } else {
-                Outcome::Failed
-            };
-            (outcome, Err(error.context(stays)))
-        }
-    }
-}
-
-/// Applies the upstream from before the switch and checks the old colour
-/// answers again through the public address.
-async fn restore(stack: &Stack, plan: &Plan, run: &Run) -> anyhow::Result<()> {
-    let previous = run
-        .previous_upstream
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("no previous upstream was saved"))?;
-    nginx::apply(stack, previous).await?;
-    if let Some(from) = plan.from {
-        nginx::verify(stack, from, std::time::Duration::ZERO).await?;
-    }
-    // Old Nginx workers stop taking new connections a few milliseconds
-    // after a reload, not at once: let them go before the standby they
-    // route to is stopped.
-    tokio::time::sleep(RELOAD_SETTLE).await;
-    Ok(())
-}
-
-/// How long old Nginx workers get to stop accepting after a reload.
-const RELOAD_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Stops the cutover probe and reports what clients saw.
-async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Continuity {
-    // A moment for the last reconnects to land on the new colour.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let continuity = cutover.finish().await;
-    if stack.events.is_json() {
-        let mut event = serde_json::to_value(&continuity).unwrap_or_default();
-        event["event"] = "continuity".into();
-        stack.events.emit(event);
-    } else {
-        say!(
-            "{}continuity: {}",
-            stack.events.prefix(),
-            continuity.summary()
-        );
-    }
-    continuity
-}
-
-/// The last line (terminal) or object (`--json`) of a run.
-fn summarize(stack: &Stack, run: &Run, continuity: Option<probe::Continuity>) {
-    let ok = matches!(run.outcome, Outcome::Succeeded | Outcome::Paused);
-    stack.events.emit(json!({
-        "event": run.action, "ok": ok, "run_id": run.id, "outcome": run.outcome,
-        "from": run.from, "to": run.to, "traffic": run.traffic, "image": run.image,
-        "seconds": run.seconds, "steps_ms": run.steps_ms, "continuity": continuity,
-    }));
-    if !stack.events.is_json() {
-        let traffic = run
-            .traffic
-            .map_or("no colour".to_string(), |color| color.to_string());
-        say!(
-            "{}{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
-            stack.events.prefix(),
-            run.action,
-            run.from.map_or("none".to_string(), |c| c.to_string()),
-            run.to,
-            match run.outcome {
-                Outcome::Paused => "paused before the switch (`wsctl promote` or `wsctl abort`)",
-                _ if ok => "done",
-                _ => "not done",
-            },
-            run.seconds
-        );
+impl Plan {
+    /// The readiness wait also uploads the new upstream (so the switch only
+    /// tests and reloads it): only when the plan switches after it.
+    pub fn stages_upstream(&self) -> bool {
+        self.health == Health::Wait && !self.pause
     }
 }
 
@@ -755,6 +432,9 @@ mod tests {
         match action {
             Action::Switch => Plan::switch(from, to, "x".into(), false, None),
             Action::Rollback => Plan::rollback(from, to, "x".into(), true, None, 1),
+            Action::Promote => Plan::promote(from, to, "x".into(), None),
+            Action::Abort => Plan::abort(from, to, "x".into(), String::new()),
+            Action::Proxy => Plan::proxy(from, "nginx".into(), None),
             _ => Plan::deploy(from, to, "x".into(), None, 1),
         }
     }
@@ -781,12 +461,61 @@ mod tests {
             rollback.steps(),
             [Step::Start, Step::Health, Step::Switch, Step::Drain]
         );
+        assert_eq!(
+            plan(Action::Promote).steps(),
+            [Step::Health, Step::Switch, Step::Drain]
+        );
         // The first deploy has nothing to drain.
         let first = Plan {
             from: None,
             ..plan(Action::Deploy)
         };
         assert!(!first.steps().contains(&Step::Drain));
+    }
+
+    #[test]
+    fn a_canary_and_a_watch_sit_around_the_switch_and_a_pause_stops_before_it() {
+        let canary = Plan {
+            canary: Some(Canary {
+                steps: vec![10, 50],
+                analysis: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            }),
+            watch: Some(Duration::from_secs(1)),
+            ..plan(Action::Deploy)
+        };
+        assert_eq!(
+            canary.steps(),
+            [
+                Step::Start,
+                Step::Health,
+                Step::Smoke,
+                Step::Canary,
+                Step::Switch,
+                Step::Watch,
+                Step::Drain
+            ]
+        );
+        let paused = Plan {
+            pause: true,
+            ..plan(Action::Deploy)
+        };
+        assert_eq!(paused.steps(), [Step::Start, Step::Health, Step::Smoke]);
+        assert!(!paused.stages_upstream(), "a paused deploy never switches");
+        assert_eq!(paused.traffic_when_done(), Some(Color::Blue));
+        assert_eq!(plan(Action::Deploy).traffic_when_done(), Some(Color::Green));
+    }
+
+    #[test]
+    fn abort_and_proxy_leave_traffic_where_it_is() {
+        let abort = plan(Action::Abort);
+        assert_eq!(abort.steps(), [Step::Remove]);
+        assert_eq!(abort.traffic_when_done(), Some(Color::Blue));
+        let proxy = plan(Action::Proxy);
+        assert_eq!(proxy.steps(), [Step::CreateProxy, Step::ReplaceProxy]);
+        assert_eq!(proxy.traffic_when_done(), Some(Color::Blue));
+        assert_eq!(proxy.to, Color::Blue, "the record names the live colour");
+        assert!(proxy.stays().starts_with("the old one is back"));
     }
 
     #[test]
@@ -797,11 +526,62 @@ mod tests {
             .filter(|step| step.abortable())
             .collect();
         assert_eq!(abortable, [Step::Health, Step::Smoke]);
+        assert!(!Step::ReplaceProxy.abortable() && !Step::Remove.abortable());
     }
 
     #[test]
-    fn states_are_written_in_snake_case() {
-        assert_eq!(State::Switched.to_string(), "switched");
-        assert_eq!(Action::Rollback.to_string(), "rollback");
+    fn the_switch_waits_for_the_fleet_on_both_sides_and_the_drain_is_final() {
+        let deploy = plan(Action::Deploy);
+        let gated: Vec<(Step, Option<Point>, Option<Point>)> = deploy
+            .steps()
+            .into_iter()
+            .map(|step| (step, step.gate_before(), step.gate_after()))
+            .filter(|(_, before, after)| before.is_some() || after.is_some())
+            .collect();
+        assert_eq!(
+            gated,
+            [(
+                Step::Switch,
+                Some(Point::BeforeSwitch),
+                Some(Point::Switched)
+            )]
+        );
+        let final_steps: Vec<Step> = deploy
+            .steps()
+            .into_iter()
+            .filter(|step| step.point_of_no_return())
+            .collect();
+        assert_eq!(final_steps, [Step::Drain]);
+    }
+
+    #[test]
+    fn each_step_owns_its_undo() {
+        let deploy = plan(Action::Deploy);
+        let undos: Vec<Undo> = deploy
+            .steps()
+            .into_iter()
+            .filter_map(|step| step.undo(&deploy))
+            .collect();
+        assert_eq!(
+            undos,
+            [
+                Undo::Retire {
+                    color: Color::Green,
+                    remove: true
+                },
+                Undo::RestoreUpstream,
+                Undo::RestoreUpstream
+            ]
+        );
+        // A kept colour is stopped, never removed, when a rollback unwinds.
+        let rollback = plan(Action::Rollback);
+        assert_eq!(
+            Step::Start.undo(&rollback),
+            Some(Undo::Retire {
+                color: Color::Green,
+                remove: false
+            })
+        );
+        assert_eq!(Step::Health.undo(&plan(Action::Switch)), None);
     }
 }

@@ -9,17 +9,18 @@
 //! refused for the moment between the old container's stop and the new
 //! one's start (about a second here). The old container is kept, stopped
 //! and renamed, until the new one is verified, and put back if it is not.
+//! The replacement is a plan of its own (`Plan::proxy`: Created, Replaced),
+//! run, journaled and undone by the runner like any other.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{DeployError, Stack, containers, nginx, preflight_failed};
+use super::{DeployError, Stack, containers, nginx};
 use crate::docker;
-use crate::stack::StackConfig;
+use crate::stack::{Color, StackConfig};
 
 /// How long the old Nginx gets to close its connections once it has the
 /// stop signal (SIGQUIT, then SIGKILL): they are cut either way, and the
@@ -62,36 +63,65 @@ pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
     }
 }
 
-/// `status`'s view of Nginx and Redis: container, image, and `drift` (why
-/// it differs from wsctl.yaml, or null). Redis is shown only when the stack
-/// runs its own.
-pub async fn drift(stack: &Stack) -> anyhow::Result<Value> {
+/// A container of the stack besides the app (Nginx, Redis), as `status`
+/// shows it: `drift` says why it differs from wsctl.yaml (null: it does
+/// not).
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    pub container: String,
+    /// The engine's state, or `absent`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub configured: String,
+    pub drift: Option<String>,
+}
+
+/// Redis as `status` shows it: the stack's own container, or the URL of
+/// the one it uses (password masked).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum RedisView {
+    Container(Component),
+    External { url: String },
+}
+
+/// `status`'s view of Nginx and Redis: container, image, and drift.
+/// Redis is shown as a container only when the stack runs its own.
+pub async fn drift(stack: &Stack) -> anyhow::Result<(Component, RedisView)> {
     let config = &stack.config;
     let mut nginx = component(stack, &config.name("nginx"), &config.images.nginx).await?;
-    if nginx["drift"].is_null()
+    if nginx.drift.is_none()
         && let Some(workers) = nginx::running_workers(stack).await
     {
         let wanted = config.proxy_sizing(config.replicas).workers;
         if workers != wanted {
-            nginx["drift"] = json!(format!(
+            nginx.drift = Some(format!(
                 "runs {workers} workers; replicas: {} wants {wanted}",
                 config.replicas
             ));
         }
     }
     let redis = match config.owns_redis() {
-        true => component(stack, &config.name("redis"), &config.images.redis).await?,
-        false => json!({"url": crate::config::masked_url(&config.app_redis_url())}),
+        true => RedisView::Container(
+            component(stack, &config.name("redis"), &config.images.redis).await?,
+        ),
+        false => RedisView::External {
+            url: crate::config::masked_url(&config.app_redis_url()),
+        },
     };
-    Ok(json!({"nginx": nginx, "redis": redis}))
+    Ok((nginx, redis))
 }
 
-async fn component(stack: &Stack, name: &str, configured: &str) -> anyhow::Result<Value> {
+async fn component(stack: &Stack, name: &str, configured: &str) -> anyhow::Result<Component> {
     let Some(info) = docker::inspect(&stack.docker, name).await? else {
-        return Ok(
-            json!({"container": name, "state": "absent", "configured": configured,
-                         "drift": null}),
-        );
+        return Ok(Component {
+            container: name.to_string(),
+            state: "absent".into(),
+            image: None,
+            configured: configured.to_string(),
+            drift: None,
+        });
     };
     let drift = match docker::image_id(&stack.docker, configured).await? {
         None => Some(format!(
@@ -105,10 +135,13 @@ async fn component(stack: &Stack, name: &str, configured: &str) -> anyhow::Resul
         )),
         Some(_) => None,
     };
-    Ok(
-        json!({"container": name, "state": info.state, "image": info.image,
-              "configured": configured, "drift": drift}),
-    )
+    Ok(Component {
+        container: name.to_string(),
+        state: info.state,
+        image: Some(info.image),
+        configured: configured.to_string(),
+        drift,
+    })
 }
 
 /// `sha256:0123456789ab...` -> `0123456789ab`, as `docker images` shows IDs.
@@ -117,111 +150,57 @@ fn short(id: &str) -> &str {
     &bare[..bare.len().min(12)]
 }
 
-/// `wsctl deploy --proxy`: Nginx recreated from wsctl.yaml (image, sizing,
-/// public address), serving the upstream the old one served. The old
-/// container is put back when the new one does not start or does not
-/// serve the live colour.
-pub async fn replace(stack: &mut Stack) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let result = replace_steps(stack).await;
-    // The run's summary, as every deploy command ends with one.
-    stack.events.emit(json!({
-        "event": "proxy", "ok": result.is_ok(), "image": stack.config.images.nginx,
-        "seconds": started.elapsed().as_secs_f64(), "steps_ms": stack.events.durations_ms(),
-        "detail": result.as_ref().err().map(|error| format!("{error:#}")),
-    }));
-    result
-}
-
-async fn replace_steps(stack: &mut Stack) -> anyhow::Result<()> {
-    stack.events.begin("preflight", "engine, nginx image, lock");
-    let nginx_image = stack.config.images.nginx.clone();
-    if let Err(error) =
-        docker::ensure_image(&stack.docker, &nginx_image, &stack.config.registry).await
-    {
-        return preflight_failed(stack, error);
+/// `deploy --proxy`, its first step: the new Nginx (`nginx_next`) created
+/// from wsctl.yaml with the upstream the old one serves. Leftovers of a
+/// replacement that died half-way go first.
+pub async fn create_next(stack: &Stack, upstream: Option<&str>) -> anyhow::Result<()> {
+    let next = stack.config.name("nginx_next");
+    docker::remove(&stack.docker, &next).await?;
+    docker::remove(&stack.docker, &stack.config.name("nginx_old")).await?;
+    docker::create_new(&stack.docker, &next, container_body(&stack.config)).await?;
+    if let Some(upstream) = upstream {
+        nginx::upload_to(stack, &next, upstream).await?;
     }
-    stack
-        .locked("deploy --proxy", async move |stack| {
-            let serving = stack.serving().await?;
-            let live = serving.live();
-            stack.preflight_done(&format!(
-                "live: {}",
-                live.map_or("none".to_string(), |c| c.to_string())
-            ))?;
-            let name = stack.config.name("nginx");
-            let next = stack.config.name("nginx_next");
-            let old = stack.config.name("nginx_old");
-            // Leftovers of a replacement that died half-way.
-            docker::remove(&stack.docker, &next).await?;
-            docker::remove(&stack.docker, &old).await?;
-
-            stack
-                .events
-                .begin("create", &format!("{next} from {nginx_image}"));
-            let created = async {
-                let options = CreateContainerOptionsBuilder::default().name(&next).build();
-                stack
-                    .docker
-                    .create_container(Some(options), container_body(&stack.config))
-                    .await?;
-                if let Some(upstream) = &serving.upstream {
-                    nginx::upload_to(stack, &next, upstream).await?;
-                }
-                anyhow::Ok(())
-            }
-            .await;
-            if let Err(error) = created {
-                stack.events.fail(&format!("{error:#}"));
-                docker::remove(&stack.docker, &next).await?;
-                return Err(error);
-            }
-            stack.events.ok("created, upstream copied");
-
-            stack
-                .events
-                .begin("replace", &format!("{name}: old stopped, new started"));
-            let replaced = async {
-                docker::stop(&stack.docker, &name, OLD_PROXY_GRACE).await?;
-                docker::rename(&stack.docker, &name, &old).await?;
-                docker::rename(&stack.docker, &next, &name).await?;
-                docker::start(&stack.docker, &name).await?;
-                match live {
-                    Some(color) => nginx::verify(stack, color, Duration::ZERO).await,
-                    None => nginx::answers(stack).await,
-                }
-            }
-            .await;
-            match replaced {
-                Ok(()) => {
-                    docker::remove(&stack.docker, &old).await?;
-                    stack.events.ok(&format!("{name} runs {nginx_image}"));
-                    Ok(())
-                }
-                Err(error) => {
-                    let logs = docker::logs_tail(&stack.docker, &name, 20).await;
-                    stack.events.fail(&format!("{error:#}"));
-                    put_back(stack, &name, &old, &next).await?;
-                    Err(DeployError::Switch(format!(
-                        "the new Nginx did not serve ({error:#}); the old one is back. {}",
-                        logs.trim()
-                    ))
-                    .into())
-                }
-            }
-        })
-        .await
+    Ok(())
 }
 
-/// Undoes a failed replacement: the new container goes, the old one comes
-/// back under its name and starts.
-async fn put_back(stack: &Stack, name: &str, old: &str, next: &str) -> anyhow::Result<()> {
-    docker::remove(&stack.docker, next).await?;
-    if docker::inspect(&stack.docker, old).await?.is_none() {
+/// `deploy --proxy`, its second step: the old Nginx stopped and kept as
+/// `nginx_old`, the new one started under the stack's name and verified
+/// to serve `live` (or to answer, when nothing is live); then the old one
+/// goes. The step's undo is `put_back`.
+pub async fn replace_with_next(stack: &Stack, live: Option<Color>) -> anyhow::Result<()> {
+    let name = stack.config.name("nginx");
+    let next = stack.config.name("nginx_next");
+    let old = stack.config.name("nginx_old");
+    let replaced = async {
+        docker::stop(&stack.docker, &name, OLD_PROXY_GRACE).await?;
+        docker::rename(&stack.docker, &name, &old).await?;
+        docker::rename(&stack.docker, &next, &name).await?;
+        docker::start(&stack.docker, &name).await?;
+        match live {
+            Some(color) => nginx::verify(stack, color, Duration::ZERO).await,
+            None => nginx::answers(stack).await,
+        }
+    }
+    .await;
+    if let Err(error) = replaced {
+        return Err(DeployError::Switch(format!("the new Nginx did not serve ({error:#})")).into());
+    }
+    docker::remove(&stack.docker, &old).await
+}
+
+/// Undoes a replacement: the new container goes, the old one comes back
+/// under its name and starts.
+pub async fn put_back(stack: &Stack) -> anyhow::Result<()> {
+    let name = stack.config.name("nginx");
+    let next = stack.config.name("nginx_next");
+    let old = stack.config.name("nginx_old");
+    docker::remove(&stack.docker, &next).await?;
+    if docker::inspect(&stack.docker, &old).await?.is_none() {
         // The old container was never renamed: it is still `name`.
-        return docker::start(&stack.docker, name).await;
+        return docker::start(&stack.docker, &name).await;
     }
-    docker::remove(&stack.docker, name).await?;
-    docker::rename(&stack.docker, old, name).await?;
-    docker::start(&stack.docker, name).await
+    docker::remove(&stack.docker, &name).await?;
+    docker::rename(&stack.docker, &old, &name).await?;
+    docker::start(&stack.docker, &name).await
 }

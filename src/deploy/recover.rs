@@ -1,8 +1,8 @@
 //! Recovery: bringing a stack that a killed run (SIGKILL, a lost machine)
 //! left behind to a consistent state. Every command that takes the lock
-//! looks for such runs first (`Stack::locked`), so the next deploy recovers
-//! by itself; `wsctl recover` does it on request and also repairs an Nginx
-//! whose loaded configuration and upstream file disagree.
+//! looks for such runs first (`runner::settled`), so the next deploy
+//! recovers by itself; `wsctl recover` does it on request and also repairs
+//! an Nginx whose loaded configuration and upstream file disagree.
 //!
 //! The rule: nothing ever stops or removes a container Nginx routes to.
 //! 1. Pick the colour to serve: the first of (what Nginx has loaded, what
@@ -20,22 +20,33 @@ use std::time::Instant;
 
 use super::containers;
 use super::journal::{self, Outcome, Run};
+use super::runner::Recovery;
 use super::state::{Action, State};
 use super::{DeployError, Stack, nginx};
 use crate::secrets::say_err;
 use crate::stack::Color;
 
-/// Recovers the runs that died unfinished, if any (under the lock), as a
-/// step of its own between two parts of the preflight.
-pub(super) async fn unfinished_runs(stack: &mut Stack) -> anyhow::Result<()> {
+/// Under the lock, in the preflight: recovers the runs that died
+/// unfinished, if any, as a step of its own between two parts of the
+/// preflight; with `Recovery::Always` (`wsctl recover`) repairs the stack
+/// whatever the journal says. Returns the recover's record, when it wrote
+/// one.
+pub(super) async fn unfinished_runs(
+    stack: &mut Stack,
+    recovery: Recovery,
+) -> anyhow::Result<Option<Run>> {
     let unfinished = find_unfinished(stack).await?;
+    if recovery == Recovery::Always {
+        stack.events.ok("lock held");
+        return repair(stack, unfinished).await;
+    }
     if unfinished.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     stack.events.ok("lock held; an unfinished run to recover");
-    repair(stack, unfinished).await?;
+    let recorded = repair(stack, unfinished).await?;
     stack.events.begin("preflight", "live colour");
-    Ok(())
+    Ok(recorded)
 }
 
 /// The runs that died unfinished, each announced (under the lock).
@@ -56,19 +67,7 @@ async fn find_unfinished(stack: &mut Stack) -> anyhow::Result<Vec<Run>> {
     Ok(unfinished)
 }
 
-/// `wsctl recover`.
-pub async fn recover(stack: &mut Stack) -> anyhow::Result<()> {
-    stack.events.begin("preflight", "lock, journal");
-    stack
-        .locked_with("recover", false, async |stack| {
-            let unfinished = find_unfinished(stack).await?;
-            stack.events.ok("lock held");
-            repair(stack, unfinished).await
-        })
-        .await
-}
-
-async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
+async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<Option<Run>> {
     let started = Instant::now();
     stack
         .events
@@ -119,6 +118,7 @@ async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
         );
         stack.journal.write(&stack.docker, &mut run).await?;
     }
+    let mut recorded = None;
     if !changes.is_empty() || !unfinished.is_empty() {
         let image = containers::image_of(stack, target).await?;
         let mut run = Run::new(Action::Recover, serving.live(), target, &image);
@@ -128,9 +128,10 @@ async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<()> {
         run.detail = summary.clone();
         run.seconds = started.elapsed().as_secs_f64();
         stack.journal.write(&stack.docker, &mut run).await?;
+        recorded = Some(run);
     }
     stack.events.ok(&summary);
-    Ok(())
+    Ok(recorded)
 }
 
 /// The colour to serve: running and ready, else startable and ready.
@@ -171,7 +172,7 @@ async fn nothing_to_serve(
     stack: &mut Stack,
     unfinished: Vec<Run>,
     serving: &nginx::Serving,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Run>> {
     let previous = unfinished
         .iter()
         .find_map(|run| run.previous_upstream.clone());
@@ -194,5 +195,5 @@ async fn nothing_to_serve(
         return Err(error.into());
     }
     stack.events.ok("nothing is live yet");
-    Ok(())
+    Ok(None)
 }

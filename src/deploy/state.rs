@@ -18,6 +18,12 @@ pub enum State {
     /// `--watch`: switched, the old colour still running, under analysis.
     Watching,
     Drained,
+    /// `abort`: the paused colour is stopped and removed.
+    Removed,
+    /// `deploy --proxy`: the new Nginx exists, with the live upstream.
+    Created,
+    /// `deploy --proxy`: the new Nginx serves in the old one's place.
+    Replaced,
     Recorded,
 }
 
@@ -43,6 +49,8 @@ pub enum Action {
     Promote,
     /// The colour left paused by `deploy --no-switch`, removed.
     Abort,
+    /// `deploy --proxy`: Nginx replaced with the configured one.
+    Proxy,
 }
 
 impl std::fmt::Display for Action {
@@ -54,6 +62,7 @@ impl std::fmt::Display for Action {
             Action::Recover => "recover",
             Action::Promote => "promote",
             Action::Abort => "abort",
+            Action::Proxy => "proxy",
         })
     }
 }

@@ -1,10 +1,18 @@
 //! `wsctl status`: what Nginx serves (loaded and on disk), each colour's
 //! container, Nginx and Redis (and their drift from wsctl.yaml), the lock,
-//! unfinished runs and the last runs of the journal.
+//! unfinished runs and the last runs of the journal. The types here are
+//! the `--json` shape (documented in the README); the terminal lines are
+//! printed from the same values (`cmd/status.rs`).
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-use super::journal::{self, Run};
+use serde::Serialize;
+
+use super::journal::{self, Outcome, Run};
+use super::lock::Holder;
+use super::nginx::Serving;
+use super::plan::{Action, State};
+use super::proxy::{Component, RedisView};
 use super::{Stack, containers, lock, nginx};
 use crate::docker;
 use crate::stack::Color;
@@ -12,52 +20,227 @@ use crate::stack::Color;
 /// Runs shown in `status`.
 const RECENT: usize = 5;
 
-pub async fn status(stack: &Stack) -> anyhow::Result<Value> {
+/// One stack's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The host of wsctl.yaml's `hosts:` this is (absent with one engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub live: Option<Color>,
+    pub nginx: Component,
+    pub redis: RedisView,
+    /// Each colour's share of new connections in percent, during a canary.
+    pub weights: Option<BTreeMap<Color, f64>>,
+    pub last_analysis: Option<LastAnalysis>,
+    pub serving: Serving,
+    pub disagreement: Option<String>,
+    pub lock: Option<Holder>,
+    pub unfinished: Vec<Unfinished>,
+    pub colors: BTreeMap<Color, Colour>,
+    pub history: Vec<RunSummary>,
+}
+
+/// The last analysis sample any run of the journal recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastAnalysis {
+    pub run_id: String,
+    pub outcome: Outcome,
+    /// The sample as `analysis.rs` reports it (`--json` `analysis` event).
+    pub sample: serde_json::Value,
+}
+
+/// A run as `status` and `history` show it (without the saved upstream).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub at: String,
+    pub action: Action,
+    pub performer: String,
+    pub ci_job: Option<String>,
+    pub from: Option<Color>,
+    pub to: Color,
+    pub image: String,
+    pub state: State,
+    pub outcome: Outcome,
+    pub traffic: Option<Color>,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+impl From<&Run> for RunSummary {
+    fn from(run: &Run) -> RunSummary {
+        RunSummary {
+            id: run.id.clone(),
+            at: run.started_at.clone(),
+            action: run.action,
+            performer: run.performer.clone(),
+            ci_job: run.ci_job.clone(),
+            from: run.from,
+            to: run.to,
+            image: run.image.clone(),
+            state: run.state,
+            outcome: run.outcome,
+            traffic: run.traffic,
+            seconds: run.seconds,
+            detail: run.detail.clone(),
+        }
+    }
+}
+
+/// An unfinished run: `running` when its process still holds the lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    #[serde(flatten)]
+    pub run: RunSummary,
+    pub running: bool,
+}
+
+/// A colour: its first container's fields (as before replicas), the
+/// connections of all of them, and `replicas` with each container.
+#[derive(Debug, Clone, Serialize)]
+pub struct Colour {
+    #[serde(flatten)]
+    pub first: Container,
+    pub replicas: Vec<Container>,
+}
+
+/// One container of a colour.
+#[derive(Debug, Clone, Serialize)]
+pub struct Container {
+    pub container: String,
+    /// The engine's state, or `absent`.
+    pub state: String,
+    /// Absent for a container that does not exist.
+    #[serde(flatten)]
+    pub details: Option<Details>,
+}
+
+/// What the engine and the service say of an existing container.
+#[derive(Debug, Clone, Serialize)]
+pub struct Details {
+    /// The engine's health (`-` when stopped).
+    pub health: String,
+    pub image: String,
+    pub version: Option<String>,
+    pub uptime_seconds: Option<i64>,
+    /// Open connections, from the service's `/status` (null when stopped).
+    pub connections: Option<i64>,
+}
+
+impl Container {
+    pub fn details(&self) -> Option<&Details> {
+        self.details.as_ref()
+    }
+
+    /// Running and not unhealthy (`starting` is fine: deploys check
+    /// readiness themselves).
+    fn sick(&self) -> bool {
+        self.state != "running" || self.details().is_some_and(|d| d.health == "unhealthy")
+    }
+}
+
+impl Status {
+    /// Why the live colour is not healthy: none is live, or one of its
+    /// containers is not running or is unhealthy.
+    pub fn degraded(&self) -> Option<String> {
+        let Some(live) = self.live else {
+            return Some("no colour is live".into());
+        };
+        let Some(colour) = self.colors.get(&live) else {
+            return Some(format!("the live colour {live} has no container"));
+        };
+        let sick: Vec<String> = colour
+            .replicas
+            .iter()
+            .filter(|replica| replica.sick())
+            .map(|replica| {
+                format!(
+                    "{} is {} ({})",
+                    replica.container,
+                    replica.state,
+                    replica.details().map_or("?", |d| d.health.as_str())
+                )
+            })
+            .collect();
+        if colour.replicas.is_empty() {
+            return Some(format!("the live colour {live} has no container"));
+        }
+        (!sick.is_empty()).then(|| format!("the live colour {live}: {}", sick.join(", ")))
+    }
+}
+
+/// Every host's status and the colour they agree on (`null` when they do
+/// not).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetStatus {
+    pub live: Option<Color>,
+    pub hosts: Vec<Status>,
+}
+
+impl FleetStatus {
+    pub fn of(hosts: Vec<Status>) -> FleetStatus {
+        let first = hosts.first().map(|status| status.live);
+        let live = first
+            .filter(|live| hosts.iter().all(|status| status.live == *live))
+            .flatten();
+        FleetStatus { live, hosts }
+    }
+}
+
+pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
     let serving = nginx::serving(stack).await?;
-    let mut colours = serde_json::Map::new();
+    let mut colors = BTreeMap::new();
     for color in Color::ALL {
-        colours.insert(color.to_string(), colour(stack, color).await?);
+        colors.insert(color, colour(stack, color).await?);
     }
     let holder = lock::holder(&stack.docker, &stack.config).await?;
     let runs = stack.journal.runs(&stack.docker).await?;
     // An in-progress run is running while a live lock is held; else it died.
     let running_now = holder.as_ref().is_some_and(|held| !held.stale);
-    let unfinished: Vec<Value> = journal::unfinished(&runs)
+    let unfinished = journal::unfinished(&runs)
         .into_iter()
-        .map(|run| {
-            let mut entry = summary(run);
-            entry["running"] = json!(running_now && run.outcome == journal::Outcome::InProgress);
-            entry
+        .map(|run| Unfinished {
+            run: RunSummary::from(run),
+            running: running_now && run.outcome == Outcome::InProgress,
         })
         .collect();
-    let history: Vec<Value> = runs.iter().rev().take(RECENT).map(summary).collect();
+    let history = runs
+        .iter()
+        .rev()
+        .take(RECENT)
+        .map(RunSummary::from)
+        .collect();
     let weights = serving
         .upstream
         .as_deref()
         .and_then(|upstream| weights(stack, upstream));
     let last_analysis = runs.iter().rev().find_map(|run| {
-        let sample = run.analysis.clone()?;
-        Some(json!({"run_id": run.id, "outcome": run.outcome, "sample": sample}))
+        Some(LastAnalysis {
+            run_id: run.id.clone(),
+            outcome: run.outcome,
+            sample: run.analysis.clone()?,
+        })
     });
-    let components = super::proxy::drift(stack).await?;
-    Ok(json!({
-        "live": serving.live(),
-        "nginx": components["nginx"],
-        "redis": components["redis"],
-        "weights": weights,
-        "last_analysis": last_analysis,
-        "serving": serving,
-        "disagreement": serving.disagreement(),
-        "lock": holder,
-        "unfinished": unfinished,
-        "colors": colours,
-        "history": history,
-    }))
+    let (nginx, redis) = super::proxy::drift(stack).await?;
+    Ok(Status {
+        host: None,
+        live: serving.live(),
+        nginx,
+        redis,
+        weights,
+        last_analysis,
+        disagreement: serving.disagreement(),
+        serving,
+        lock: holder,
+        unfinished,
+        colors,
+        history,
+    })
 }
 
 /// Each colour's share of new connections in percent, when the upstream
 /// on disk weighs both (a canary in progress); `None` otherwise.
-fn weights(stack: &Stack, upstream: &str) -> Option<Value> {
+fn weights(stack: &Stack, upstream: &str) -> Option<BTreeMap<Color, f64>> {
     let mut totals = [0u64; 2];
     for line in upstream.lines() {
         let Some(rest) = line.trim().strip_prefix("server ") else {
@@ -79,46 +262,48 @@ fn weights(stack: &Stack, upstream: &str) -> Option<Value> {
     if all == 0 || totals.contains(&0) {
         return None;
     }
-    let mut shares = serde_json::Map::new();
-    for (index, color) in Color::ALL.into_iter().enumerate() {
-        let percent = (totals[index] as f64 * 100.0 / all as f64).round();
-        shares.insert(color.to_string(), json!(percent));
-    }
-    Some(Value::Object(shares))
+    let shares = Color::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(index, color)| {
+            let percent = (totals[index] as f64 * 100.0 / all as f64).round();
+            (color, percent)
+        })
+        .collect();
+    Some(shares)
 }
 
-/// A run as `status` and `history` show it (without the saved upstream).
-pub fn summary(run: &Run) -> Value {
-    json!({
-        "id": run.id, "at": run.started_at, "action": run.action, "performer": run.performer,
-        "ci_job": run.ci_job, "from": run.from, "to": run.to, "image": run.image,
-        "state": run.state, "outcome": run.outcome, "traffic": run.traffic,
-        "seconds": run.seconds, "detail": run.detail,
-    })
-}
-
-/// A colour: its first container's fields (as before replicas), the
-/// connections of all of them, and `replicas` with each container.
-async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Value> {
+/// Each of the colour's containers; the colour's connections are all of
+/// theirs.
+async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Colour> {
     let mut replicas = Vec::new();
     for (name, info) in containers::inspect_all(stack, color).await? {
         replicas.push(container(stack, name, info).await);
     }
-    let mut colour = replicas.first().cloned().unwrap_or_default();
+    let mut first = replicas.first().cloned().unwrap_or(Container {
+        container: stack.config.app(color),
+        state: "absent".into(),
+        details: None,
+    });
     let connections: Vec<i64> = replicas
         .iter()
-        .filter_map(|replica| replica["connections"].as_i64())
+        .filter_map(|replica| replica.details()?.connections)
         .collect();
-    if !connections.is_empty() {
-        colour["connections"] = json!(connections.iter().sum::<i64>());
+    if let Some(details) = &mut first.details
+        && !connections.is_empty()
+    {
+        details.connections = Some(connections.iter().sum());
     }
-    colour["replicas"] = Value::Array(replicas);
-    Ok(colour)
+    Ok(Colour { first, replicas })
 }
 
-async fn container(stack: &Stack, name: String, info: Option<docker::ContainerInfo>) -> Value {
+async fn container(stack: &Stack, name: String, info: Option<docker::ContainerInfo>) -> Container {
     let Some(info) = info else {
-        return json!({"container": name, "state": "absent"});
+        return Container {
+            container: name,
+            state: "absent".into(),
+            details: None,
+        };
     };
     let connections = if info.running {
         containers::connections(stack, &name).await
@@ -132,13 +317,55 @@ async fn container(stack: &Stack, name: String, info: Option<docker::ContainerIn
         .and_then(docker::parse_time)
         .map(|at| (chrono::Utc::now() - at).num_seconds());
     let health = if info.running {
-        info.health.as_str()
+        info.health.clone()
     } else {
-        "-"
+        "-".into()
     };
-    json!({
-        "container": name, "state": info.state, "health": health, "image": info.image,
-        "version": info.labels.get("org.opencontainers.image.version"),
-        "uptime_seconds": uptime, "connections": connections,
-    })
+    Container {
+        container: name,
+        details: Some(Details {
+            health,
+            image: info.image.clone(),
+            version: info.labels.get("org.opencontainers.image.version").cloned(),
+            uptime_seconds: uptime,
+            connections,
+        }),
+        state: info.state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_container_has_no_details_and_a_stopped_one_shows_nulls() {
+        let absent = Container {
+            container: "app_green".into(),
+            state: "absent".into(),
+            details: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&absent).unwrap(),
+            serde_json::json!({"container": "app_green", "state": "absent"})
+        );
+        let stopped = Container {
+            container: "app_blue".into(),
+            state: "exited".into(),
+            details: Some(Details {
+                health: "-".into(),
+                image: "wsctl:1".into(),
+                version: None,
+                uptime_seconds: None,
+                connections: None,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&stopped).unwrap(),
+            serde_json::json!({"container": "app_blue", "state": "exited", "health": "-",
+                "image": "wsctl:1", "version": null, "uptime_seconds": null,
+                "connections": null})
+        );
+        assert!(stopped.sick());
+    }
 }

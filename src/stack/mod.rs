@@ -20,7 +20,17 @@ mod environment;
 /// `app_green`, and Nginx routes to one of them. A typed value, so a wrong
 /// colour is refused by the command line before any I/O.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Color {

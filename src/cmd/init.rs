@@ -1,0 +1,34 @@
+//! `wsctl init`: a commented wsctl.yaml with the defaults.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::ConfigError;
+use crate::secrets::say;
+use crate::stack::INIT_FILE;
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the file.
+    #[arg(default_value = "wsctl.yaml")]
+    path: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn init(args: InitArgs) -> anyhow::Result<()> {
+    if args.path.exists() && !args.force {
+        return Err(ConfigError(format!(
+            "{} exists (use --force to overwrite)",
+            args.path.display()
+        ))
+        .into());
+    }
+    std::fs::write(&args.path, INIT_FILE)
+        .with_context(|| format!("writing {}", args.path.display()))?;
+    say!("wrote {}", args.path.display());
+    Ok(())
+}

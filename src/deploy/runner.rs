@@ -1,0 +1,477 @@
+//! The runner: one run of a command that moves traffic, from start to end.
+//!
+//! ```text
+//! preflight: images, lock, bootstrap, recover unfinished runs, what Nginx
+//!            serves, the coordinator's Preflight point, the operation's
+//!            own checks (operations.rs), which return a plan or refuse
+//! the plan:  each step journaled, then acted on (plan.rs, steps.rs)
+//! the end:   the outcome, the cutover's continuity, the record, the summary
+//! ```
+//!
+//! A step that fails, or the first SIGINT/SIGTERM, unwinds the undos in
+//! reverse while the run is before its point of no return: traffic stays
+//! where it was and nothing this run started is left. A failed undo stops
+//! the unwinding (a container Nginx may route to is never stopped) and ends
+//! in `NeedsRecover`. Past the point of no return (the drain) the run
+//! finishes: the old colour's clients are already moving to the new one.
+//!
+//! The runner returns what happened (`Report`); it leaves nothing on the
+//! stack handle. It also owns what the user sees: each step with its
+//! duration (`events.rs`) and the summary.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::coordinator::{Coordinator, Point};
+use super::journal::{Outcome, Run};
+use super::operations::Operation;
+use super::plan::{Plan, Start, State, Undo};
+use super::steps::{self, Work};
+use super::{DeployError, Stack, bootstrap, lock, nginx, probe, recover};
+use crate::docker;
+use crate::secrets::{say, say_err};
+use crate::signal::Signal;
+
+/// Who holds the stack's lock for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The runner takes it (waiting up to `lock_wait`) and lets it go.
+    Take,
+    /// The caller holds it: the fleet locks every host, in order, first.
+    Held,
+}
+
+/// What the preflight does about runs that died unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Recover them first, if there are any (every command).
+    IfUnfinished,
+    /// Repair the stack whatever the journal says (`wsctl recover`).
+    Always,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The run as journaled; `None` when it was refused before its plan
+    /// (nothing changed), or a `recover` found nothing to do.
+    pub run: Option<Run>,
+    /// What the cutover probe's clients saw while traffic moved.
+    pub continuity: Option<probe::Continuity>,
+}
+
+/// Runs `operation` on `stack` from preflight to summary. The result is
+/// the command's: `Err` with the error its exit code comes from.
+pub async fn run(
+    stack: &mut Stack,
+    operation: &Operation,
+    lease: Lease,
+    coordinator: &impl Coordinator,
+) -> (Report, anyhow::Result<()>) {
+    let started = Instant::now();
+    stack.events.begin("preflight", operation.preflight_what());
+    let (report, result) = match ensure_images(stack, operation).await {
+        Ok(()) => {
+            settled(
+                stack,
+                &operation.command(),
+                lease,
+                operation.recovery(),
+                async |stack, recovered| {
+                    Ok(planned(stack, operation, recovered, coordinator, started).await)
+                },
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    }
+    .unwrap_or_else(|error| (Report::default(), Err(error)));
+    close_open_step(&mut stack.events, &result);
+    coordinator.finished(result.is_ok());
+    (report, result)
+}
+
+/// A lock, bootstrap or refusal error ends the still-open preflight step.
+pub fn close_open_step<T>(events: &mut super::Events, result: &anyhow::Result<T>) {
+    if let Err(error) = result
+        && events.step_open()
+    {
+        events.fail(&format!("{error:#}"));
+    }
+}
+
+/// The images the operation needs, pulled when absent.
+async fn ensure_images(stack: &Stack, operation: &Operation) -> anyhow::Result<()> {
+    for name in operation.images(&stack.config) {
+        docker::ensure_image(&stack.docker, &name, &stack.config.registry).await?;
+    }
+    Ok(())
+}
+
+/// The preflight every run (and `prune`) shares: the lock (unless the
+/// caller holds it), then a consistent stack (network, Redis and Nginx
+/// exist, a run that died unfinished is recovered), then `body`, given
+/// the recover's own record when one was written.
+pub async fn settled<T>(
+    stack: &mut Stack,
+    command: &str,
+    lease: Lease,
+    recovery: Recovery,
+    body: impl AsyncFnOnce(&mut Stack, Option<Run>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let lock = match lease {
+        Lease::Held => None,
+        Lease::Take => {
+            let token = uuid::Uuid::new_v4().to_string();
+            let request = lock::Request {
+                command,
+                token: &token,
+                message: "",
+                ttl: stack.config.lock_ttl,
+            };
+            Some(lock::acquire(&stack.docker, &stack.config, request, stack.lock_wait).await?)
+        }
+    };
+    let result = async {
+        bootstrap(stack).await?;
+        let recovered = recover::unfinished_runs(stack, recovery).await?;
+        body(stack, recovered).await
+    }
+    .await;
+    if let Some(lock) = lock {
+        let released = lock.release(&stack.docker).await;
+        let value = result?;
+        released?;
+        return Ok(value);
+    }
+    result
+}
+
+/// Under the lock, on a consistent stack: the rest of the preflight, then
+/// the plan. `wsctl recover` has done its work by now.
+async fn planned(
+    stack: &mut Stack,
+    operation: &Operation,
+    recovered: Option<Run>,
+    coordinator: &impl Coordinator,
+    started: Instant,
+) -> (Report, anyhow::Result<()>) {
+    if operation.recovery() == Recovery::Always {
+        let report = Report {
+            run: recovered,
+            continuity: None,
+        };
+        return (report, Ok(()));
+    }
+    let prepared = async {
+        let serving = nginx::serving(stack).await?;
+        if let Some(disagreement) = serving.disagreement() {
+            return Err(DeployError::NeedsRecover(disagreement).into());
+        }
+        let live = serving.live();
+        coordinator
+            .pass(Point::Preflight { live })
+            .await
+            .map_err(DeployError::Undone)?;
+        operation.prepare(stack, serving).await
+    }
+    .await;
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => return (Report::default(), Err(error)),
+    };
+    // A signal during the preflight: nothing has changed yet.
+    if let Some(signal) = stack.interrupt.received() {
+        return (
+            Report::default(),
+            Err(interrupted(signal, "nothing was changed")),
+        );
+    }
+    stack.events.ok(&prepared.detail);
+    for warning in &prepared.warnings {
+        stack.events.warn(warning);
+    }
+    execute(stack, prepared.plan, coordinator, started).await
+}
+
+/// Runs `plan` to its end, or unwinds it; journals every state.
+async fn execute(
+    stack: &mut Stack,
+    plan: Plan,
+    coordinator: &impl Coordinator,
+    started: Instant,
+) -> (Report, anyhow::Result<()>) {
+    let mut run = Run::new(plan.action, plan.from, plan.to, &plan.image);
+    run.previous_upstream = plan.previous_upstream.clone();
+    run.created_container = plan.start == Start::Fresh;
+    if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+        return (Report::default(), Err(error));
+    }
+
+    let interrupt = stack.interrupt.clone();
+    let mut work = Work::default();
+    let mut undo: Vec<Undo> = Vec::new();
+    let mut past_return = false;
+    let mut failure: Option<anyhow::Error> = None;
+
+    for step in plan.steps() {
+        if !past_return && let Some(signal) = interrupt.received() {
+            failure = Some(interrupted(signal, ""));
+            break;
+        }
+        if let Some(point) = step.gate_before()
+            && let Err(error) = pass(coordinator, point).await
+        {
+            failure = Some(error);
+            break;
+        }
+        if let Some(item) = step.undo(&plan)
+            && !undo.contains(&item)
+        {
+            undo.push(item);
+        }
+        steps::prepare(stack, &plan, step, &mut work).await;
+        if step.point_of_no_return() {
+            past_return = true;
+            undo.clear();
+        }
+        run.enter(step.state());
+        // Not recorded, not acted on: an engine that fails here unwinds
+        // the run like any failed step.
+        if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+            failure = Some(error);
+            break;
+        }
+        stack
+            .events
+            .begin(step.name(), &steps::describe(stack, &plan, step));
+        let result = if step.abortable() {
+            tokio::select! {
+                result = steps::act(stack, &plan, step, &mut work) => result,
+                signal = interrupt.wait() => Err(interrupted(signal, "stopping here")),
+            }
+        } else {
+            steps::act(stack, &plan, step, &mut work).await
+        };
+        match result {
+            Ok(detail) => {
+                stack.events.ok(&detail);
+                if let Some(point) = step.gate_after()
+                    && let Err(error) = pass(coordinator, point).await
+                {
+                    failure = Some(error);
+                    break;
+                }
+            }
+            Err(error) => {
+                stack.events.fail(&format!("{error:#}"));
+                if let Some(logs) = step.shows_logs_of()
+                    && failed_on_its_own(&error)
+                {
+                    steps::show_logs(stack, &plan, logs).await;
+                }
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+
+    let (outcome, result) = match failure {
+        None => {
+            run.traffic = plan.traffic_when_done();
+            run.enter(State::Recorded);
+            match interrupt.received() {
+                Some(signal) => (
+                    Outcome::Interrupted,
+                    Err(interrupted(signal, &finished(&plan))),
+                ),
+                None if plan.pause => (Outcome::Paused, Ok(())),
+                None => (Outcome::Succeeded, Ok(())),
+            }
+        }
+        // The drain failed: traffic moved, so the run is recorded.
+        Some(error) if past_return => {
+            run.traffic = Some(plan.to);
+            run.enter(State::Recorded);
+            let error = match error.downcast::<DeployError>() {
+                Ok(DeployError::Drain(why)) => {
+                    DeployError::Drain(format!("{why}; traffic is on {}", plan.to)).into()
+                }
+                Ok(other) => other.into(),
+                Err(other) => other.context(format!("traffic is on {}", plan.to)),
+            };
+            (Outcome::Failed, Err(error))
+        }
+        Some(error) => unwind(stack, &plan, &mut run, undo, &mut work, error).await,
+    };
+    let continuity = match work.cutover.take() {
+        Some(cutover) => Some(report_continuity(stack, cutover).await),
+        None => None,
+    };
+    run.outcome = outcome;
+    run.seconds = started.elapsed().as_secs_f64();
+    run.steps_ms = stack.events.durations_ms();
+    run.analysis = work.analysis.take();
+    run.detail = match &result {
+        Err(error) => format!("{error:#}"),
+        Ok(()) => plan.detail.clone(),
+    };
+    // The run is done either way; a journal the engine would not take now
+    // shows it in progress, and the next command recovers (a no-op then).
+    if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+        say_err!("wsctl: recording the run's outcome failed: {error:#}");
+    }
+    summarize(stack, &run, continuity.as_ref());
+    let report = Report {
+        run: Some(run),
+        continuity,
+    };
+    (report, result)
+}
+
+/// A step's own failure, as opposed to an interrupt or an error of the
+/// engine itself (whose logs say nothing about the app).
+fn failed_on_its_own(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<DeployError>()
+        .is_some_and(|error| !matches!(error, DeployError::Interrupted { .. }))
+}
+
+/// Waits at `point` for the coordinator's verdict; an `Undo` unwinds.
+async fn pass(coordinator: &impl Coordinator, point: Point) -> anyhow::Result<()> {
+    coordinator
+        .pass(point)
+        .await
+        .map_err(|why| DeployError::Undone(why).into())
+}
+
+/// What an interrupted run that had finished says.
+fn finished(plan: &Plan) -> String {
+    if plan.pause {
+        return "paused before the switch".into();
+    }
+    let traffic = plan
+        .traffic_when_done()
+        .map_or("no colour".to_string(), |color| color.to_string());
+    format!("the {} finished; traffic is on {traffic}", plan.action)
+}
+
+fn interrupted(signal: Signal, outcome: &str) -> anyhow::Error {
+    DeployError::Interrupted {
+        signal,
+        outcome: outcome.to_string(),
+    }
+    .into()
+}
+
+/// Undoes what the run did, newest first. Returns the run's outcome and
+/// the error the command ends with.
+async fn unwind(
+    stack: &mut Stack,
+    plan: &Plan,
+    run: &mut Run,
+    undo: Vec<Undo>,
+    work: &mut Work,
+    error: anyhow::Error,
+) -> (Outcome, anyhow::Result<()>) {
+    let signal = match error.downcast_ref::<DeployError>() {
+        Some(DeployError::Interrupted { signal, .. }) => Some(*signal),
+        _ => None,
+    };
+    for item in undo.into_iter().rev() {
+        stack
+            .events
+            .begin("undo", &steps::describe_undo(stack, item));
+        if let Err(undo_error) = steps::undo(stack, plan, item, work).await {
+            stack.events.fail(&format!("{undo_error:#}"));
+            let routes = match nginx::serving(stack).await {
+                Ok(serving) => serving
+                    .live()
+                    .map_or("no colour".to_string(), |color| color.to_string()),
+                Err(_) => "an unknown colour".to_string(),
+            };
+            let why = format!(
+                "{error:#}; undoing it failed too ({undo_error:#}); Nginx routes to {routes}"
+            );
+            return (
+                Outcome::NeedsRecover,
+                Err(DeployError::NeedsRecover(why).into()),
+            );
+        }
+        stack
+            .events
+            .ok(&format!("undone: {}", steps::describe_undo(stack, item)));
+    }
+    run.traffic = plan.from;
+    let stays = plan.stays();
+    match signal {
+        Some(signal) => (
+            Outcome::Interrupted,
+            Err(interrupted(
+                signal,
+                &format!("the {} was undone; {stays}", plan.action),
+            )),
+        ),
+        None => {
+            let aborted = matches!(
+                error.downcast_ref::<DeployError>(),
+                Some(DeployError::Analysis(_) | DeployError::Inconclusive(_))
+            );
+            let outcome = if aborted {
+                Outcome::Aborted
+            } else {
+                Outcome::Failed
+            };
+            (outcome, Err(error.context(stays)))
+        }
+    }
+}
+
+/// Stops the cutover probe and reports what clients saw.
+async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Continuity {
+    // A moment for the last reconnects to land on the new colour.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let continuity = cutover.finish().await;
+    if stack.events.is_json() {
+        let mut event = serde_json::to_value(&continuity).unwrap_or_default();
+        event["event"] = "continuity".into();
+        stack.events.emit(event);
+    } else {
+        say!(
+            "{}continuity: {}",
+            stack.events.prefix(),
+            continuity.summary()
+        );
+    }
+    continuity
+}
+
+/// The last line (terminal) or object (`--json`) of a run.
+fn summarize(stack: &Stack, run: &Run, continuity: Option<&probe::Continuity>) {
+    let ok = matches!(run.outcome, Outcome::Succeeded | Outcome::Paused);
+    stack.events.emit(json!({
+        "event": run.action, "ok": ok, "run_id": run.id, "outcome": run.outcome,
+        "from": run.from, "to": run.to, "traffic": run.traffic, "image": run.image,
+        "seconds": run.seconds, "steps_ms": run.steps_ms, "continuity": continuity,
+        "detail": run.detail,
+    }));
+    if !stack.events.is_json() {
+        let traffic = run
+            .traffic
+            .map_or("no colour".to_string(), |color| color.to_string());
+        say!(
+            "{}{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
+            stack.events.prefix(),
+            run.action,
+            run.from.map_or("none".to_string(), |c| c.to_string()),
+            run.to,
+            match run.outcome {
+                Outcome::Paused => "paused before the switch (`wsctl promote` or `wsctl abort`)",
+                _ if ok => "done",
+                _ => "not done",
+            },
+            run.seconds
+        );
+    }
+}
