@@ -9,6 +9,8 @@
 //! - `plan.rs`: the plan of states and each step's rules (undo, interrupt,
 //!   gates, logs); `steps.rs`: what each step does; `state.rs`: the words
 //!   a run is recorded in.
+//! - `engine.rs`: the seam between the runner and the platform (colours,
+//!   the edge, the journal, the lock); `Stack` is the Docker Engine's.
 //! - `coordinator.rs`: where a run waits for the others (`Solo` on one
 //!   engine); `fleet.rs`: a stack on several Docker hosts, its coordinator
 //!   and `gate.rs`, a host's side of it.
@@ -32,6 +34,7 @@
 mod analysis;
 mod containers;
 mod coordinator;
+mod engine;
 mod error;
 mod events;
 pub mod fleet;

@@ -265,10 +265,20 @@ async fn upload(docker: bollard::Docker, nginx: String, text: String) -> anyhow:
     .map_err(|error| DeployError::Switch(format!("{error:#}")).into())
 }
 
+/// The upload of the next upstream, running on its own task.
+pub type Staged = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Waits for a staged upload; a task that panicked is an error.
+pub async fn landed(staged: Staged) -> anyhow::Result<()> {
+    staged
+        .await
+        .map_err(|error| anyhow::anyhow!("uploading the upstream: {error}"))?
+}
+
 /// Renders and uploads the upstream for `color` on a task of its own, so
 /// the upload (60-110 ms through the engine's archive API) runs while the
 /// colour gets ready; the task completes even if its caller stops waiting.
-pub async fn stage(stack: &Stack, color: Color) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+pub async fn stage(stack: &Stack, color: Color) -> Staged {
     let rendered = render(stack, color).await;
     let (docker, nginx) = (stack.docker.clone(), stack.config.name("nginx"));
     tokio::spawn(async move { upload(docker, nginx, rendered?).await })

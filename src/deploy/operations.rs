@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::engine::Engine;
 use super::nginx::Serving;
 use super::plan::{Canary, Plan};
 use super::runner::Recovery;
-use super::{DeployError, Stack, containers, journal, nginx};
-use crate::docker;
+use super::{DeployError, journal};
 use crate::stack::{Color, StackConfig};
 
 /// What `wsctl deploy` was asked for.
@@ -134,23 +134,27 @@ impl Operation {
     }
 
     /// Reads the stack (never changes it) and returns the plan, or refuses.
-    pub async fn prepare(&self, stack: &Stack, serving: Serving) -> anyhow::Result<Prepared> {
+    pub async fn prepare(
+        &self,
+        engine: &impl Engine,
+        serving: Serving,
+    ) -> anyhow::Result<Prepared> {
         let live = serving.live();
         let upstream = serving.upstream;
         match self {
-            Operation::Deploy(request) => prepare_deploy(stack, request, live, upstream).await,
+            Operation::Deploy(request) => prepare_deploy(engine, request, live, upstream).await,
             Operation::Switch { color, force } => {
-                let image = containers::image_of(stack, *color).await?;
+                let image = engine.image_of(*color).await?;
                 Ok(Prepared {
                     plan: Plan::switch(live, *color, image, *force, upstream),
                     detail: format!("live: {}", name(live)),
                     warnings: Vec::new(),
                 })
             }
-            Operation::Rollback => prepare_rollback(stack, live, upstream).await,
+            Operation::Rollback => prepare_rollback(engine, live, upstream).await,
             Operation::Promote => {
                 let paused = paused(
-                    stack,
+                    engine,
                     "no deploy is paused (`wsctl deploy --no-switch` pauses one)",
                 )
                 .await?;
@@ -165,7 +169,7 @@ impl Operation {
             }
             Operation::Abort => {
                 let paused =
-                    paused(stack, "nothing to abort: no deploy is running or paused").await?;
+                    paused(engine, "nothing to abort: no deploy is running or paused").await?;
                 let detail = format!("removed {} left paused by {}", paused.to, paused.id);
                 Ok(Prepared {
                     detail: format!("{} paused by {}", paused.to, paused.id),
@@ -174,7 +178,7 @@ impl Operation {
                 })
             }
             Operation::Proxy => Ok(Prepared {
-                plan: Plan::proxy(live, stack.config.images.nginx.clone(), upstream),
+                plan: Plan::proxy(live, engine.config().images.nginx.clone(), upstream),
                 detail: format!("live: {}", name(live)),
                 warnings: Vec::new(),
             }),
@@ -186,7 +190,7 @@ impl Operation {
 }
 
 async fn prepare_deploy(
-    stack: &Stack,
+    engine: &impl Engine,
     request: &DeployRequest,
     live: Option<Color>,
     upstream: Option<String>,
@@ -194,8 +198,8 @@ async fn prepare_deploy(
     let image = request
         .image
         .clone()
-        .unwrap_or_else(|| stack.config.images.app.clone());
-    let replicas = request.replicas.unwrap_or(stack.config.replicas);
+        .unwrap_or_else(|| engine.config().images.app.clone());
+    let replicas = request.replicas.unwrap_or(engine.config().replicas);
     let standby = request
         .color
         .unwrap_or(live.map_or(Color::Blue, Color::other));
@@ -209,10 +213,7 @@ async fn prepare_deploy(
             "--canary and --watch need a live colour; deploy without them first".into(),
         ));
     }
-    let warnings = nginx::undersized(stack, replicas)
-        .await
-        .into_iter()
-        .collect();
+    let warnings = engine.undersized(replicas).await.into_iter().collect();
     let plan = Plan {
         extra_env: request.env.clone(),
         canary: request.canary.clone(),
@@ -230,11 +231,11 @@ async fn prepare_deploy(
 /// Back to the colour the journal names: its kept container, or a new
 /// one from its recorded image when it was removed.
 async fn prepare_rollback(
-    stack: &Stack,
+    engine: &impl Engine,
     live: Option<Color>,
     upstream: Option<String>,
 ) -> anyhow::Result<Prepared> {
-    let runs = stack.journal.runs(&stack.docker).await?;
+    let runs = engine.runs().await?;
     let Some((previous, image)) = journal::rollback_target(&runs, live) else {
         return Err(usage(
             "the journal has no previous colour to roll back to".into(),
@@ -243,25 +244,29 @@ async fn prepare_rollback(
     if live == Some(previous) {
         return Err(usage(format!("{previous} is already live")));
     }
-    let kept_names = containers::replicas(stack, previous).await?;
-    let kept = docker::inspect(&stack.docker, &kept_names[0])
-        .await?
-        .is_some();
+    let kept = engine.presence(previous).await?.exists;
     let image = if image.is_empty() {
-        stack.config.images.app.clone()
+        engine.config().images.app.clone()
     } else {
         image
     };
     Ok(Prepared {
         detail: format!("back to {previous} ({image})"),
-        plan: Plan::rollback(live, previous, image, kept, upstream, stack.config.replicas),
+        plan: Plan::rollback(
+            live,
+            previous,
+            image,
+            kept,
+            upstream,
+            engine.config().replicas,
+        ),
         warnings: Vec::new(),
     })
 }
 
 /// The deploy `--no-switch` left paused; `refusal` when there is none.
-async fn paused(stack: &Stack, refusal: &str) -> anyhow::Result<journal::Run> {
-    let runs = stack.journal.runs(&stack.docker).await?;
+async fn paused(engine: &impl Engine, refusal: &str) -> anyhow::Result<journal::Run> {
+    let runs = engine.runs().await?;
     journal::paused(&runs)
         .cloned()
         .ok_or_else(|| usage(refusal.to_string()))

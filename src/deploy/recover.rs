@@ -18,11 +18,11 @@
 
 use std::time::Instant;
 
-use super::containers;
+use super::engine::Engine;
 use super::journal::{self, Outcome, Run};
 use super::runner::Recovery;
 use super::state::{Action, State};
-use super::{DeployError, Stack, nginx};
+use super::{DeployError, nginx};
 use crate::secrets::say_err;
 use crate::stack::Color;
 
@@ -32,31 +32,31 @@ use crate::stack::Color;
 /// whatever the journal says. Returns the recover's record, when it wrote
 /// one.
 pub(super) async fn unfinished_runs(
-    stack: &mut Stack,
+    stack: &mut impl Engine,
     recovery: Recovery,
 ) -> anyhow::Result<Option<Run>> {
     let unfinished = find_unfinished(stack).await?;
     if recovery == Recovery::Always {
-        stack.events.ok("lock held");
+        stack.events().ok("lock held");
         return repair(stack, unfinished).await;
     }
     if unfinished.is_empty() {
         return Ok(None);
     }
-    stack.events.ok("lock held; an unfinished run to recover");
+    stack.events().ok("lock held; an unfinished run to recover");
     let recorded = repair(stack, unfinished).await?;
-    stack.events.begin("preflight", "live colour");
+    stack.events().begin("preflight", "live colour");
     Ok(recorded)
 }
 
 /// The runs that died unfinished, each announced (under the lock).
-async fn find_unfinished(stack: &mut Stack) -> anyhow::Result<Vec<Run>> {
-    let runs = stack.journal.runs(&stack.docker).await?;
+async fn find_unfinished(stack: &mut impl Engine) -> anyhow::Result<Vec<Run>> {
+    let runs = stack.runs().await?;
     let unfinished: Vec<Run> = journal::unfinished(&runs).into_iter().cloned().collect();
     for run in &unfinished {
         let line = format!("run {} did not finish; recovering", run.describe());
-        if stack.events.is_json() {
-            stack.events.emit(serde_json::json!({
+        if stack.events().is_json() {
+            stack.events().emit(serde_json::json!({
                 "event": "unfinished", "run_id": run.id, "action": run.action,
                 "state": run.state, "detail": line,
             }));
@@ -67,36 +67,30 @@ async fn find_unfinished(stack: &mut Stack) -> anyhow::Result<Vec<Run>> {
     Ok(unfinished)
 }
 
-async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<Option<Run>> {
+async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result<Option<Run>> {
     let started = Instant::now();
     stack
-        .events
+        .events()
         .begin("recover", "Nginx, both colours, the journal");
-    let serving = nginx::serving(stack).await?;
+    let serving = stack.serving().await?;
     let Some(target) = pick_target(stack, &serving).await? else {
         return nothing_to_serve(stack, unfinished, &serving).await;
     };
     let mut changes = Vec::new();
     if serving.live() != Some(target) || serving.file != Some(target) {
-        nginx::switch_to(stack, target, nginx::FIRST_SWITCH_STEADY).await?;
+        stack
+            .switch(target, None, nginx::FIRST_SWITCH_STEADY)
+            .await?;
         changes.push(format!("Nginx now serves {target}"));
     }
     let other = target.other();
-    let others = containers::inspect_all(stack, other).await?;
-    let name = others
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let others = stack.presence(other).await?;
+    let name = others.names.join(", ");
     let created_unfinished = unfinished
         .iter()
         .any(|run| run.to == other && run.created_container);
-    let exists = others.iter().any(|(_, info)| info.is_some());
-    let running = others
-        .iter()
-        .any(|(_, info)| info.as_ref().is_some_and(|info| info.running));
-    if exists && (running || created_unfinished) {
-        containers::retire(stack, other, created_unfinished).await?;
+    if others.exists && (others.running || created_unfinished) {
+        stack.retire(other, created_unfinished).await?;
         changes.push(if created_unfinished {
             format!("{name} removed (an unfinished run's standby)")
         } else {
@@ -116,26 +110,29 @@ async fn repair(stack: &mut Stack, unfinished: Vec<Run>) -> anyhow::Result<Optio
             run.state,
             journal::performer()
         );
-        stack.journal.write(&stack.docker, &mut run).await?;
+        stack.record(&mut run).await?;
     }
     let mut recorded = None;
     if !changes.is_empty() || !unfinished.is_empty() {
-        let image = containers::image_of(stack, target).await?;
+        let image = stack.image_of(target).await?;
         let mut run = Run::new(Action::Recover, serving.live(), target, &image);
         run.enter(State::Recorded);
         run.outcome = Outcome::Succeeded;
         run.traffic = Some(target);
         run.detail = summary.clone();
         run.seconds = started.elapsed().as_secs_f64();
-        stack.journal.write(&stack.docker, &mut run).await?;
+        stack.record(&mut run).await?;
         recorded = Some(run);
     }
-    stack.events.ok(&summary);
+    stack.events().ok(&summary);
     Ok(recorded)
 }
 
 /// The colour to serve: running and ready, else startable and ready.
-async fn pick_target(stack: &Stack, serving: &nginx::Serving) -> anyhow::Result<Option<Color>> {
+async fn pick_target(
+    stack: &impl Engine,
+    serving: &nginx::Serving,
+) -> anyhow::Result<Option<Color>> {
     let mut candidates: Vec<Color> = Vec::new();
     for color in [serving.live(), serving.file, serving.status_color]
         .into_iter()
@@ -147,18 +144,14 @@ async fn pick_target(stack: &Stack, serving: &nginx::Serving) -> anyhow::Result<
         }
     }
     for &color in &candidates {
-        if containers::ready_now(stack, color).await {
+        if stack.ready_now(color).await {
             return Ok(Some(color));
         }
     }
     for &color in &candidates {
-        let exists = containers::inspect_all(stack, color)
-            .await?
-            .iter()
-            .any(|(_, info)| info.is_some());
-        if exists {
-            containers::start_kept(stack, color).await?;
-            if containers::wait_ready(stack, color).await.is_ok() {
+        if stack.presence(color).await?.exists {
+            stack.start_kept(color).await?;
+            if stack.wait_ready(color).await.is_ok() {
                 return Ok(Some(color));
             }
         }
@@ -169,7 +162,7 @@ async fn pick_target(stack: &Stack, serving: &nginx::Serving) -> anyhow::Result<
 /// No colour can serve: put back the upstream from before the oldest
 /// unfinished run (the state before anything was live) and say so.
 async fn nothing_to_serve(
-    stack: &mut Stack,
+    stack: &mut impl Engine,
     unfinished: Vec<Run>,
     serving: &nginx::Serving,
 ) -> anyhow::Result<Option<Run>> {
@@ -179,21 +172,21 @@ async fn nothing_to_serve(
     if let Some(previous) = &previous
         && (serving.file.is_some() || serving.loaded.is_some())
     {
-        nginx::apply(stack, previous).await?;
+        stack.apply_upstream(previous).await?;
     }
     for mut run in unfinished {
         run.outcome = Outcome::Recovered;
         run.traffic = None;
         run.detail = format!("died in state {}; no colour can serve", run.state);
-        stack.journal.write(&stack.docker, &mut run).await?;
+        stack.record(&mut run).await?;
     }
     if serving.live().is_some() {
         let error = DeployError::NeedsRecover(
             "no colour is running and ready; deploy a new one (`wsctl deploy`)".into(),
         );
-        stack.events.fail(&error.to_string());
+        stack.events().fail(&error.to_string());
         return Err(error.into());
     }
-    stack.events.ok("nothing is live yet");
+    stack.events().ok("nothing is live yet");
     Ok(None)
 }

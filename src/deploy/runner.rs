@@ -24,12 +24,12 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::coordinator::{Coordinator, Point};
+use super::engine::Engine;
 use super::journal::{Outcome, Run};
 use super::operations::Operation;
 use super::plan::{Plan, Start, State, Undo};
 use super::steps::{self, Work};
-use super::{DeployError, Stack, bootstrap, lock, nginx, probe, recover};
-use crate::docker;
+use super::{DeployError, probe, recover};
 use crate::secrets::{say, say_err};
 use crate::signal::Signal;
 
@@ -63,23 +63,26 @@ pub struct Report {
 
 /// Runs `operation` on `stack` from preflight to summary. The result is
 /// the command's: `Err` with the error its exit code comes from.
-pub async fn run(
-    stack: &mut Stack,
+pub async fn run<E: Engine>(
+    engine: &mut E,
     operation: &Operation,
     lease: Lease,
     coordinator: &impl Coordinator,
 ) -> (Report, anyhow::Result<()>) {
     let started = Instant::now();
-    stack.events.begin("preflight", operation.preflight_what());
-    let (report, result) = match ensure_images(stack, operation).await {
+    engine
+        .events()
+        .begin("preflight", operation.preflight_what());
+    let images = operation.images(engine.config());
+    let (report, result) = match engine.ensure_images(&images).await {
         Ok(()) => {
             settled(
-                stack,
+                engine,
                 &operation.command(),
                 lease,
                 operation.recovery(),
-                async |stack, recovered| {
-                    Ok(planned(stack, operation, recovered, coordinator, started).await)
+                async |engine, recovered| {
+                    Ok(planned(engine, operation, recovered, coordinator, started).await)
                 },
             )
             .await
@@ -87,7 +90,7 @@ pub async fn run(
         Err(error) => Err(error),
     }
     .unwrap_or_else(|error| (Report::default(), Err(error)));
-    close_open_step(&mut stack.events, &result);
+    close_open_step(engine.events(), &result);
     coordinator.finished(result.is_ok());
     (report, result)
 }
@@ -101,46 +104,29 @@ pub fn close_open_step<T>(events: &mut super::Events, result: &anyhow::Result<T>
     }
 }
 
-/// The images the operation needs, pulled when absent.
-async fn ensure_images(stack: &Stack, operation: &Operation) -> anyhow::Result<()> {
-    for name in operation.images(&stack.config) {
-        docker::ensure_image(&stack.docker, &name, &stack.config.registry).await?;
-    }
-    Ok(())
-}
-
 /// The preflight every run (and `prune`) shares: the lock (unless the
 /// caller holds it), then a consistent stack (network, Redis and Nginx
 /// exist, a run that died unfinished is recovered), then `body`, given
 /// the recover's own record when one was written.
-pub async fn settled<T>(
-    stack: &mut Stack,
+pub async fn settled<E: Engine, T>(
+    engine: &mut E,
     command: &str,
     lease: Lease,
     recovery: Recovery,
-    body: impl AsyncFnOnce(&mut Stack, Option<Run>) -> anyhow::Result<T>,
+    body: impl AsyncFnOnce(&mut E, Option<Run>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let lock = match lease {
         Lease::Held => None,
-        Lease::Take => {
-            let token = uuid::Uuid::new_v4().to_string();
-            let request = lock::Request {
-                command,
-                token: &token,
-                message: "",
-                ttl: stack.config.lock_ttl,
-            };
-            Some(lock::acquire(&stack.docker, &stack.config, request, stack.lock_wait).await?)
-        }
+        Lease::Take => Some(engine.lock(command).await?),
     };
     let result = async {
-        bootstrap(stack).await?;
-        let recovered = recover::unfinished_runs(stack, recovery).await?;
-        body(stack, recovered).await
+        engine.bootstrap().await?;
+        let recovered = recover::unfinished_runs(engine, recovery).await?;
+        body(engine, recovered).await
     }
     .await;
     if let Some(lock) = lock {
-        let released = lock.release(&stack.docker).await;
+        let released = engine.unlock(lock).await;
         let value = result?;
         released?;
         return Ok(value);
@@ -150,8 +136,8 @@ pub async fn settled<T>(
 
 /// Under the lock, on a consistent stack: the rest of the preflight, then
 /// the plan. `wsctl recover` has done its work by now.
-async fn planned(
-    stack: &mut Stack,
+async fn planned<E: Engine>(
+    engine: &mut E,
     operation: &Operation,
     recovered: Option<Run>,
     coordinator: &impl Coordinator,
@@ -165,7 +151,7 @@ async fn planned(
         return (report, Ok(()));
     }
     let prepared = async {
-        let serving = nginx::serving(stack).await?;
+        let serving = engine.serving().await?;
         if let Some(disagreement) = serving.disagreement() {
             return Err(DeployError::NeedsRecover(disagreement).into());
         }
@@ -174,7 +160,7 @@ async fn planned(
             .pass(Point::Preflight { live })
             .await
             .map_err(DeployError::Undone)?;
-        operation.prepare(stack, serving).await
+        operation.prepare(engine, serving).await
     }
     .await;
     let prepared = match prepared {
@@ -182,22 +168,22 @@ async fn planned(
         Err(error) => return (Report::default(), Err(error)),
     };
     // A signal during the preflight: nothing has changed yet.
-    if let Some(signal) = stack.interrupt.received() {
+    if let Some(signal) = engine.interrupt().received() {
         return (
             Report::default(),
             Err(interrupted(signal, "nothing was changed")),
         );
     }
-    stack.events.ok(&prepared.detail);
+    engine.events().ok(&prepared.detail);
     for warning in &prepared.warnings {
-        stack.events.warn(warning);
+        engine.events().warn(warning);
     }
-    execute(stack, prepared.plan, coordinator, started).await
+    execute(engine, prepared.plan, coordinator, started).await
 }
 
 /// Runs `plan` to its end, or unwinds it; journals every state.
-async fn execute(
-    stack: &mut Stack,
+async fn execute<E: Engine>(
+    engine: &mut E,
     plan: Plan,
     coordinator: &impl Coordinator,
     started: Instant,
@@ -205,12 +191,12 @@ async fn execute(
     let mut run = Run::new(plan.action, plan.from, plan.to, &plan.image);
     run.previous_upstream = plan.previous_upstream.clone();
     run.created_container = plan.start == Start::Fresh;
-    if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+    if let Err(error) = engine.record(&mut run).await {
         return (Report::default(), Err(error));
     }
 
-    let interrupt = stack.interrupt.clone();
-    let mut work = Work::default();
+    let interrupt = engine.interrupt().clone();
+    let mut work = Work::<E>::default();
     let mut undo: Vec<Undo> = Vec::new();
     let mut past_return = false;
     let mut failure: Option<anyhow::Error> = None;
@@ -231,7 +217,7 @@ async fn execute(
         {
             undo.push(item);
         }
-        steps::prepare(stack, &plan, step, &mut work).await;
+        steps::prepare(engine, &plan, step, &mut work).await;
         if step.point_of_no_return() {
             past_return = true;
             undo.clear();
@@ -239,24 +225,23 @@ async fn execute(
         run.enter(step.state());
         // Not recorded, not acted on: an engine that fails here unwinds
         // the run like any failed step.
-        if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+        if let Err(error) = engine.record(&mut run).await {
             failure = Some(error);
             break;
         }
-        stack
-            .events
-            .begin(step.name(), &steps::describe(stack, &plan, step));
+        let line = steps::describe(engine, &plan, step);
+        engine.events().begin(step.name(), &line);
         let result = if step.abortable() {
             tokio::select! {
-                result = steps::act(stack, &plan, step, &mut work) => result,
+                result = steps::act(engine, &plan, step, &mut work) => result,
                 signal = interrupt.wait() => Err(interrupted(signal, "stopping here")),
             }
         } else {
-            steps::act(stack, &plan, step, &mut work).await
+            steps::act(engine, &plan, step, &mut work).await
         };
         match result {
             Ok(detail) => {
-                stack.events.ok(&detail);
+                engine.events().ok(&detail);
                 if let Some(point) = step.gate_after()
                     && let Err(error) = pass(coordinator, point).await
                 {
@@ -265,11 +250,11 @@ async fn execute(
                 }
             }
             Err(error) => {
-                stack.events.fail(&format!("{error:#}"));
+                engine.events().fail(&format!("{error:#}"));
                 if let Some(logs) = step.shows_logs_of()
                     && failed_on_its_own(&error)
                 {
-                    steps::show_logs(stack, &plan, logs).await;
+                    steps::show_logs(engine, &plan, logs).await;
                 }
                 failure = Some(error);
                 break;
@@ -303,15 +288,15 @@ async fn execute(
             };
             (Outcome::Failed, Err(error))
         }
-        Some(error) => unwind(stack, &plan, &mut run, undo, &mut work, error).await,
+        Some(error) => unwind(engine, &plan, &mut run, undo, &mut work, error).await,
     };
     let continuity = match work.cutover.take() {
-        Some(cutover) => Some(report_continuity(stack, cutover).await),
+        Some(cutover) => Some(report_continuity(engine.events_ref(), cutover).await),
         None => None,
     };
     run.outcome = outcome;
     run.seconds = started.elapsed().as_secs_f64();
-    run.steps_ms = stack.events.durations_ms();
+    run.steps_ms = engine.events_ref().durations_ms();
     run.analysis = work.analysis.take();
     run.detail = match &result {
         Err(error) => format!("{error:#}"),
@@ -319,10 +304,10 @@ async fn execute(
     };
     // The run is done either way; a journal the engine would not take now
     // shows it in progress, and the next command recovers (a no-op then).
-    if let Err(error) = stack.journal.write(&stack.docker, &mut run).await {
+    if let Err(error) = engine.record(&mut run).await {
         say_err!("wsctl: recording the run's outcome failed: {error:#}");
     }
-    summarize(stack, &run, continuity.as_ref());
+    summarize(engine.events_ref(), &run, continuity.as_ref());
     let report = Report {
         run: Some(run),
         continuity,
@@ -367,12 +352,12 @@ fn interrupted(signal: Signal, outcome: &str) -> anyhow::Error {
 
 /// Undoes what the run did, newest first. Returns the run's outcome and
 /// the error the command ends with.
-async fn unwind(
-    stack: &mut Stack,
+async fn unwind<E: Engine>(
+    engine: &mut E,
     plan: &Plan,
     run: &mut Run,
     undo: Vec<Undo>,
-    work: &mut Work,
+    work: &mut Work<E>,
     error: anyhow::Error,
 ) -> (Outcome, anyhow::Result<()>) {
     let signal = match error.downcast_ref::<DeployError>() {
@@ -380,12 +365,11 @@ async fn unwind(
         _ => None,
     };
     for item in undo.into_iter().rev() {
-        stack
-            .events
-            .begin("undo", &steps::describe_undo(stack, item));
-        if let Err(undo_error) = steps::undo(stack, plan, item, work).await {
-            stack.events.fail(&format!("{undo_error:#}"));
-            let routes = match nginx::serving(stack).await {
+        let what = steps::describe_undo(engine, item);
+        engine.events().begin("undo", &what);
+        if let Err(undo_error) = steps::undo(engine, plan, item, work).await {
+            engine.events().fail(&format!("{undo_error:#}"));
+            let routes = match engine.serving().await {
                 Ok(serving) => serving
                     .live()
                     .map_or("no colour".to_string(), |color| color.to_string()),
@@ -399,9 +383,7 @@ async fn unwind(
                 Err(DeployError::NeedsRecover(why).into()),
             );
         }
-        stack
-            .events
-            .ok(&format!("undone: {}", steps::describe_undo(stack, item)));
+        engine.events().ok(&format!("undone: {what}"));
     }
     run.traffic = plan.from;
     let stays = plan.stays();
@@ -429,40 +411,36 @@ async fn unwind(
 }
 
 /// Stops the cutover probe and reports what clients saw.
-async fn report_continuity(stack: &Stack, cutover: probe::Probe) -> probe::Continuity {
+async fn report_continuity(events: &super::Events, cutover: probe::Probe) -> probe::Continuity {
     // A moment for the last reconnects to land on the new colour.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let continuity = cutover.finish().await;
-    if stack.events.is_json() {
+    if events.is_json() {
         let mut event = serde_json::to_value(&continuity).unwrap_or_default();
         event["event"] = "continuity".into();
-        stack.events.emit(event);
+        events.emit(event);
     } else {
-        say!(
-            "{}continuity: {}",
-            stack.events.prefix(),
-            continuity.summary()
-        );
+        say!("{}continuity: {}", events.prefix(), continuity.summary());
     }
     continuity
 }
 
 /// The last line (terminal) or object (`--json`) of a run.
-fn summarize(stack: &Stack, run: &Run, continuity: Option<&probe::Continuity>) {
+fn summarize(events: &super::Events, run: &Run, continuity: Option<&probe::Continuity>) {
     let ok = matches!(run.outcome, Outcome::Succeeded | Outcome::Paused);
-    stack.events.emit(json!({
+    events.emit(json!({
         "event": run.action, "ok": ok, "run_id": run.id, "outcome": run.outcome,
         "from": run.from, "to": run.to, "traffic": run.traffic, "image": run.image,
         "seconds": run.seconds, "steps_ms": run.steps_ms, "continuity": continuity,
         "detail": run.detail,
     }));
-    if !stack.events.is_json() {
+    if !events.is_json() {
         let traffic = run
             .traffic
             .map_or("no colour".to_string(), |color| color.to_string());
         say!(
             "{}{}: {} -> {} {} in {:.1} s; traffic on {traffic}",
-            stack.events.prefix(),
+            events.prefix(),
             run.action,
             run.from.map_or("none".to_string(), |c| c.to_string()),
             run.to,
@@ -475,3 +453,7 @@ fn summarize(stack: &Stack, run: &Run, continuity: Option<&probe::Continuity>) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

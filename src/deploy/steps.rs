@@ -1,24 +1,20 @@
 //! What each step of a plan does (`plan.rs` says what it is and what its
 //! rules are; `runner.rs` runs them in order): what it prepares before it
 //! acts, how it acts, how its undo is carried out, and what its progress
-//! line says.
+//! line says. Every step talks to the platform through the `Engine`.
 
 use std::time::Duration;
 
-use super::containers::{self, Drained};
+use super::containers::Drained;
+use super::engine::Engine;
 use super::plan::{Health, Logs, Plan, Start, Step, Undo};
-use super::{DeployError, Stack, analysis, nginx, probe, proxy};
-use crate::docker;
-
-/// The upload of the new upstream running on its own task.
-pub type Staged = tokio::task::JoinHandle<anyhow::Result<()>>;
+use super::{DeployError, analysis, nginx, probe};
 
 /// What the steps of one run hand to each other while it runs; the
 /// runner owns it and reads it when the run is over.
-#[derive(Default)]
-pub struct Work {
+pub struct Work<E: Engine> {
     /// The new upstream's upload, started with the readiness wait.
-    pub staged: Option<Staged>,
+    pub staged: Option<E::Staged>,
     /// The cutover probe: a client through the public address while
     /// traffic moves.
     pub cutover: Option<probe::Probe>,
@@ -26,31 +22,42 @@ pub struct Work {
     pub analysis: Option<serde_json::Value>,
 }
 
+impl<E: Engine> Default for Work<E> {
+    fn default() -> Self {
+        Work {
+            staged: None,
+            cutover: None,
+            analysis: None,
+        }
+    }
+}
+
 /// Starts what a step needs running beside it, before the step acts: the
 /// readiness wait stages the new upstream, the switch starts the cutover
 /// probe when traffic moves from a live colour.
-pub async fn prepare(stack: &Stack, plan: &Plan, step: Step, work: &mut Work) {
+pub async fn prepare<E: Engine>(engine: &E, plan: &Plan, step: Step, work: &mut Work<E>) {
     match step {
         Step::Health if plan.stages_upstream() => {
-            work.staged = Some(nginx::stage(stack, plan.to).await);
+            work.staged = Some(engine.stage(plan.to).await);
         }
         Step::Switch if plan.from.is_some() => {
-            work.cutover = Some(probe::Probe::start(&stack.config.public_address));
+            work.cutover = engine.cutover_probe();
         }
         _ => {}
     }
 }
 
 /// What the step line says while it runs.
-pub fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
-    let name = stack.config.app(plan.to);
+pub fn describe(engine: &impl Engine, plan: &Plan, step: Step) -> String {
+    let config = engine.config();
+    let name = config.app(plan.to);
     match step {
         Step::Start if plan.start == Start::Kept => format!("{name} (kept container)"),
         Step::Start if plan.replicas > 1 => {
             format!("{name} x{} from {}", plan.replicas, plan.image)
         }
         Step::Start => format!("{name} from {}", plan.image),
-        Step::Health => format!("{name} (timeout {} s)", stack.config.ready_timeout),
+        Step::Health => format!("{name} (timeout {} s)", config.ready_timeout),
         Step::Smoke => name,
         Step::Canary => {
             let canary = plan.canary.as_ref();
@@ -69,54 +76,40 @@ pub fn describe(stack: &Stack, plan: &Plan, step: Step) -> String {
             "{} s of analysis on {}, {} kept running to switch back to",
             plan.watch.map_or(0, |watch| watch.as_secs()),
             plan.to,
-            plan.from
-                .map_or("-".to_string(), |from| stack.config.app(from))
+            plan.from.map_or("-".to_string(), |from| config.app(from))
         ),
         Step::Drain => format!(
             "{} (timeout {} s)",
-            plan.from
-                .map_or(String::new(), |from| stack.config.app(from)),
-            stack.config.drain_timeout
+            plan.from.map_or(String::new(), |from| config.app(from)),
+            config.drain_timeout
         ),
         Step::Remove => format!("stop and remove {name}"),
-        Step::CreateProxy => format!("{} from {}", stack.config.name("nginx_next"), plan.image),
-        Step::ReplaceProxy => format!("{}: old stopped, new started", stack.config.name("nginx")),
+        Step::CreateProxy => format!("{} from {}", config.name("nginx_next"), plan.image),
+        Step::ReplaceProxy => format!("{}: old stopped, new started", config.name("nginx")),
     }
 }
 
-/// Waits for a staged upload; a task that panicked is an error.
-async fn staged_upload(staged: Staged) -> anyhow::Result<()> {
-    staged
-        .await
-        .map_err(|error| anyhow::anyhow!("uploading the upstream: {error}"))?
-}
-
 /// Acts on one state; returns the line that reports it done.
-pub async fn act(
-    stack: &mut Stack,
+pub async fn act<E: Engine>(
+    engine: &mut E,
     plan: &Plan,
     step: Step,
-    work: &mut Work,
+    work: &mut Work<E>,
 ) -> anyhow::Result<String> {
-    let name = stack.config.app(plan.to);
+    let name = engine.config().app(plan.to);
     match step {
+        Step::Start if plan.start == Start::Kept => engine.start_kept(plan.to).await,
         Step::Start => {
-            if plan.start == Start::Kept {
-                let names = containers::start_kept(stack, plan.to).await?;
-                return Ok(names.join(", "));
-            }
-            containers::start_fresh(stack, plan.to, &plan.image, plan.replicas, &plan.extra_env)
-                .await?;
-            Ok(stack.config.app_replicas(plan.to, plan.replicas).join(", "))
+            engine
+                .start_fresh(plan.to, &plan.image, plan.replicas, &plan.extra_env)
+                .await
         }
         Step::Health => match plan.health {
             Health::Wait => {
-                containers::wait_ready(stack, plan.to).await?;
+                engine.wait_ready(plan.to).await?;
                 Ok(format!("{name} ready"))
             }
-            Health::Now if containers::ready_now(stack, plan.to).await => {
-                Ok(format!("{name} ready"))
-            }
+            Health::Now if engine.ready_now(plan.to).await => Ok(format!("{name} ready")),
             Health::Now => Err(DeployError::Health(format!(
                 "{name} is not running and ready (use --force to switch anyway)"
             ))
@@ -124,7 +117,7 @@ pub async fn act(
             Health::Forced => Ok(format!("{name} not checked (--force)")),
         },
         Step::Smoke => {
-            containers::smoke(stack, plan.to).await?;
+            engine.smoke(plan.to).await?;
             Ok("every check passed".into())
         }
         Step::Canary => {
@@ -134,26 +127,19 @@ pub async fn act(
             // The staged single-colour upstream is overwritten here; the
             // switch renders its own afterwards.
             if let Some(upload) = work.staged.take() {
-                staged_upload(upload).await?;
+                engine.land(upload).await?;
             }
             let mut passed = Vec::new();
             for &percent in &canary.steps {
-                let text = nginx::render_canary(stack, from, plan.to, percent).await?;
-                nginx::apply(stack, &text).await?;
+                engine.weigh(from, plan.to, percent).await?;
                 let until = analysis::Until::Counted {
                     seconds: canary.analysis,
                     timeout: canary.timeout,
                 };
-                let detail = analysis::run_step(
-                    stack,
-                    plan.to,
-                    Some(from),
-                    percent,
-                    until,
-                    &mut work.analysis,
-                )
-                .await?;
-                stack.events.progress(&detail);
+                let detail = engine
+                    .analyse(plan.to, Some(from), percent, until, &mut work.analysis)
+                    .await?;
+                engine.events().progress(&detail);
                 passed.push(detail);
             }
             Ok(passed.join("; "))
@@ -163,47 +149,45 @@ pub async fn act(
                 None => nginx::FIRST_SWITCH_STEADY,
                 Some(_) => Duration::ZERO,
             };
-            match work.staged.take() {
-                Some(upload) => {
-                    staged_upload(upload).await?;
-                    nginx::reload(stack).await?;
-                    nginx::verify(stack, plan.to, steady).await?;
-                }
-                None => nginx::switch_to(stack, plan.to, steady).await?,
-            }
+            engine.switch(plan.to, work.staged.take(), steady).await?;
             Ok(format!(
                 "{} live, verified through {}",
-                plan.to, stack.config.public_address
+                plan.to,
+                engine.config().public_address
             ))
         }
         Step::Watch => {
             let seconds = plan.watch.unwrap_or_default();
             let until = analysis::Until::Elapsed(seconds);
-            analysis::run_step(stack, plan.to, None, 100, until, &mut work.analysis).await
+            engine
+                .analyse(plan.to, None, 100, until, &mut work.analysis)
+                .await
         }
         Step::Drain => {
             let from = plan.from.unwrap_or(plan.to.other());
-            match containers::drain(stack, from).await? {
+            match engine.drain(from).await? {
                 Drained::Stopped => Ok(format!(
                     "{} drained and stopped (kept for rollback)",
-                    stack.config.app(from)
+                    engine.config().app(from)
                 )),
                 Drained::AlreadyStopped(why) => Ok(format!("{why}: nothing to drain")),
             }
         }
         Step::Remove => {
-            containers::retire(stack, plan.to, true).await?;
+            engine.retire(plan.to, true).await?;
             Ok("removed".into())
         }
         Step::CreateProxy => {
-            proxy::create_next(stack, plan.previous_upstream.as_deref()).await?;
+            engine
+                .create_next_edge(plan.previous_upstream.as_deref())
+                .await?;
             Ok("created, upstream copied".into())
         }
         Step::ReplaceProxy => {
-            proxy::replace_with_next(stack, plan.from).await?;
+            engine.replace_edge(plan.from).await?;
             Ok(format!(
                 "{} runs {}",
-                stack.config.name("nginx"),
+                engine.config().name("nginx"),
                 plan.image
             ))
         }
@@ -211,46 +195,50 @@ pub async fn act(
 }
 
 /// What the undo line says while it runs.
-pub fn describe_undo(stack: &Stack, undo: Undo) -> String {
+pub fn describe_undo(engine: &impl Engine, undo: Undo) -> String {
+    let config = engine.config();
     match undo {
         Undo::RestoreUpstream => "restore the previous upstream".into(),
         Undo::Retire { color, remove } => {
             let what = if remove { "stop and remove" } else { "stop" };
-            format!("{what} {}", stack.config.app(color))
+            format!("{what} {}", config.app(color))
         }
-        Undo::RemoveNewProxy => format!("remove {}", stack.config.name("nginx_next")),
-        Undo::PutBackProxy => format!("put back {}", stack.config.name("nginx")),
+        Undo::RemoveNewProxy => format!("remove {}", config.name("nginx_next")),
+        Undo::PutBackProxy => format!("put back {}", config.name("nginx")),
     }
 }
 
 /// Carries out one undo.
-pub async fn undo(stack: &Stack, plan: &Plan, undo: Undo, work: &mut Work) -> anyhow::Result<()> {
+pub async fn undo<E: Engine>(
+    engine: &E,
+    plan: &Plan,
+    undo: Undo,
+    work: &mut Work<E>,
+) -> anyhow::Result<()> {
     match undo {
         Undo::RestoreUpstream => {
             // A staged upload lands first, so the restore is the last write.
             if let Some(upload) = work.staged.take() {
-                let _ = staged_upload(upload).await;
+                let _ = engine.land(upload).await;
             }
-            restore(stack, plan).await
+            restore(engine, plan).await
         }
-        Undo::Retire { color, remove } => containers::retire(stack, color, remove).await,
-        Undo::RemoveNewProxy => {
-            docker::remove(&stack.docker, &stack.config.name("nginx_next")).await
-        }
-        Undo::PutBackProxy => proxy::put_back(stack).await,
+        Undo::Retire { color, remove } => engine.retire(color, remove).await,
+        Undo::RemoveNewProxy => engine.remove_next_edge().await,
+        Undo::PutBackProxy => engine.put_back_edge().await,
     }
 }
 
 /// Applies the upstream from before the switch and checks the old colour
 /// answers again through the public address.
-async fn restore(stack: &Stack, plan: &Plan) -> anyhow::Result<()> {
+async fn restore(engine: &impl Engine, plan: &Plan) -> anyhow::Result<()> {
     let previous = plan
         .previous_upstream
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("no previous upstream was saved"))?;
-    nginx::apply(stack, previous).await?;
+    engine.apply_upstream(previous).await?;
     if let Some(from) = plan.from {
-        nginx::verify(stack, from, Duration::ZERO).await?;
+        engine.verify(from).await?;
     }
     // Old Nginx workers stop taking new connections a few milliseconds
     // after a reload, not at once: let them go before the standby they
@@ -264,9 +252,9 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(200);
 
 /// After a step failed on its own: the last log lines of the containers
 /// that say why.
-pub async fn show_logs(stack: &Stack, plan: &Plan, logs: Logs) {
+pub async fn show_logs(engine: &impl Engine, plan: &Plan, logs: Logs) {
     match logs {
-        Logs::NewColour => containers::report_logs(stack, plan.to).await,
-        Logs::Proxy => containers::report_container_logs(stack, &stack.config.name("nginx")).await,
+        Logs::NewColour => engine.show_logs(plan.to).await,
+        Logs::Proxy => engine.show_edge_logs().await,
     }
 }

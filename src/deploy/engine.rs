@@ -1,0 +1,328 @@
+//! The engine seam: what the runner, its steps, the operations and the
+//! recover ask of the platform a stack runs on, at the level of colours
+//! and the edge, never of containers or API calls.
+//!
+//! `Stack` (one Docker Engine, `docker.rs` through bollard) is today's
+//! implementation; its methods call `containers.rs`, `nginx.rs`,
+//! `journal.rs`, `lock.rs` and `proxy.rs`. A second platform (Swarm: a
+//! colour is a service) implements the same trait, and the unit tests of
+//! the runner implement it in memory (`runner_tests.rs`), so that the
+//! runner's logic is tested where the question is logic, not Docker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::analysis::Until;
+use super::containers::Drained;
+use super::events::Events;
+use super::journal::Run;
+use super::nginx::Serving;
+use super::{Stack, analysis, containers, lock, nginx, probe, proxy};
+use crate::docker;
+use crate::signal::Interrupt;
+use crate::stack::{Color, StackConfig};
+
+/// A colour's containers (or tasks) as the platform has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Their names, for the lines people read.
+    pub names: Vec<String>,
+    /// At least one exists (running or stopped).
+    pub exists: bool,
+    /// At least one is running.
+    pub running: bool,
+}
+
+/// What the steps of a run need from the platform. Every method acts on
+/// the stack the engine handle stands for.
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// An upload of the next upstream, started while the colour gets ready.
+    type Staged;
+    /// A held deploy lock.
+    type Lock;
+
+    fn config(&self) -> &StackConfig;
+    fn events(&mut self) -> &mut Events;
+    fn events_ref(&self) -> &Events;
+    fn interrupt(&self) -> &Interrupt;
+
+    // The stack itself.
+    /// Pulls the images that are absent.
+    async fn ensure_images(&self, images: &[String]) -> anyhow::Result<()>;
+    /// Takes the stack's lock for `command` (waiting up to `lock_wait`).
+    async fn lock(&self, command: &str) -> anyhow::Result<Self::Lock>;
+    async fn unlock(&self, lock: Self::Lock) -> anyhow::Result<()>;
+    /// Network, Redis and Nginx exist and run.
+    async fn bootstrap(&mut self) -> anyhow::Result<()>;
+    /// Every run of the journal, oldest first.
+    async fn runs(&self) -> anyhow::Result<Vec<Run>>;
+    /// Records `run` as it is now.
+    async fn record(&self, run: &mut Run) -> anyhow::Result<()>;
+
+    // A colour.
+    async fn presence(&self, color: Color) -> anyhow::Result<Presence>;
+    /// The image the colour runs (empty: none).
+    async fn image_of(&self, color: Color) -> anyhow::Result<String>;
+    /// Replaces the colour with `count` fresh replicas of `image`; returns
+    /// what the step line shows.
+    async fn start_fresh(
+        &self,
+        color: Color,
+        image: &str,
+        count: usize,
+        env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<String>;
+    /// Starts the colour's kept (stopped) replicas again.
+    async fn start_kept(&self, color: Color) -> anyhow::Result<String>;
+    /// Stops the colour gracefully (its clients get goodbye), removing it
+    /// when asked.
+    async fn retire(&self, color: Color, remove: bool) -> anyhow::Result<()>;
+    /// Waits until every replica is ready (up to `ready_timeout`).
+    async fn wait_ready(&self, color: Color) -> anyhow::Result<()>;
+    /// Every replica is ready right now.
+    async fn ready_now(&self, color: Color) -> bool;
+    /// The smoke test against each replica.
+    async fn smoke(&self, color: Color) -> anyhow::Result<()>;
+    /// Drains the colour and stops it (kept for rollback).
+    async fn drain(&mut self, color: Color) -> anyhow::Result<Drained>;
+    /// The last log lines of the colour's replicas, after a failed step.
+    async fn show_logs(&self, color: Color);
+    /// The last log lines of the edge (Nginx).
+    async fn show_edge_logs(&self);
+    /// A warning when the edge holds too few sockets for `replicas`.
+    async fn undersized(&self, replicas: usize) -> Option<String>;
+
+    // The edge.
+    /// What the edge serves (loaded, on disk, who answered).
+    async fn serving(&self) -> anyhow::Result<Serving>;
+    /// Starts uploading the upstream that routes to `color`.
+    async fn stage(&self, color: Color) -> Self::Staged;
+    /// Waits for a staged upload to land.
+    async fn land(&self, staged: Self::Staged) -> anyhow::Result<()>;
+    /// New connections to `color` (the staged upstream, or one rendered
+    /// now), verified through the public address (`steady`: for that long
+    /// without a miss).
+    async fn switch(
+        &self,
+        color: Color,
+        staged: Option<Self::Staged>,
+        steady: Duration,
+    ) -> anyhow::Result<()>;
+    /// `percent` of new connections to `new`, the rest to `old`.
+    async fn weigh(&self, old: Color, new: Color, percent: u8) -> anyhow::Result<()>;
+    /// Applies an upstream as it was saved (undo, recover).
+    async fn apply_upstream(&self, text: &str) -> anyhow::Result<()>;
+    /// Checks that new connections reach `color` through the public address.
+    async fn verify(&self, color: Color) -> anyhow::Result<()>;
+    /// A client through the public address while traffic moves.
+    fn cutover_probe(&self) -> Option<probe::Probe>;
+    /// One analysis of `new` (against `old`) until `until` says it passed.
+    async fn analyse(
+        &mut self,
+        new: Color,
+        old: Option<Color>,
+        percent: u8,
+        until: Until,
+        last: &mut Option<serde_json::Value>,
+    ) -> anyhow::Result<String>;
+
+    // `deploy --proxy`.
+    /// The new edge created with `upstream`, beside the old one.
+    async fn create_next_edge(&self, upstream: Option<&str>) -> anyhow::Result<()>;
+    /// The new edge in the old one's place, verified to serve `live`.
+    async fn replace_edge(&self, live: Option<Color>) -> anyhow::Result<()>;
+    /// The new edge removed (it never served).
+    async fn remove_next_edge(&self) -> anyhow::Result<()>;
+    /// The old edge back in its place.
+    async fn put_back_edge(&self) -> anyhow::Result<()>;
+}
+
+impl Engine for Stack {
+    type Staged = nginx::Staged;
+    type Lock = lock::Lock;
+
+    fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    fn events(&mut self) -> &mut Events {
+        &mut self.events
+    }
+
+    fn events_ref(&self) -> &Events {
+        &self.events
+    }
+
+    fn interrupt(&self) -> &Interrupt {
+        &self.interrupt
+    }
+
+    async fn ensure_images(&self, images: &[String]) -> anyhow::Result<()> {
+        for name in images {
+            docker::ensure_image(&self.docker, name, &self.config.registry).await?;
+        }
+        Ok(())
+    }
+
+    async fn lock(&self, command: &str) -> anyhow::Result<lock::Lock> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let request = lock::Request {
+            command,
+            token: &token,
+            message: "",
+            ttl: self.config.lock_ttl,
+        };
+        lock::acquire(&self.docker, &self.config, request, self.lock_wait).await
+    }
+
+    async fn unlock(&self, lock: lock::Lock) -> anyhow::Result<()> {
+        lock.release(&self.docker).await
+    }
+
+    async fn bootstrap(&mut self) -> anyhow::Result<()> {
+        super::bootstrap(self).await
+    }
+
+    async fn runs(&self) -> anyhow::Result<Vec<Run>> {
+        self.journal.runs(&self.docker).await
+    }
+
+    async fn record(&self, run: &mut Run) -> anyhow::Result<()> {
+        self.journal.write(&self.docker, run).await
+    }
+
+    async fn presence(&self, color: Color) -> anyhow::Result<Presence> {
+        let all = containers::inspect_all(self, color).await?;
+        Ok(Presence {
+            names: all.iter().map(|(name, _)| name.clone()).collect(),
+            exists: all.iter().any(|(_, info)| info.is_some()),
+            running: all
+                .iter()
+                .any(|(_, info)| info.as_ref().is_some_and(|info| info.running)),
+        })
+    }
+
+    async fn image_of(&self, color: Color) -> anyhow::Result<String> {
+        containers::image_of(self, color).await
+    }
+
+    async fn start_fresh(
+        &self,
+        color: Color,
+        image: &str,
+        count: usize,
+        env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<String> {
+        containers::start_fresh(self, color, image, count, env).await?;
+        Ok(self.config.app_replicas(color, count).join(", "))
+    }
+
+    async fn start_kept(&self, color: Color) -> anyhow::Result<String> {
+        Ok(containers::start_kept(self, color).await?.join(", "))
+    }
+
+    async fn retire(&self, color: Color, remove: bool) -> anyhow::Result<()> {
+        containers::retire(self, color, remove).await
+    }
+
+    async fn wait_ready(&self, color: Color) -> anyhow::Result<()> {
+        Ok(containers::wait_ready(self, color).await?)
+    }
+
+    async fn ready_now(&self, color: Color) -> bool {
+        containers::ready_now(self, color).await
+    }
+
+    async fn smoke(&self, color: Color) -> anyhow::Result<()> {
+        containers::smoke(self, color).await
+    }
+
+    async fn drain(&mut self, color: Color) -> anyhow::Result<Drained> {
+        containers::drain(self, color).await
+    }
+
+    async fn show_logs(&self, color: Color) {
+        containers::report_logs(self, color).await
+    }
+
+    async fn show_edge_logs(&self) {
+        containers::report_container_logs(self, &self.config.name("nginx")).await
+    }
+
+    async fn undersized(&self, replicas: usize) -> Option<String> {
+        nginx::undersized(self, replicas).await
+    }
+
+    async fn serving(&self) -> anyhow::Result<Serving> {
+        nginx::serving(self).await
+    }
+
+    async fn stage(&self, color: Color) -> nginx::Staged {
+        nginx::stage(self, color).await
+    }
+
+    async fn land(&self, staged: nginx::Staged) -> anyhow::Result<()> {
+        nginx::landed(staged).await
+    }
+
+    async fn switch(
+        &self,
+        color: Color,
+        staged: Option<nginx::Staged>,
+        steady: Duration,
+    ) -> anyhow::Result<()> {
+        match staged {
+            Some(upload) => {
+                nginx::landed(upload).await?;
+                nginx::reload(self).await?;
+                nginx::verify(self, color, steady).await
+            }
+            None => nginx::switch_to(self, color, steady).await,
+        }
+    }
+
+    async fn weigh(&self, old: Color, new: Color, percent: u8) -> anyhow::Result<()> {
+        let text = nginx::render_canary(self, old, new, percent).await?;
+        nginx::apply(self, &text).await
+    }
+
+    async fn apply_upstream(&self, text: &str) -> anyhow::Result<()> {
+        nginx::apply(self, text).await
+    }
+
+    async fn verify(&self, color: Color) -> anyhow::Result<()> {
+        nginx::verify(self, color, Duration::ZERO).await
+    }
+
+    fn cutover_probe(&self) -> Option<probe::Probe> {
+        Some(probe::Probe::start(&self.config.public_address))
+    }
+
+    async fn analyse(
+        &mut self,
+        new: Color,
+        old: Option<Color>,
+        percent: u8,
+        until: Until,
+        last: &mut Option<serde_json::Value>,
+    ) -> anyhow::Result<String> {
+        analysis::run_step(self, new, old, percent, until, last).await
+    }
+
+    async fn create_next_edge(&self, upstream: Option<&str>) -> anyhow::Result<()> {
+        proxy::create_next(self, upstream).await
+    }
+
+    async fn replace_edge(&self, live: Option<Color>) -> anyhow::Result<()> {
+        proxy::replace_with_next(self, live).await
+    }
+
+    async fn remove_next_edge(&self) -> anyhow::Result<()> {
+        docker::remove(&self.docker, &self.config.name("nginx_next")).await
+    }
+
+    async fn put_back_edge(&self) -> anyhow::Result<()> {
+        proxy::put_back(self).await
+    }
+}
