@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::bench::latency::Latency;
-use crate::bench::{self, BenchOptions, Mode, Report};
+use crate::client::bench::latency::Latency;
+use crate::client::bench::{self, BenchOptions, Mode, Report};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
@@ -37,10 +37,10 @@ pub struct BenchArgs {
     #[arg(long, short = 'n', default_value = "1000")]
     connections: usize,
     /// Seconds to hold or send.
-    #[arg(long, default_value = "10", value_parser = crate::config::parse_seconds)]
+    #[arg(long, default_value = "10", value_parser = crate::shared::input::parse_seconds)]
     duration: Duration,
     /// rtt: messages per second across all connections.
-    #[arg(long, default_value = "2000", value_parser = crate::config::parse_rate)]
+    #[arg(long, default_value = "2000", value_parser = crate::shared::input::parse_rate)]
     rate: f64,
     /// flood: messages in flight per connection.
     #[arg(long, default_value = "8")]

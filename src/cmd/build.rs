@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::secrets::say;
-use crate::stack::StackConfig;
-use crate::{docker, image};
+use crate::deploy::config::StackConfig;
+use crate::deploy::{docker, image};
+use crate::shared::secrets::say;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {

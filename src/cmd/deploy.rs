@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::target::{LockWait, StackArgs, run_operation};
+use crate::deploy::config::Color;
 use crate::deploy::{self, Operation};
-use crate::stack::Color;
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
@@ -35,15 +35,15 @@ pub struct DeployArgs {
     #[arg(long, value_name = "P1,P2,...", value_parser = parse_steps)]
     canary_steps: Option<CanarySteps>,
     /// Seconds of passing analysis each canary step needs.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::config::parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::shared::input::parse_seconds)]
     analysis: Duration,
     /// Seconds a canary step may wait for the messages its analysis needs
     /// (analysis.min_messages) before it is rolled back as inconclusive.
-    #[arg(long, value_name = "SECS", default_value = "120", value_parser = crate::config::parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = crate::shared::input::parse_seconds)]
     analysis_timeout: Duration,
     /// After the switch, keep the old colour running (without traffic) for
     /// this long while the analysis goes on; a breach switches straight back.
-    #[arg(long, value_name = "SECS", value_parser = crate::config::parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = crate::shared::input::parse_seconds)]
     watch: Option<Duration>,
     /// Stop before the switch: the new colour runs, checked, without
     /// traffic, until `wsctl promote` (or `wsctl abort`).
@@ -130,7 +130,7 @@ fn parse_replicas(raw: &str) -> Result<usize, String> {
     let count: usize = raw
         .parse()
         .map_err(|_| format!("'{raw}' is not a number of replicas"))?;
-    crate::stack::check_replicas(count)?;
+    crate::deploy::config::check_replicas(count)?;
     Ok(count)
 }
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::ConfigError;
-use crate::secrets::say;
-use crate::stack::INIT_FILE;
+use crate::deploy::config::INIT_FILE;
+use crate::shared::input::ConfigError;
+use crate::shared::secrets::say;
 
 #[derive(Debug, Args)]
 pub struct InitArgs {

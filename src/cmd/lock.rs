@@ -5,9 +5,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::target::{LockWait, StackArgs, on_each_stack};
-use crate::config::ConfigError;
 use crate::deploy;
-use crate::secrets::say;
+use crate::shared::input::ConfigError;
+use crate::shared::secrets::say;
 
 #[derive(Debug, Args)]
 pub struct LockArgs {

@@ -8,9 +8,9 @@ use clap::Args;
 use futures_util::StreamExt;
 
 use super::target::{StackArgs, on_each_stack};
+use crate::deploy::config::Color;
 use crate::deploy::{self, DeployError};
-use crate::secrets::say;
-use crate::stack::Color;
+use crate::shared::secrets::say;
 
 /// Which container: a colour's replica.
 #[derive(Debug, Args)]
@@ -31,7 +31,7 @@ pub struct LogsArgs {
     #[arg(long, short = 'f')]
     follow: bool,
     /// Only lines from the last SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = crate::config::parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = crate::shared::input::parse_seconds)]
     since: Option<Duration>,
     /// Only the last N lines (before following).
     #[arg(long, value_name = "N")]
@@ -147,8 +147,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     on_each_stack(&args.stack, Duration::ZERO, false, async |stack| {
         let name = deploy::container_of(stack, args.pick.color, args.pick.replica).await?;
         let command: Vec<&str> = args.command.iter().map(String::as_str).collect();
-        let (code, output) = crate::docker::exec(&stack.docker, &name, &command).await?;
-        print!("{}", crate::secrets::mask(&output));
+        let (code, output) = crate::deploy::docker::exec(&stack.docker, &name, &command).await?;
+        print!("{}", crate::shared::secrets::mask(&output));
         if code != 0 {
             anyhow::bail!("{} in {name} exited {code}", args.command.join(" "));
         }

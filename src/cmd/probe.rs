@@ -16,7 +16,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     print: bool,
     /// Seconds to wait for the answer.
-    #[arg(long, default_value = "2", value_parser = crate::config::parse_seconds)]
+    #[arg(long, default_value = "2", value_parser = crate::shared::input::parse_seconds)]
     timeout: Duration,
 }
 

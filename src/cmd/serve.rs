@@ -3,8 +3,11 @@
 
 use clap::{ArgAction, Args, builder::BoolishValueParser};
 
-use crate::config::{self, ConfigError, ServeConfig};
-use crate::{logging, serve, signal};
+use crate::serve::config::{self, ServeConfig};
+use crate::serve::{self, logging};
+use crate::shared::input;
+use crate::shared::input::ConfigError;
+use crate::shared::signal;
 
 /// Every flag has an environment variable; a flag wins over its variable.
 #[derive(Debug, Args)]
@@ -29,31 +32,31 @@ pub struct ServeArgs {
     debug: bool,
     /// Seconds between heartbeats.
     #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30", value_name = "SECONDS",
-          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+          value_parser = input::parse_seconds, allow_negative_numbers = true)]
     heartbeat_interval: std::time::Duration,
     /// Seconds the graceful shutdown may take.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10", value_name = "SECONDS",
-          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+          value_parser = input::parse_seconds, allow_negative_numbers = true)]
     shutdown_timeout: std::time::Duration,
     /// Seconds over which the shutdown spreads its goodbyes.
     #[arg(long, env = "DRAIN_WINDOW", default_value = "2", value_name = "SECONDS",
-          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+          value_parser = input::parse_seconds, allow_negative_numbers = true)]
     drain_window: std::time::Duration,
     /// Seconds a session's count is kept after its last activity.
     #[arg(long, env = "SESSION_TTL", default_value = "3600", value_name = "SECONDS",
-          value_parser = config::parse_seconds, allow_negative_numbers = true)]
+          value_parser = input::parse_seconds, allow_negative_numbers = true)]
     session_ttl: std::time::Duration,
     /// Largest accepted client message, in bytes.
     #[arg(long, env = "MAX_MESSAGE_SIZE", default_value = "65536", value_name = "BYTES",
-          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+          value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
     max_message_size: usize,
     /// Messages per second per connection (burst: twice as many).
-    #[arg(long, env = "RATE_LIMIT", default_value = "100", value_parser = config::parse_rate,
+    #[arg(long, env = "RATE_LIMIT", default_value = "100", value_parser = input::parse_rate,
           allow_negative_numbers = true)]
     rate_limit: f64,
     /// WebSocket connections this process accepts; above it upgrades get 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value = "50000",
-          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+          value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
     max_connections: usize,
     /// Comma-separated origins allowed to open a WebSocket; unset allows any.
     #[arg(long, env = "ALLOWED_ORIGINS")]
@@ -69,15 +72,15 @@ pub struct ServeArgs {
     echo_endpoint: bool,
     /// Broadcast frames kept for a slow connection before it is disconnected.
     #[arg(long, env = "BROADCAST_BUFFER", default_value = "1024",
-          value_parser = |raw: &str| config::parse_count(raw, 16))]
+          value_parser = |raw: &str| input::parse_count(raw, 16))]
     broadcast_buffer: usize,
     /// Broadcasts per second per connection (burst 5), on top of RATE_LIMIT.
-    #[arg(long, env = "BROADCAST_RATE", default_value = "1", value_parser = config::parse_rate,
+    #[arg(long, env = "BROADCAST_RATE", default_value = "1", value_parser = input::parse_rate,
           allow_negative_numbers = true)]
     broadcast_rate: f64,
     /// Largest broadcast `message` payload (serialized), in bytes.
     #[arg(long, env = "BROADCAST_MAX_SIZE", default_value = "4096", value_name = "BYTES",
-          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+          value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
     broadcast_max_size: usize,
     /// Only connections with a valid `?token=` may broadcast.
     #[arg(long, env = "BROADCAST_REQUIRE_AUTH", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
@@ -85,7 +88,7 @@ pub struct ServeArgs {
     /// Sessions the embedded layer keeps; when full, the least recently
     /// active session without a live connection is evicted.
     #[arg(long, env = "MAX_SESSIONS", default_value = "100000",
-          value_parser = |raw: &str| config::parse_count(raw, 1), allow_negative_numbers = true)]
+          value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
     max_sessions: usize,
 }
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::secrets::say;
-use crate::smoke;
+use crate::client::smoke;
+use crate::shared::secrets::say;
 
 #[derive(Debug, Args)]
 pub struct SmokeArgs {
@@ -21,7 +21,7 @@ pub struct SmokeArgs {
     /// Smoke a colour of the stack instead, from inside its container
     /// (straight at its port, not through Nginx; works with a remote engine).
     #[arg(long, value_enum)]
-    color: Option<crate::stack::Color>,
+    color: Option<crate::deploy::config::Color>,
     /// The stack's configuration (with --color).
     #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
     config: PathBuf,
@@ -97,21 +97,22 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
 /// container, each check is named after its container (and host).
 fn smoke_colour(
     config: &std::path::Path,
-    color: crate::stack::Color,
+    color: crate::deploy::config::Color,
 ) -> anyhow::Result<Vec<smoke::Check>> {
-    let stack = crate::stack::StackConfig::load(config)?;
-    let endpoints: Vec<(Option<String>, crate::docker::Endpoint)> = if stack.hosts.is_empty() {
-        vec![(None, crate::docker::Endpoint::from_env())]
-    } else {
-        stack
-            .hosts
-            .iter()
-            .map(|host| {
-                let endpoint = crate::docker::Endpoint::of_host(host);
-                (Some(host.name.clone()), endpoint)
-            })
-            .collect()
-    };
+    let stack = crate::deploy::config::StackConfig::load(config)?;
+    let endpoints: Vec<(Option<String>, crate::deploy::docker::Endpoint)> =
+        if stack.hosts.is_empty() {
+            vec![(None, crate::deploy::docker::Endpoint::from_env())]
+        } else {
+            stack
+                .hosts
+                .iter()
+                .map(|host| {
+                    let endpoint = crate::deploy::docker::Endpoint::of_host(host);
+                    (Some(host.name.clone()), endpoint)
+                })
+                .collect()
+        };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -119,7 +120,7 @@ fn smoke_colour(
         let mut all = Vec::new();
         let mut containers = Vec::new();
         for (host, endpoint) in &endpoints {
-            let docker = crate::docker::connect_to(endpoint).await?;
+            let docker = crate::deploy::docker::connect_to(endpoint).await?;
             let base = stack.app(color);
             let names = crate::deploy::existing_replicas(&docker, &stack, color).await?;
             let at = host
@@ -153,16 +154,16 @@ fn smoke_colour(
 async fn smoke_container(
     docker: &bollard::Docker,
     container: &str,
-    stack: &crate::stack::StackConfig,
+    stack: &crate::deploy::config::StackConfig,
 ) -> anyhow::Result<Vec<smoke::Check>> {
     let url = format!("http://127.0.0.1:{}", stack.app_port);
-    if crate::docker::inspect(docker, container)
+    if crate::deploy::docker::inspect(docker, container)
         .await?
         .is_none_or(|info| !info.running)
     {
         anyhow::bail!("{container} is not running");
     }
-    let (_, output) = crate::docker::exec(
+    let (_, output) = crate::deploy::docker::exec(
         docker,
         container,
         &["/wsctl", "smoke", "--json", "--url", &url],

@@ -7,16 +7,16 @@ use std::time::Duration;
 use clap::Args;
 
 use super::target::{StackArgs, Target, with_target};
+use crate::deploy::config::Color;
 use crate::deploy::{self, RedisView, RunSummary, Status};
-use crate::secrets::say;
-use crate::stack::Color;
+use crate::shared::secrets::say;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Redraw every SECS seconds until interrupted (one JSON object per
     /// round with --json); problems are shown, not an exit code.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
-          value_parser = crate::config::parse_seconds)]
+          value_parser = crate::shared::input::parse_seconds)]
     watch: Option<Duration>,
     #[command(flatten)]
     stack: StackArgs,

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::ConfigError;
+use crate::deploy::config::StackConfig;
 use crate::deploy::fleet::Fleet;
 use crate::deploy::{self, Events, Operation, Stack};
-use crate::secrets::{say, say_err};
-use crate::signal::Interrupt;
-use crate::stack::StackConfig;
+use crate::shared::input::ConfigError;
+use crate::shared::secrets::{say, say_err};
+use crate::shared::signal::Interrupt;
 
 /// Options every stack command takes (global: also after `lock status`).
 #[derive(Debug, Args)]
@@ -115,7 +115,7 @@ pub fn with_target(
             let fleet = Fleet::connect(&config, &template, args.json, lock_wait, interrupt).await?;
             return body(Target::Hosts(fleet)).await;
         }
-        let docker = crate::docker::connect().await?;
+        let docker = crate::deploy::docker::connect().await?;
         let events = Events::new(args.json);
         let stack = Stack::new(docker, config, events, template, lock_wait, interrupt);
         body(Target::One(Box::new(stack))).await

@@ -5,8 +5,8 @@
 use clap::Args;
 
 use super::target::{LockWait, StackArgs, Target, run_operation, with_target};
+use crate::deploy::config::Color;
 use crate::deploy::{self, Operation};
-use crate::stack::Color;
 
 #[derive(Debug, Args)]
 pub struct SwitchArgs {

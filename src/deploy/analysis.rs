@@ -25,8 +25,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{DeployError, Stack, containers};
-use crate::docker;
-use crate::stack::Color;
+use crate::deploy::config::Color;
+use crate::deploy::docker;
 
 /// What one colour's `/metrics` say, summed over its replicas.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
-use crate::docker;
-use crate::secrets::say;
-use crate::stack::{Color, StackConfig};
+use crate::deploy::config::{Color, StackConfig};
+use crate::deploy::docker;
+use crate::shared::secrets::say;
 
 /// How often the readiness loop runs `wsctl probe` inside the container
 /// (each exec takes about 40 ms of its own).

@@ -13,7 +13,7 @@
 //! `Solo` (one engine) passes every point at once. The fleet's `Gate`
 //! (`gate.rs`) asks the fleet's coordinator (`fleet.rs`).
 
-use crate::stack::Color;
+use crate::deploy::config::Color;
 
 /// A point where a run waits for its coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,10 +17,11 @@ use super::containers::Drained;
 use super::events::Events;
 use super::journal::Run;
 use super::nginx::Serving;
-use super::{Stack, analysis, containers, lock, nginx, probe, proxy};
-use crate::docker;
-use crate::signal::Interrupt;
-use crate::stack::{Color, StackConfig};
+use super::{Stack, analysis, containers, lock, nginx, proxy};
+use crate::client::probe;
+use crate::deploy::config::{Color, StackConfig};
+use crate::deploy::docker;
+use crate::shared::signal::Interrupt;
 
 /// A colour's containers (or tasks) as the platform has them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Why a deploy command failed. Each kind has its own exit code (README,
 //! "Exit codes"), and every message says where traffic is when it matters.
 
-use crate::signal::Signal;
+use crate::shared::signal::Signal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

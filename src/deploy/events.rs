@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::secrets::{mask, say, say_err};
+use crate::shared::secrets::{mask, say, say_err};
 
 pub struct Events {
     json: bool,

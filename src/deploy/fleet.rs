@@ -31,10 +31,10 @@ use super::operations::Operation;
 use super::runner::{self, Lease, Report};
 use super::status::FleetStatus;
 use super::{DeployError, Events, Stack, lock};
-use crate::docker;
-use crate::secrets::{say, say_err};
-use crate::signal::Interrupt;
-use crate::stack::{Color, StackConfig};
+use crate::deploy::config::{Color, StackConfig};
+use crate::deploy::docker;
+use crate::shared::secrets::{say, say_err};
+use crate::shared::signal::Interrupt;
 
 /// Every host's stack, in the order of wsctl.yaml (the lock order).
 pub struct Fleet {
@@ -495,7 +495,7 @@ mod tests {
 
     use super::*;
     use crate::deploy::coordinator::Coordinator;
-    use crate::signal::Signal;
+    use crate::shared::signal::Signal;
 
     /// How a scripted host's run goes when the fleet lets it.
     #[derive(Debug, Clone, Copy, PartialEq)]

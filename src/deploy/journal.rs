@@ -22,8 +22,8 @@ use bollard::query_parameters::ListVolumesOptionsBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::state::{Action, State};
-use crate::docker;
-use crate::stack::{Color, StackConfig};
+use crate::deploy::config::{Color, StackConfig};
+use crate::deploy::docker;
 
 const STACK: &str = "wsctl.journal.stack";
 const RUN: &str = "wsctl.journal.run";
@@ -101,7 +101,7 @@ pub struct Run {
 
 impl Run {
     pub fn new(action: Action, from: Option<Color>, to: Color, image: &str) -> Run {
-        let now = crate::time::now_rfc3339();
+        let now = crate::shared::time::now_rfc3339();
         let compact: String = now.chars().filter(|c| !matches!(c, '-' | ':')).collect();
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
         Run {
@@ -132,7 +132,7 @@ impl Run {
     }
 
     pub fn enter(&mut self, state: State) {
-        let at = crate::time::now_rfc3339();
+        let at = crate::shared::time::now_rfc3339();
         self.state = state;
         self.states.push(Reached {
             state,

@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 
 use super::DeployError;
 use super::wait::{Check, WaitError, poll_until};
-use crate::docker::{self, status_of};
-use crate::secrets::say_err;
-use crate::stack::StackConfig;
+use crate::deploy::config::StackConfig;
+use crate::deploy::docker::{self, status_of};
+use crate::shared::secrets::say_err;
 
 const HOLDER: &str = "wsctl.lock.holder";
 const TOKEN: &str = "wsctl.lock.token";
@@ -191,7 +191,7 @@ async fn try_take(
             ),
         ),
         (TOKEN.to_string(), request.token.to_string()),
-        (SINCE.to_string(), crate::time::now_rfc3339()),
+        (SINCE.to_string(), crate::shared::time::now_rfc3339()),
         (TTL.to_string(), request.ttl.to_string()),
         (HOST.to_string(), local_host()),
         (PID.to_string(), std::process::id().to_string()),

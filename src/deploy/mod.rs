@@ -20,8 +20,13 @@
 //! - `lock.rs`: one run at a time per stack, renewed while it lives.
 //! - `recover.rs`: bringing a stack left by a killed run to a consistent state.
 //! - `status.rs`: `wsctl status`. `error.rs`: the exit codes.
-//! - `events.rs`: progress lines or `--json`; `probe.rs`: the cutover probe;
-//!   `upstream.rs`: the rendered upstream; `wait.rs`: the one polling loop.
+//! - `events.rs`: progress lines or `--json`; `upstream.rs`: the rendered
+//!   upstream; `wait.rs`: the one polling loop. The cutover probe is a
+//!   client of the service (`client/probe.rs`).
+//! - `config/`: the stack from `wsctl.yaml` (`StackConfig`, `Color`, app
+//!   environment and secrets); `docker.rs`: the Docker Engine API
+//!   (bollard), one `connect()`; `image.rs`: `wsctl build`;
+//!   `registry.rs`: credentials for pulls and pushes.
 //! - `analysis.rs`: a canary's (and `--watch`'s) metric analysis.
 //! - `proxy.rs`: the Nginx container, drift from wsctl.yaml, and the steps
 //!   of `deploy --proxy`.
@@ -32,21 +37,24 @@
 //! the published Nginx port.
 
 mod analysis;
+pub mod config;
 mod containers;
 mod coordinator;
+pub mod docker;
 mod engine;
 mod error;
 mod events;
 pub mod fleet;
 mod gate;
+pub mod image;
 mod journal;
 mod lock;
 mod nginx;
 mod operations;
 mod plan;
-mod probe;
 mod proxy;
 mod recover;
+pub mod registry;
 mod runner;
 mod state;
 mod status;
@@ -71,9 +79,8 @@ pub use proxy::RedisView;
 pub use status::{RunSummary, Status, status};
 pub use upstream::DEFAULT_TEMPLATE;
 
-use crate::docker;
-use crate::signal::Interrupt;
-use crate::stack::{Color, StackConfig};
+use crate::deploy::config::{Color, StackConfig};
+use crate::shared::signal::Interrupt;
 use runner::{Lease, Recovery};
 
 /// One stack on one engine: what every step reads. Nothing on it is set

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::upstream::{self, HEADER};
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
-use crate::docker;
-use crate::stack::Color;
+use crate::deploy::config::Color;
+use crate::deploy::docker;
 
 const UPSTREAM_DIR: &str = "/etc/nginx/conf.d";
 const UPSTREAM_FILE: &str = "upstream.conf";
@@ -93,7 +93,7 @@ async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>,
     };
     let loaded = header(HEADER);
     let answered_by = if response.status().is_success() {
-        header(crate::serve::COLOR_HEADER)
+        header(crate::shared::protocol::COLOR_HEADER)
     } else {
         None
     };

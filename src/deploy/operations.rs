@@ -12,7 +12,7 @@ use super::nginx::Serving;
 use super::plan::{Canary, Plan};
 use super::runner::Recovery;
 use super::{DeployError, journal};
-use crate::stack::{Color, StackConfig};
+use crate::deploy::config::{Color, StackConfig};
 
 /// What `wsctl deploy` was asked for.
 #[derive(Debug, Clone, Default)]

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use super::coordinator::Point;
 pub use super::state::{Action, State};
-use crate::stack::Color;
+use crate::deploy::config::Color;
 
 /// How the `to` colour comes to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

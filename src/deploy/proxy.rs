@@ -19,8 +19,8 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use serde::Serialize;
 
 use super::{DeployError, Stack, containers, nginx};
-use crate::docker;
-use crate::stack::{Color, StackConfig};
+use crate::deploy::config::{Color, StackConfig};
+use crate::deploy::docker;
 
 /// How long the old Nginx gets to close its connections once it has the
 /// stop signal (SIGQUIT, then SIGKILL): they are cut either way, and the
@@ -107,7 +107,7 @@ pub async fn drift(stack: &Stack) -> anyhow::Result<(Component, RedisView)> {
             component(stack, &config.name("redis"), &config.images.redis).await?,
         ),
         false => RedisView::External {
-            url: crate::config::masked_url(&config.app_redis_url()),
+            url: crate::shared::input::masked_url(&config.app_redis_url()),
         },
     };
     Ok((nginx, redis))

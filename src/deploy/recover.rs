@@ -23,8 +23,8 @@ use super::journal::{self, Outcome, Run};
 use super::runner::Recovery;
 use super::state::{Action, State};
 use super::{DeployError, nginx};
-use crate::secrets::say_err;
-use crate::stack::Color;
+use crate::deploy::config::Color;
+use crate::shared::secrets::say_err;
 
 /// Under the lock, in the preflight: recovers the runs that died
 /// unfinished, if any, as a step of its own between two parts of the

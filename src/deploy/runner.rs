@@ -29,9 +29,10 @@ use super::journal::{Outcome, Run};
 use super::operations::Operation;
 use super::plan::{Plan, Start, State, Undo};
 use super::steps::{self, Work};
-use super::{DeployError, probe, recover};
-use crate::secrets::{say, say_err};
-use crate::signal::Signal;
+use super::{DeployError, recover};
+use crate::client::probe;
+use crate::shared::secrets::{say, say_err};
+use crate::shared::signal::Signal;
 
 /// Who holds the stack's lock for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,14 +10,14 @@ use std::time::Duration;
 use super::*;
 use crate::deploy::Events;
 use crate::deploy::analysis::Until;
+use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::containers::Drained;
 use crate::deploy::coordinator::{Point, Solo};
 use crate::deploy::engine::{Engine, Presence};
 use crate::deploy::nginx::Serving;
 use crate::deploy::operations::DeployRequest;
 use crate::deploy::state::Action;
-use crate::signal::{Interrupt, Signal};
-use crate::stack::{Color, StackConfig};
+use crate::shared::signal::{Interrupt, Signal};
 
 /// One colour as the model has it.
 #[derive(Debug, Clone, Default)]

@@ -14,8 +14,8 @@ use super::nginx::Serving;
 use super::plan::{Action, State};
 use super::proxy::{Component, RedisView};
 use super::{Stack, containers, lock, nginx};
-use crate::docker;
-use crate::stack::Color;
+use crate::deploy::config::Color;
+use crate::deploy::docker;
 
 /// Runs shown in `status`.
 const RECENT: usize = 5;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::containers::Drained;
 use super::engine::Engine;
 use super::plan::{Health, Logs, Plan, Start, Step, Undo};
-use super::{DeployError, analysis, nginx, probe};
+use super::{DeployError, analysis, nginx};
+use crate::client::probe;
 
 /// What the steps of one run hand to each other while it runs; the
 /// runner owns it and reads it when the run is over.

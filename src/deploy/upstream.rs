@@ -6,7 +6,7 @@
 
 use minijinja::{Environment, context};
 
-use crate::stack::Color;
+use crate::deploy::config::Color;
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/upstream.conf.j2");
 /// The first line of every rendered upstream names the live colour.
@@ -71,7 +71,7 @@ pub fn render_weighted(
         private_networks => access.private_networks,
         trusted_proxies => access.trusted_proxies,
         unlimited_networks => access.unlimited_networks,
-        rendered_at => crate::time::now_rfc3339(),
+        rendered_at => crate::shared::time::now_rfc3339(),
     })?;
     anyhow::ensure!(
         live_color(&rendered) == Some(color),

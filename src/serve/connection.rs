@@ -28,7 +28,7 @@ use super::frames::{
 use super::hub::{HubFrame, HubKind};
 use super::rate_limit::TokenBucket;
 use super::state::{AppState, VERSION};
-use crate::config::BROADCAST_BURST;
+use crate::serve::config::BROADCAST_BURST;
 
 pub type WsStream = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -208,7 +208,7 @@ impl ChatConnection {
                     Err(error) => return self.unavailable(error).await,
                 };
                 self.counted(count);
-                let timestamp = crate::time::now_rfc3339();
+                let timestamp = crate::shared::time::now_rfc3339();
                 let reply = ServerFrame::MessageResponse {
                     count,
                     message: value,
@@ -230,7 +230,7 @@ impl ChatConnection {
                 if let Err((code, detail)) = self.broadcast_allowed(value, received) {
                     return self.refuse(code, detail).await;
                 }
-                let timestamp = crate::time::now_rfc3339();
+                let timestamp = crate::shared::time::now_rfc3339();
                 let frame = ServerFrame::Broadcast {
                     from: self.id,
                     message: value,

@@ -7,22 +7,25 @@
 //! - `backend/`: where sessions and broadcasts live (embedded, Redis, Redis
 //!   Cluster), behind one trait; `hub.rs`: the process-wide fan-out queue.
 //!   `metrics.rs`: Prometheus. `state.rs`: what they share.
+//! - `config.rs`: the validated `ServeConfig`; `auth.rs`: signed access
+//!   tokens; `logging.rs`: JSON-lines logs.
 //!
 //! [`run`] takes its listener and its shutdown trigger from the caller, so
 //! tests bind port 0 and pass their own trigger.
 
+pub mod auth;
 mod backend;
+pub mod config;
 mod connection;
 mod frames;
 mod http;
 mod hub;
+pub mod logging;
 mod metrics;
 mod rate_limit;
 mod reply;
 mod state;
 mod upgrade;
-
-pub use reply::COLOR_HEADER;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,7 +37,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ServeConfig;
+use crate::serve::config::ServeConfig;
 use frames::ServerFrame;
 use hub::{HubFrame, HubKind};
 use state::{AppState, VERSION};
@@ -77,7 +80,7 @@ fn raise_open_file_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             tracing::info!(before, limit, "open-file limit raised to the hard limit");
-            let fits = limit.saturating_sub(crate::config::RESERVED_FILES);
+            let fits = limit.saturating_sub(crate::serve::config::RESERVED_FILES);
             if max_connections as u64 > fits {
                 tracing::warn!(
                     max_connections,
@@ -221,7 +224,7 @@ async fn heartbeats(state: Arc<AppState>, stop: CancellationToken) {
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let timestamp = crate::time::now_rfc3339();
+        let timestamp = crate::shared::time::now_rfc3339();
         let frame = ServerFrame::Heartbeat {
             timestamp: &timestamp,
             color: &state.config.color,

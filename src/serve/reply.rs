@@ -8,9 +8,7 @@ use warp::reply::{Reply, Response};
 
 /// The header that carries a request's id, echoed on its answer and logged.
 pub const REQUEST_ID: &str = "x-request-id";
-/// Every answer names the colour of the process that gave it, so a deploy
-/// tool can tell through a proxy which colour answered, from a public path.
-pub const COLOR_HEADER: &str = "x-wsctl-color";
+pub use crate::shared::protocol::COLOR_HEADER;
 
 /// A JSON body `{"error": message}` with `status`.
 pub fn json_error(status: StatusCode, message: &str) -> Response {

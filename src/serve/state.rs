@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::backend::Backend;
 use super::hub::Hub;
 use super::metrics::Metrics;
-use crate::config::ServeConfig;
+use crate::serve::config::ServeConfig;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -71,7 +71,7 @@ impl AppState {
             connections: TaskTracker::new(),
             connection_slots,
             started: Instant::now(),
-            started_at: crate::time::now_rfc3339(),
+            started_at: crate::shared::time::now_rfc3339(),
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
             ready: AtomicBool::new(false),
             schedule: DrainSchedule::default(),

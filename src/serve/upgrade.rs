@@ -24,8 +24,8 @@ use super::backend::SessionLease;
 use super::connection::{ChatConnection, run_echo, websocket_config};
 use super::reply::{REQUEST_ID, json_error};
 use super::state::AppState;
-use crate::auth;
-use crate::config::normalize_origin;
+use crate::serve::auth;
+use crate::serve::config::normalize_origin;
 
 /// hyper's upgrade future for one request, taken at most once. It rides in
 /// the request's extensions, which warp hands out only as `Clone` values.

@@ -297,6 +297,8 @@ async fn a_paused_deploy_is_promoted_or_aborted_and_abort_stops_a_canary() {
     let status = stack.status_json();
     assert_eq!(status["live"], "green", "{status}");
     assert_eq!(status["history"][0]["action"], "abort", "{status}");
+    assert_eq!(status["history"][0]["outcome"], "succeeded", "{status}");
+    assert_eq!(status["history"][0]["traffic"], "green", "{status}");
 
     let summary = clients.finish().await;
     println!(

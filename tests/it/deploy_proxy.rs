@@ -2,7 +2,7 @@
 //! Nginx that runs another image than wsctl.yaml's; `deploy --proxy`
 //! replaces it under live clients (they reconnect and resume, no message
 //! lost or counted twice); a new Nginx that cannot start is undone and the
-//! old one serves again.
+//! old one serves again. Both are runs of the journal (`history`).
 
 use crate::common;
 
@@ -103,6 +103,13 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
     assert_eq!(after["nginx"]["image"], newer.as_str(), "{after}");
     assert!(after["nginx"]["drift"].is_null(), "{after}");
     assert_eq!(after["live"], "blue", "{after}");
+    // The replacement is a run of the journal like any other.
+    let replacement = &after["history"][0];
+    assert_eq!(replacement["action"], "proxy", "{after}");
+    assert_eq!(replacement["outcome"], "succeeded", "{after}");
+    assert_eq!(replacement["image"], newer.as_str(), "{after}");
+    assert_eq!(replacement["traffic"], "blue", "{after}");
+    assert_eq!(last["run_id"], replacement["id"], "{last}");
     for leftover in ["nginx_next", "nginx_old"] {
         let name = format!("{}{leftover}", stack.prefix);
         assert!(
@@ -132,6 +139,14 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
     );
     let back = stack.status_json();
     assert_eq!(back["nginx"]["image"], newer.as_str(), "{back}");
+    let undone = &back["history"][0];
+    assert_eq!(undone["action"], "proxy", "{back}");
+    assert_eq!(undone["outcome"], "failed", "{back}");
+    assert_eq!(undone["traffic"], "blue", "{back}");
+    assert!(
+        back["unfinished"].as_array().is_some_and(Vec::is_empty),
+        "{back}"
+    );
     assert_eq!(stack.public_status().await["color"], "blue");
     for leftover in ["nginx_next", "nginx_old"] {
         let name = format!("{}{leftover}", stack.prefix);

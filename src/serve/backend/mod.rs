@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::hub::Hub;
 use super::metrics::Metrics;
-use crate::config::{ConfigError, ServeConfig};
+use crate::serve::config::ServeConfig;
+use crate::shared::input::ConfigError;
 
 /// A session as a connection finds it when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

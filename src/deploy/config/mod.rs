@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::shared::input::ConfigError;
 
 mod environment;
 
@@ -234,7 +234,7 @@ impl Default for Resources {
 /// The service's own reserve of descriptors that are not WebSockets: a
 /// container's `MAX_CONNECTIONS` is `open_files` minus this, so that the
 /// service's start-up check agrees.
-use crate::config::RESERVED_FILES;
+use crate::serve::config::RESERVED_FILES;
 
 impl Resources {
     /// The memory limit in bytes.
@@ -536,7 +536,7 @@ impl StackConfig {
             serde_yaml::from_str(INIT_FILE).map_err(|error| located(error, "init file"))?;
         let overrides = environment::apply_overrides(&mut document, &known, vars)?;
         for name in &overrides.unknown {
-            crate::secrets::say_err!(
+            crate::shared::secrets::say_err!(
                 "wsctl: warning: {name} names no setting of wsctl.yaml; ignored"
             );
         }
@@ -563,7 +563,7 @@ impl StackConfig {
         }) {
             secrets
                 .iter()
-                .for_each(|secret| crate::secrets::register(secret));
+                .for_each(|secret| crate::shared::secrets::register(secret));
         }
         let urls = self
             .hosts
@@ -571,10 +571,10 @@ impl StackConfig {
             .filter_map(|host| host.redis_url.as_deref());
         for urls in self.redis_url.as_deref().into_iter().chain(urls) {
             urls.split(',')
-                .for_each(|url| crate::secrets::register_url_password(url.trim()));
+                .for_each(|url| crate::shared::secrets::register_url_password(url.trim()));
         }
         if let Some(password) = self.registry_password() {
-            crate::secrets::register(&password);
+            crate::shared::secrets::register(&password);
         }
     }
 
@@ -587,7 +587,7 @@ impl StackConfig {
         })?;
         secrets
             .iter()
-            .for_each(|secret| crate::secrets::register(secret));
+            .for_each(|secret| crate::shared::secrets::register(secret));
         Ok(env)
     }
 

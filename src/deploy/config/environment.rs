@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use crate::config::ConfigError;
+use crate::shared::input::ConfigError;
 
 /// The prefix of override variables: `WSCTL_REPLICAS=3`,
 /// `WSCTL_IMAGES__APP=app:2`, `WSCTL_APP_ENV__RATE_LIMIT=50`.

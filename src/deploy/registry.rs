@@ -8,7 +8,7 @@
 use anyhow::Context;
 use bollard::auth::DockerCredentials;
 
-use crate::stack::RegistrySettings;
+use crate::deploy::config::RegistrySettings;
 
 /// How the Docker CLI names Docker Hub in `config.json`.
 const DOCKER_HUB: &str = "https://index.docker.io/v1/";
@@ -38,14 +38,14 @@ pub fn credentials_for(
     {
         let password = match &configured.password_env {
             Some(name) => Some(std::env::var(name).map_err(|_| {
-                crate::config::ConfigError(format!(
+                crate::shared::input::ConfigError(format!(
                     "registry.password_env: {name} is not set in wsctl's environment"
                 ))
             })?),
             None => None,
         };
         if let Some(password) = &password {
-            crate::secrets::register(password);
+            crate::shared::secrets::register(password);
         }
         return Ok(Some(DockerCredentials {
             username: configured.username.clone(),
@@ -77,7 +77,7 @@ fn from_docker_config(server: &str) -> anyhow::Result<Option<DockerCredentials>>
     };
     Ok(Some(match credential {
         DockerCredential::UsernamePassword(username, password) => {
-            crate::secrets::register(&password);
+            crate::shared::secrets::register(&password);
             DockerCredentials {
                 username: Some(username),
                 password: Some(password),
@@ -86,7 +86,7 @@ fn from_docker_config(server: &str) -> anyhow::Result<Option<DockerCredentials>>
             }
         }
         DockerCredential::IdentityToken(token) => {
-            crate::secrets::register(&token);
+            crate::shared::secrets::register(&token);
             DockerCredentials {
                 identitytoken: Some(token),
                 serveraddress: Some(server.to_string()),

@@ -55,7 +55,7 @@ where
         let mut line = Map::new();
         line.insert(
             "timestamp".into(),
-            Value::String(crate::time::now_rfc3339()),
+            Value::String(crate::shared::time::now_rfc3339()),
         );
         line.insert("level".into(), Value::String(metadata.level().to_string()));
         line.insert(

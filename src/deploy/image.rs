@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 
-use crate::docker;
+use crate::deploy::docker;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("BUILD_GIT_REVISION");
@@ -67,7 +67,7 @@ pub async fn build(tag: &str) -> anyhow::Result<String> {
         ),
         (
             "org.opencontainers.image.created".to_string(),
-            crate::time::now_rfc3339(),
+            crate::shared::time::now_rfc3339(),
         ),
     ]);
     let engine = docker::connect().await?;
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn the_root_dockerfile_ends_with_the_same_runtime_stanza() {
-        let root = include_str!("../Dockerfile");
+        let root = include_str!("../../Dockerfile");
         assert!(
             root.ends_with(RUNTIME_STANZA),
             "Dockerfile and RUNTIME_STANZA differ"

@@ -74,13 +74,13 @@ pub fn mask(text: &str) -> Cow<'_, str> {
 /// `println!` with every registered secret masked.
 macro_rules! say {
     () => { println!() };
-    ($($arg:tt)*) => { println!("{}", $crate::secrets::mask(&format!($($arg)*))) };
+    ($($arg:tt)*) => { println!("{}", $crate::shared::secrets::mask(&format!($($arg)*))) };
 }
 
 /// `eprintln!` with every registered secret masked.
 macro_rules! say_err {
     () => { eprintln!() };
-    ($($arg:tt)*) => { eprintln!("{}", $crate::secrets::mask(&format!($($arg)*))) };
+    ($($arg:tt)*) => { eprintln!("{}", $crate::shared::secrets::mask(&format!($($arg)*))) };
 }
 
 pub(crate) use {say, say_err};

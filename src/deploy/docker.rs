@@ -39,7 +39,7 @@ impl Endpoint {
     }
 
     /// A host of wsctl.yaml's `hosts:`.
-    pub fn of_host(host: &crate::stack::Host) -> Endpoint {
+    pub fn of_host(host: &crate::deploy::config::Host) -> Endpoint {
         Endpoint {
             docker_host: host.docker_host.clone(),
             tls_verify: host.tls_verify,
@@ -152,7 +152,7 @@ pub fn status_of(error: &bollard::errors::Error) -> Option<u16> {
 pub async fn ensure_image(
     docker: &Docker,
     image: &str,
-    registry: &crate::stack::RegistrySettings,
+    registry: &crate::deploy::config::RegistrySettings,
 ) -> anyhow::Result<()> {
     match docker.inspect_image(image).await {
         Ok(_) => return Ok(()),
@@ -164,7 +164,7 @@ pub async fn ensure_image(
         .from_image(name)
         .tag(tag)
         .build();
-    let credentials = crate::registry::credentials_for(image, registry)?;
+    let credentials = crate::deploy::registry::credentials_for(image, registry)?;
     let mut pull = docker.create_image(Some(options), None, credentials);
     while let Some(message) = pull.next().await {
         let message = message.with_context(|| {
@@ -174,7 +174,7 @@ pub async fn ensure_image(
             anyhow::bail!("pulling {image}: {error}");
         }
         if let Some(status) = message.status {
-            crate::secrets::say_err!("pull {image}: {status}");
+            crate::shared::secrets::say_err!("pull {image}: {status}");
         }
     }
     Ok(())
@@ -185,10 +185,10 @@ pub async fn ensure_image(
 pub async fn push_image(
     docker: &Docker,
     image: &str,
-    registry: &crate::stack::RegistrySettings,
+    registry: &crate::deploy::config::RegistrySettings,
 ) -> anyhow::Result<()> {
     let (name, tag) = split_reference(image);
-    let credentials = crate::registry::credentials_for(image, registry)?;
+    let credentials = crate::deploy::registry::credentials_for(image, registry)?;
     let options = bollard::query_parameters::PushImageOptionsBuilder::default()
         .tag(tag)
         .build();
@@ -199,7 +199,7 @@ pub async fn push_image(
             anyhow::bail!("pushing {image}: {error}");
         }
         if let Some(status) = message.status {
-            crate::secrets::say_err!("push {image}: {status}");
+            crate::shared::secrets::say_err!("push {image}: {status}");
         }
     }
     Ok(())

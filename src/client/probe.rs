@@ -2,6 +2,7 @@
 //! WebSocket sessions and an HTTP poller keep going through the public
 //! Nginx address, like real clients that follow the contract's closing rule
 //! (reconnect with their `session_uuid`, resend what was not answered). The
+//! Each session is the contract's own client (`session.rs`). The
 //! command then reports continuity: HTTP requests failed out of sent,
 //! messages lost or duplicated (a count that skips or repeats), reconnects
 //! and their close codes, and the longest time without an answer.
@@ -9,12 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use serde_json::Value;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::connect_async;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 const SESSIONS: usize = 4;
@@ -118,82 +115,21 @@ async fn poll(url: String, stop: CancellationToken) -> Continuity {
     report
 }
 
-/// One client session: a message every 100 ms, each resent until answered.
+/// One client session (`session.rs`): a message every 100 ms, each resent
+/// until answered; its counts tell what was lost or counted twice.
 async fn session(url: String, stop: CancellationToken) -> Continuity {
-    let mut report = Continuity::default();
-    let mut session_id: Option<String> = None;
-    let (mut last_count, mut sequence) = (0u64, 0u64);
-    let mut last_answer = Instant::now();
-    'connect: while !stop.is_cancelled() {
-        let target = session_id
-            .as_ref()
-            .map_or(url.clone(), |id| format!("{url}?session_uuid={id}"));
-        let Ok(Ok((mut ws, _))) =
-            tokio::time::timeout(Duration::from_secs(3), connect_async(&target)).await
-        else {
-            tokio::time::sleep(PACE).await;
-            continue;
-        };
-        loop {
-            let frame = tokio::select! {
-                frame = tokio::time::timeout(Duration::from_secs(5), ws.next()) => frame,
-                _ = stop.cancelled() => {
-                    let _ = ws.close(None).await;
-                    break 'connect;
-                }
-            };
-            let text = match frame {
-                Ok(Some(Ok(Message::Text(text)))) => text,
-                Ok(Some(Ok(Message::Close(close)))) => {
-                    if let Some(close) = close {
-                        *report.close_codes.entry(u16::from(close.code)).or_default() += 1;
-                    }
-                    report.reconnects += 1;
-                    continue 'connect;
-                }
-                Ok(Some(Ok(_))) => continue,
-                _ => {
-                    report.reconnects += 1;
-                    continue 'connect;
-                }
-            };
-            let Ok(value) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            let answered = match value["type"].as_str() {
-                Some("connection_established") => {
-                    session_id = value["session_uuid"].as_str().map(str::to_string);
-                    last_count = value["count"].as_u64().unwrap_or(last_count);
-                    true // time to send
-                }
-                Some("message_response") if value["message"] == sequence => {
-                    let count = value["count"].as_u64().unwrap_or(0);
-                    if count > last_count + 1 {
-                        report.messages_lost += count - last_count - 1;
-                    } else if count <= last_count {
-                        report.messages_duplicated += 1;
-                    }
-                    last_count = count;
-                    report.messages_answered += 1;
-                    report.longest_gap_ms = report
-                        .longest_gap_ms
-                        .max(last_answer.elapsed().as_millis() as u64);
-                    last_answer = Instant::now();
-                    sequence += 1;
-                    tokio::time::sleep(PACE).await;
-                    true
-                }
-                _ => false,
-            };
-            if answered {
-                let message =
-                    serde_json::json!({"type": "message", "message": sequence}).to_string();
-                if ws.send(Message::text(message)).await.is_err() {
-                    report.reconnects += 1;
-                    continue 'connect;
-                }
-            }
-        }
+    let outcome = super::session::run(url, PACE, stop).await;
+    let mut close_codes = BTreeMap::new();
+    for code in &outcome.close_codes {
+        *close_codes.entry(*code).or_default() += 1;
     }
-    report
+    Continuity {
+        messages_answered: outcome.answered,
+        messages_lost: outcome.lost(),
+        messages_duplicated: outcome.duplicated(),
+        reconnects: outcome.reconnects,
+        close_codes,
+        longest_gap_ms: outcome.longest_gap.as_millis() as u64,
+        ..Continuity::default()
+    }
 }
