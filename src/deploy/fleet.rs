@@ -294,8 +294,66 @@ struct Rules {
     must_agree: bool,
 }
 
-/// The gates of one point: a reply channel per host waiting there.
-type Waiting = Vec<Option<oneshot::Sender<Verdict>>>;
+/// The hosts waiting at one point: each one's point and reply channel.
+type Waiting = Vec<Option<(Point, oneshot::Sender<Verdict>)>>;
+
+/// What the coordinator knows of the hosts between messages.
+struct Hosts<'a> {
+    names: &'a [String],
+    /// The host's run is over.
+    finished: Vec<bool>,
+    /// Why every waiting host unwinds, once something failed.
+    undo: Option<String>,
+}
+
+impl Hosts<'_> {
+    /// A host's run is over; a failure unwinds the others.
+    fn finished(&mut self, host: usize, ok: bool, what: &str) {
+        self.finished[host] = true;
+        if !ok && self.undo.is_none() {
+            self.undo = Some(format!("host {} failed {what}", self.names[host]));
+        }
+    }
+
+    fn verdict(&self) -> Verdict {
+        match &self.undo {
+            Some(why) => Verdict::Undo(why.clone()),
+            None => Verdict::Go,
+        }
+    }
+}
+
+/// Waits until every host waits at a point `wanted` accepts or has
+/// finished, or something failed (a host, or an interrupt). `None`: every
+/// host has hung up.
+async fn gather(
+    messages: &mut mpsc::UnboundedReceiver<Message>,
+    interrupt: &Interrupt,
+    hosts: &mut Hosts<'_>,
+    wanted: impl Fn(Point) -> bool,
+) -> Option<Waiting> {
+    let count = hosts.names.len();
+    let mut waiting: Waiting = (0..count).map(|_| None).collect();
+    while hosts.undo.is_none()
+        && (0..count).any(|host| waiting[host].is_none() && !hosts.finished[host])
+    {
+        tokio::select! {
+            message = messages.recv() => match message? {
+                Message::Reached { host, point, reply } if wanted(point) => {
+                    waiting[host] = Some((point, reply));
+                }
+                Message::Reached { reply, .. } => {
+                    let _ = reply.send(Verdict::Undo("reached a gate out of turn".into()));
+                }
+                Message::Finished { host, ok } => hosts.finished(host, ok, "before its switch"),
+            },
+            signal = interrupt.wait() => {
+                hosts.undo = Some(format!("interrupted by {signal}"));
+            }
+        }
+    }
+    Some(waiting)
+}
 
 /// Opens the gates (`gate.rs`) and closes the fleet's preflight step:
 /// 1. every host reaches its preflight point (or finishes); they must
@@ -314,51 +372,26 @@ async fn coordinate(
     events: &mut Events,
 ) -> Option<anyhow::Error> {
     let count = names.len();
-    let none = || -> Waiting { (0..count).map(|_| None).collect() };
-    let (mut at_preflight, mut at_switch, mut switched) = (none(), none(), none());
-    let mut lives: Vec<Option<Option<Color>>> = vec![None; count];
-    let mut finished = vec![false; count];
-    // Why every waiting host unwinds, once something failed.
-    let mut undo: Option<String> = None;
+    let mut hosts = Hosts {
+        names: &names,
+        finished: vec![false; count],
+        undo: None,
+    };
     let mut refusal = None;
 
-    // A host that finished on its own: a failure unwinds the others.
-    let on_finished =
-        |finished: &mut [bool], host: usize, ok: bool, undo: &mut Option<String>, what: &str| {
-            finished[host] = true;
-            if !ok && undo.is_none() {
-                *undo = Some(format!("host {} failed {what}", names[host]));
-            }
-        };
-
     // 1. Every host at its preflight point, or done before it.
-    while undo.is_none() && (0..count).any(|host| at_preflight[host].is_none() && !finished[host]) {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Some(Message::Reached { host, point: Point::Preflight { live }, reply }) => {
-                    lives[host] = Some(live);
-                    at_preflight[host] = Some(reply);
-                }
-                Some(Message::Reached { reply, .. }) => {
-                    let _ = reply.send(Verdict::Undo("reached a gate out of turn".into()));
-                }
-                Some(Message::Finished { host, ok }) => {
-                    on_finished(&mut finished, host, ok, &mut undo, "before its switch");
-                }
-                None => return refusal,
-            },
-            signal = interrupt.wait() => {
-                undo = Some(format!("interrupted by {signal}"));
-            }
-        }
-    }
-    let seen: Vec<(usize, Option<Color>)> = lives
+    let preflight = |point| matches!(point, Point::Preflight { .. });
+    let mut at_preflight = gather(&mut messages, &interrupt, &mut hosts, preflight).await?;
+    let seen: Vec<(usize, Option<Color>)> = at_preflight
         .iter()
         .enumerate()
-        .filter_map(|(host, live)| live.map(|live| (host, live)))
+        .filter_map(|(host, waiting)| match waiting {
+            Some((Point::Preflight { live }, _)) => Some((host, *live)),
+            _ => None,
+        })
         .collect();
     let first = seen.first().and_then(|(_, live)| *live);
-    if undo.is_none() && rules.must_agree && seen.iter().any(|(_, live)| *live != first) {
+    if hosts.undo.is_none() && rules.must_agree && seen.iter().any(|(_, live)| *live != first) {
         let each: Vec<String> = seen
             .iter()
             .map(|(host, live)| {
@@ -375,11 +408,11 @@ async fn coordinate(
              --color C` where C runs on every host",
             each.join(", ")
         ));
-        undo = Some("the hosts disagree on the live colour".into());
+        hosts.undo = Some("the hosts disagree on the live colour".into());
         events.fail(&error.to_string());
         refusal = Some(error.into());
     }
-    match &undo {
+    match &hosts.undo {
         None => events.ok(&format!(
             "{count} hosts locked, live: {}",
             first.map_or("none".to_string(), |color| color.to_string())
@@ -387,47 +420,30 @@ async fn coordinate(
         Some(why) if refusal.is_none() => events.fail(why),
         Some(_) => {}
     }
-    let verdict = |undo: &Option<String>| match undo {
-        Some(why) => Verdict::Undo(why.clone()),
-        None => Verdict::Go,
-    };
-    for reply in at_preflight.iter_mut().filter_map(Option::take) {
-        let _ = reply.send(verdict(&undo));
+    for (_, reply) in at_preflight.iter_mut().filter_map(Option::take) {
+        let _ = reply.send(hosts.verdict());
     }
 
     // 2. Every host at its switch, or done (failed) before it.
-    while undo.is_none() && (0..count).any(|host| at_switch[host].is_none() && !finished[host]) {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Some(Message::Reached { host, point: Point::BeforeSwitch, reply }) => {
-                    at_switch[host] = Some(reply);
-                }
-                Some(Message::Reached { reply, .. }) => {
-                    let _ = reply.send(Verdict::Undo("switched out of turn".into()));
-                }
-                Some(Message::Finished { host, ok }) => {
-                    on_finished(&mut finished, host, ok, &mut undo, "before its switch");
-                }
-                None => return refusal,
-            },
-            signal = interrupt.wait() => {
-                undo = Some(format!("interrupted by {signal}"));
-            }
-        }
-    }
+    let before_switch = |point| point == Point::BeforeSwitch;
+    let Some(mut at_switch) = gather(&mut messages, &interrupt, &mut hosts, before_switch).await
+    else {
+        return refusal;
+    };
+    let mut switched: Waiting = (0..count).map(|_| None).collect();
 
     // Host by host, `batch` at a time.
-    let hosts: Vec<usize> = (0..count).collect();
-    for group in hosts.chunks(rules.batch.max(1)) {
-        if undo.is_some() {
+    let order: Vec<usize> = (0..count).collect();
+    for group in order.chunks(rules.batch.max(1)) {
+        if hosts.undo.is_some() {
             break;
         }
         if let Some(signal) = interrupt.received() {
-            undo = Some(format!("interrupted by {signal}"));
+            hosts.undo = Some(format!("interrupted by {signal}"));
             break;
         }
         for &host in group {
-            if let Some(reply) = at_switch[host].take() {
+            if let Some((_, reply)) = at_switch[host].take() {
                 let _ = reply.send(Verdict::Go);
             }
         }
@@ -435,20 +451,18 @@ async fn coordinate(
         // restored.
         while group
             .iter()
-            .any(|&host| switched[host].is_none() && !finished[host])
+            .any(|&host| switched[host].is_none() && !hosts.finished[host])
         {
             match messages.recv().await {
                 Some(Message::Reached {
                     host,
                     point: Point::Switched,
                     reply,
-                }) => switched[host] = Some(reply),
+                }) => switched[host] = Some((Point::Switched, reply)),
                 Some(Message::Reached { reply, .. }) => {
                     let _ = reply.send(Verdict::Undo("reached its switch twice".into()));
                 }
-                Some(Message::Finished { host, ok }) => {
-                    on_finished(&mut finished, host, ok, &mut undo, "to switch");
-                }
+                Some(Message::Finished { host, ok }) => hosts.finished(host, ok, "to switch"),
                 None => return refusal,
             }
         }
@@ -456,18 +470,20 @@ async fn coordinate(
 
     // Everyone on: drain. Something failed: everyone still waiting undoes
     // (switched hosts switch back).
-    for reply in at_switch.iter_mut().chain(switched.iter_mut()) {
-        if let Some(reply) = reply.take() {
-            let _ = reply.send(verdict(&undo));
-        }
+    for (_, reply) in at_switch
+        .iter_mut()
+        .chain(switched.iter_mut())
+        .filter_map(Option::take)
+    {
+        let _ = reply.send(hosts.verdict());
     }
     // Hosts that reach a gate late (none should) get the same answer.
-    while finished.iter().any(|done| !done) {
+    while hosts.finished.iter().any(|done| !done) {
         match messages.recv().await {
             Some(Message::Reached { reply, .. }) => {
-                let _ = reply.send(verdict(&undo));
+                let _ = reply.send(hosts.verdict());
             }
-            Some(Message::Finished { host, .. }) => finished[host] = true,
+            Some(Message::Finished { host, .. }) => hosts.finished[host] = true,
             None => return refusal,
         }
     }
