@@ -38,6 +38,9 @@ pub struct Outcome {
     pub reconnects: u64,
     /// The close code of every close frame it received.
     pub close_codes: Vec<u16>,
+    /// Connections that ended without a close frame (cut, reset, or
+    /// silent for `ANSWER_TIMEOUT`).
+    pub abnormal_closes: u64,
     /// The longest time between two answers.
     pub longest_gap: Duration,
     /// 1 when it ran out of time with a message unanswered.
@@ -145,6 +148,7 @@ pub async fn run(url: String, pace: Duration, stop: CancellationToken) -> Outcom
             let frame = json!({"type": "message", "message": next}).to_string();
             if ws.send(Message::text(frame)).await.is_err() {
                 outcome.reconnects += 1;
+                outcome.abnormal_closes += 1;
                 continue 'connection;
             }
             // This message's answer (heartbeats and goodbyes skipped).
@@ -161,6 +165,7 @@ pub async fn run(url: String, pace: Duration, stop: CancellationToken) -> Outcom
                     Ok(Some(Ok(_))) => continue,
                     _ => {
                         outcome.reconnects += 1;
+                        outcome.abnormal_closes += 1;
                         continue 'connection;
                     }
                 };

@@ -15,6 +15,10 @@ pub struct ProbeArgs {
     /// Print the answer's body on stdout.
     #[arg(long)]
     print: bool,
+    /// POST instead of GET (an action on a private endpoint, such as
+    /// `/connections/move`).
+    #[arg(long)]
+    post: bool,
     /// Seconds to wait for the answer.
     #[arg(long, default_value = "2", value_parser = crate::shared::input::parse_seconds)]
     timeout: Duration,
@@ -28,12 +32,12 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (status, body) = runtime.block_on(async {
-        let response = reqwest::Client::builder()
-            .timeout(args.timeout)
-            .build()?
-            .get(&url)
-            .send()
-            .await?;
+        let client = reqwest::Client::builder().timeout(args.timeout).build()?;
+        let request = match args.post {
+            true => client.post(&url),
+            false => client.get(&url),
+        };
+        let response = request.send().await?;
         let status = response.status();
         reqwest::Result::Ok((status, response.text().await?))
     })?;

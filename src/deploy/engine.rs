@@ -10,14 +10,14 @@
 //! runner's logic is tested where the question is logic, not Docker.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::analysis::Until;
 use super::containers::Drained;
 use super::events::Events;
-use super::journal::Run;
+use super::journal::{Reload, Run};
 use super::nginx::Serving;
-use super::{Stack, analysis, containers, lock, nginx, proxy};
+use super::{Stack, analysis, containers, lock, nginx, proxy, reloads};
 use crate::client::probe;
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::docker;
@@ -116,6 +116,9 @@ pub trait Engine {
     async fn apply_upstream(&self, text: &str) -> anyhow::Result<()>;
     /// Checks that new connections reach `color` through the public address.
     async fn verify(&self, color: Color) -> anyhow::Result<()>;
+    /// After a reload of the edge that ended at `at`: the old workers it
+    /// left, their clients moved when past wsctl.yaml's bounds, recorded.
+    async fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reload;
     /// A client through the public address while traffic moves.
     fn cutover_probe(&self) -> Option<probe::Probe>;
     /// One analysis of `new` (against `old`) until `until` says it passed.
@@ -294,6 +297,10 @@ impl Engine for Stack {
 
     async fn verify(&self, color: Color) -> anyhow::Result<()> {
         nginx::verify(self, color, Duration::ZERO).await
+    }
+
+    async fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reload {
+        reloads::after(self, step, reason, at).await
     }
 
     fn cutover_probe(&self) -> Option<probe::Probe> {

@@ -94,9 +94,27 @@ pub struct Run {
     /// A canary's (or `--watch`'s) last analysis sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<serde_json::Value>,
+    /// Every Nginx reload the run made, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reloads: Vec<Reload>,
     /// Records written so far (the journal's sequence number).
     #[serde(default)]
     pub seq: u32,
+}
+
+/// One reload of Nginx by a run: which step made it and why, and the old
+/// workers (holding sockets opened before it) once it was done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reload {
+    pub step: String,
+    pub reason: String,
+    pub at: String,
+    pub old_workers: usize,
+    pub old_workers_kib: u64,
+    /// Past wsctl.yaml's `nginx:` bounds: the app was asked to move the
+    /// old workers' clients with goodbye.
+    #[serde(default)]
+    pub moved: bool,
 }
 
 impl Run {
@@ -127,6 +145,7 @@ impl Run {
             created_container: false,
             steps_ms: serde_json::Map::new(),
             analysis: None,
+            reloads: Vec::new(),
             seq: 0,
         }
     }

@@ -15,7 +15,9 @@
 //!   engine); `fleet.rs`: a stack on several Docker hosts, its coordinator
 //!   and `gate.rs`, a host's side of it.
 //! - `containers.rs`: the Docker-side steps (start, readiness, smoke, drain).
-//! - `nginx.rs`: what Nginx serves, and the switch itself.
+//! - `nginx.rs`: what Nginx serves, and the switch itself; `reloads.rs`:
+//!   what follows every reload (old workers, their clients moved past the
+//!   bounds, the record).
 //! - `journal.rs`: every run recorded in the engine, state by state.
 //! - `lock.rs`: one run at a time per stack, renewed while it lives.
 //! - `recover.rs`: bringing a stack left by a killed run to a consistent state.
@@ -55,6 +57,7 @@ mod plan;
 mod proxy;
 mod recover;
 pub mod registry;
+mod reloads;
 mod runner;
 mod state;
 mod status;

@@ -354,6 +354,49 @@ pub async fn switch_to(stack: &Stack, color: Color, steady: Duration) -> anyhow:
     verify(stack, color, steady).await
 }
 
+/// Nginx's old workers: after a reload they keep the WebSockets they hold
+/// until those close. The engine lists them (`docker top`, which runs `ps`
+/// on the engine's host: the images have none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OldWorkers {
+    pub processes: usize,
+    /// Their resident memory, summed.
+    pub kib: u64,
+}
+
+/// The old workers of the stack's Nginx (none when it cannot be listed).
+pub async fn old_workers(stack: &Stack) -> OldWorkers {
+    let options = bollard::query_parameters::TopOptionsBuilder::default()
+        .ps_args("-o pid,rss,args")
+        .build();
+    let Ok(top) = stack
+        .docker
+        .top_processes(&stack.config.name("nginx"), Some(options))
+        .await
+    else {
+        return OldWorkers::default();
+    };
+    let titles = top.titles.unwrap_or_default();
+    let column = |name: &str| titles.iter().position(|title| title == name);
+    let (Some(rss), Some(args)) = (column("RSS"), column("COMMAND")) else {
+        return OldWorkers::default();
+    };
+    let mut old = OldWorkers::default();
+    for process in top.processes.unwrap_or_default() {
+        let shutting_down = process
+            .get(args)
+            .is_some_and(|args| args.contains("worker process is shutting down"));
+        if shutting_down {
+            old.processes += 1;
+            old.kib += process
+                .get(rss)
+                .and_then(|kib| kib.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    old
+}
+
 /// How long the first deploy's switch must answer from the new colour
 /// without a miss (see `verify`).
 pub const FIRST_SWITCH_STEADY: Duration = Duration::from_millis(500);

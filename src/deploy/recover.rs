@@ -77,10 +77,13 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
         return nothing_to_serve(stack, unfinished, &serving).await;
     };
     let mut changes = Vec::new();
+    let mut reloads = Vec::new();
     if serving.live() != Some(target) || serving.file != Some(target) {
         stack
             .switch(target, None, nginx::FIRST_SWITCH_STEADY)
             .await?;
+        let reason = format!("traffic to {target}, the colour that can serve");
+        reloads.push(stack.reloaded("recover", reason, Instant::now()).await);
         changes.push(format!("Nginx now serves {target}"));
     }
     let other = target.other();
@@ -121,6 +124,7 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
         run.traffic = Some(target);
         run.detail = summary.clone();
         run.seconds = started.elapsed().as_secs_f64();
+        run.reloads = reloads;
         stack.record(&mut run).await?;
         recorded = Some(run);
     }

@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::deploy::Events;
 use crate::deploy::analysis::Until;
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::containers::Drained;
@@ -17,6 +16,7 @@ use crate::deploy::engine::{Engine, Presence};
 use crate::deploy::nginx::Serving;
 use crate::deploy::operations::DeployRequest;
 use crate::deploy::state::Action;
+use crate::deploy::{Events, journal};
 use crate::shared::signal::{Interrupt, Signal};
 
 /// One colour as the model has it.
@@ -289,6 +289,21 @@ impl Engine for Model {
     }
     async fn verify(&self, color: Color) -> anyhow::Result<()> {
         self.call(format!("verify {color}"))
+    }
+    async fn reloaded(
+        &self,
+        step: &str,
+        reason: String,
+        _at: std::time::Instant,
+    ) -> journal::Reload {
+        journal::Reload {
+            step: step.to_string(),
+            reason,
+            at: String::new(),
+            old_workers: 0,
+            old_workers_kib: 0,
+            moved: false,
+        }
     }
     fn cutover_probe(&self) -> Option<probe::Probe> {
         None
@@ -770,6 +785,20 @@ async fn a_canary_records_its_last_sample_and_a_failed_one_rolls_back() {
     canary(&mut model).await.expect("promoted");
     let run = model.last_run();
     assert_eq!(run.analysis, Some(serde_json::json!({"percent": 50})));
+    // Every reload is in the record, with the step that made it and why.
+    let reloads: Vec<(String, String)> = run
+        .reloads
+        .iter()
+        .map(|reload| (reload.step.clone(), reload.reason.clone()))
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            ("canary".into(), "10% of new connections to green".into()),
+            ("canary".into(), "50% of new connections to green".into()),
+            ("switch".into(), "traffic to green".into()),
+        ]
+    );
     assert!(changes(&model).contains(&"weigh blue green 50".to_string()));
 
     let mut model = Model::blue_live().failing("analyse green 50");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::journal::{self, Outcome, Run};
+use super::journal::{self, Outcome, Reload, Run};
 use super::lock::Holder;
 use super::nginx::Serving;
 use super::plan::{Action, State};
@@ -65,6 +65,9 @@ pub struct RunSummary {
     pub traffic: Option<Color>,
     pub seconds: f64,
     pub detail: String,
+    /// Every Nginx reload the run made (step, reason, old workers after it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reloads: Vec<Reload>,
 }
 
 impl From<&Run> for RunSummary {
@@ -83,6 +86,7 @@ impl From<&Run> for RunSummary {
             traffic: run.traffic,
             seconds: run.seconds,
             detail: run.detail.clone(),
+            reloads: run.reloads.clone(),
         }
     }
 }

@@ -3,10 +3,11 @@
 //! acts, how it acts, how its undo is carried out, and what its progress
 //! line says. Every step talks to the platform through the `Engine`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::containers::Drained;
 use super::engine::Engine;
+use super::journal::Reload;
 use super::plan::{Health, Logs, Plan, Start, Step, Undo};
 use super::{DeployError, analysis, nginx};
 use crate::client::probe;
@@ -21,6 +22,8 @@ pub struct Work<E: Engine> {
     pub cutover: Option<probe::Probe>,
     /// The last analysis sample (canary, `--watch`), for the record.
     pub analysis: Option<serde_json::Value>,
+    /// Every reload of Nginx so far, for the record.
+    pub reloads: Vec<Reload>,
 }
 
 impl<E: Engine> Default for Work<E> {
@@ -29,6 +32,7 @@ impl<E: Engine> Default for Work<E> {
             staged: None,
             cutover: None,
             analysis: None,
+            reloads: Vec::new(),
         }
     }
 }
@@ -133,6 +137,9 @@ pub async fn act<E: Engine>(
             let mut passed = Vec::new();
             for &percent in &canary.steps {
                 engine.weigh(from, plan.to, percent).await?;
+                let reason = format!("{percent}% of new connections to {}", plan.to);
+                let reload = engine.reloaded("canary", reason, Instant::now()).await;
+                work.reloads.push(reload);
                 let until = analysis::Until::Counted {
                     seconds: canary.analysis,
                     timeout: canary.timeout,
@@ -151,6 +158,9 @@ pub async fn act<E: Engine>(
                 Some(_) => Duration::ZERO,
             };
             engine.switch(plan.to, work.staged.take(), steady).await?;
+            let reason = format!("traffic to {}", plan.to);
+            let reload = engine.reloaded("switch", reason, Instant::now()).await;
+            work.reloads.push(reload);
             Ok(format!(
                 "{} live, verified through {}",
                 plan.to,
@@ -222,7 +232,14 @@ pub async fn undo<E: Engine>(
             if let Some(upload) = work.staged.take() {
                 let _ = engine.land(upload).await;
             }
-            restore(engine, plan).await
+            restore(engine, plan).await?;
+            let back = plan.from.map_or("nothing live".to_string(), |from| {
+                format!("traffic back to {from}")
+            });
+            let reason = format!("the previous upstream again ({back})");
+            let reload = engine.reloaded("undo", reason, Instant::now()).await;
+            work.reloads.push(reload);
+            Ok(())
         }
         Undo::Retire { color, remove } => engine.retire(color, remove).await,
         Undo::RemoveNewProxy => engine.remove_next_edge().await,

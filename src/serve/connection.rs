@@ -14,7 +14,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::time::{Sleep, sleep_until, timeout};
+use tokio::sync::watch;
+use tokio::time::{Sleep, sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -26,6 +27,7 @@ use super::frames::{
     ClientRequest, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame, seconds_number,
 };
 use super::hub::{HubFrame, HubKind};
+use super::moves;
 use super::rate_limit::TokenBucket;
 use super::state::{AppState, VERSION};
 use crate::serve::config::BROADCAST_BURST;
@@ -77,6 +79,10 @@ pub struct ChatConnection {
     authenticated: bool,
     /// The last count this connection saw, for a goodbye when the store is down.
     last_count: u64,
+    /// When it opened, and the orders to move connections opened before a
+    /// proxy reload (`moves.rs`).
+    opened: Instant,
+    moves: watch::Receiver<Option<Instant>>,
 }
 
 impl ChatConnection {
@@ -90,6 +96,7 @@ impl ChatConnection {
     ) -> Self {
         let config = &state.config;
         let now = Instant::now();
+        let moves = state.moves.subscribe();
         let bucket = TokenBucket::new(config.rate_limit, config.rate_limit * 2.0, now);
         let broadcast_bucket = TokenBucket::new(config.broadcast_rate, BROADCAST_BURST, now);
         ChatConnection {
@@ -102,6 +109,8 @@ impl ChatConnection {
             broadcast_bucket,
             authenticated,
             last_count: 0,
+            opened: now,
+            moves,
         }
     }
 
@@ -130,6 +139,12 @@ impl ChatConnection {
                 _ = self.state.drain.cancelled(), if goodbye_at.is_none() => {
                     let deadline = self.state.goodbye_deadline();
                     goodbye_at = Some(Box::pin(sleep_until(deadline.into())));
+                }
+                // Moved off an old proxy worker: a moment in the drain
+                // window of its own, then goodbye as in a drain.
+                _ = moves::named(&mut self.moves, self.opened), if goodbye_at.is_none() => {
+                    let offset = moves::offset(self.id, self.state.config.drain_window);
+                    goodbye_at = Some(Box::pin(sleep(offset)));
                 }
                 // Our slot came: goodbye, close 1001.
                 _ = wait_for(&mut goodbye_at), if goodbye_at.is_some() => {

@@ -68,6 +68,19 @@ pub fn routes(
             .into_response()
         });
 
+    // Private: only from this host's loopback (wsctl, by exec in the
+    // container); through a proxy the peer is the proxy, never loopback.
+    let move_connections = exactly(&["/connections/move"])
+        .and(warp::post())
+        .and(warp::ext::optional::<Peer>())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .map(
+            |peer: Option<Peer>, query: HashMap<String, String>, state: Arc<AppState>| {
+                move_connections(peer, &query, &state)
+            },
+        );
+
     let upgrade_parts = warp::get()
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
@@ -104,12 +117,55 @@ pub fn routes(
         .unify()
         .or(metrics)
         .unify()
+        .or(move_connections)
+        .unify()
         .or(chat)
         .unify()
         .or(echo)
         .unify()
         .recover(answer_rejection)
         .unify()
+}
+
+/// The address a request came from, as the accepted socket has it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// `POST /connections/move?older_than=SECONDS`: every connection opened
+/// more than SECONDS ago says goodbye within `DRAIN_WINDOW` (`moves.rs`).
+fn move_connections(
+    peer: Option<Peer>,
+    query: &HashMap<String, String>,
+    state: &AppState,
+) -> Response {
+    if !from_loopback(peer) {
+        return json_error(StatusCode::FORBIDDEN, "only from this host's loopback");
+    }
+    let older_than = query
+        .get("older_than")
+        .and_then(|raw| crate::shared::input::parse_seconds(raw).ok());
+    let Some(older_than) = older_than else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "older_than must be a positive number of seconds",
+        );
+    };
+    state.moves.order(older_than);
+    tracing::info!(
+        older_than = older_than.as_secs_f64(),
+        "moving connections off old proxy workers"
+    );
+    warp::reply::json(&json!({
+        "moving_opened_before_seconds": older_than.as_secs_f64(),
+        "window_seconds": state.config.drain_window.as_secs_f64(),
+    }))
+    .into_response()
+}
+
+/// The request came from this host's loopback (also as an IPv4-mapped
+/// IPv6 address); through a proxy the peer is the proxy.
+fn from_loopback(peer: Option<Peer>) -> bool {
+    peer.is_some_and(|Peer(address)| address.ip().to_canonical().is_loopback())
 }
 
 /// Matches only these spellings of a path. warp's `path!` would also take
@@ -173,9 +229,13 @@ pub async fn serve_socket<F>(
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let warp_service = warp::service(routes);
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let peer = stream.peer_addr().ok().map(Peer);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let mut warp_service = warp_service.clone();
         let color = color.clone();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         async move { Ok::<_, Infallible>(answer(&mut warp_service, request, color).await) }
     });
     let connection = http1::Builder::new()
@@ -236,4 +296,20 @@ where
 fn is_usable_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty() && bytes.len() <= 200 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_peers_may_move_connections() {
+        let peer = |text: &str| Some(Peer(text.parse().unwrap()));
+        assert!(from_loopback(peer("127.0.0.1:5000")));
+        assert!(from_loopback(peer("[::1]:5000")));
+        assert!(from_loopback(peer("[::ffff:127.0.0.1]:5000")));
+        assert!(!from_loopback(peer("172.18.0.3:5000")), "a proxy's address");
+        assert!(!from_loopback(peer("[::ffff:10.0.0.2]:5000")));
+        assert!(!from_loopback(None));
+    }
 }

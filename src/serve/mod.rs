@@ -7,6 +7,7 @@
 //! - `backend/`: where sessions and broadcasts live (embedded, Redis, Redis
 //!   Cluster), behind one trait; `hub.rs`: the process-wide fan-out queue.
 //!   `metrics.rs`: Prometheus. `state.rs`: what they share.
+//! - `moves.rs`: moving the clients an old Nginx worker holds, gracefully.
 //! - `config.rs`: the validated `ServeConfig`; `auth.rs`: signed access
 //!   tokens; `logging.rs`: JSON-lines logs.
 //!
@@ -22,6 +23,7 @@ mod http;
 mod hub;
 pub mod logging;
 mod metrics;
+mod moves;
 mod rate_limit;
 mod reply;
 mod state;

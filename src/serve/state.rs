@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::backend::Backend;
 use super::hub::Hub;
 use super::metrics::Metrics;
+use super::moves::Moves;
 use crate::serve::config::ServeConfig;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,6 +32,8 @@ pub struct AppState {
     pub started: Instant,
     pub started_at: String,
     pub hostname: String,
+    /// Orders to move the connections an old proxy worker holds.
+    pub moves: Moves,
     ready: AtomicBool,
     schedule: DrainSchedule,
 }
@@ -73,6 +76,7 @@ impl AppState {
             started: Instant::now(),
             started_at: crate::shared::time::now_rfc3339(),
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            moves: Moves::default(),
             ready: AtomicBool::new(false),
             schedule: DrainSchedule::default(),
         }

@@ -31,8 +31,10 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
     let early = LiveClients::start(&url, 25);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // 1. A healthy canary, 20% then the switch.
-    let mut run = stack.spawn(&["deploy", "--canary-steps", "20,100", "--analysis", "4"]);
+    // 1. A healthy canary, 20%, 50%, then the switch: three reloads that
+    // keep blue serving for over 80 s (Nginx used to cut the old workers'
+    // sockets 30 s after each).
+    let mut run = stack.spawn(&["deploy", "--canary-steps", "20,50,100", "--analysis", "40"]);
     assert!(
         run.wait_for_step("canary"),
         "no canary step: {:?}",
@@ -192,8 +194,19 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
     ] {
         let summary = clients.finish().await;
         println!(
-            "{name}: {} messages, {} reconnects, {} rate limited, longest gap {:?}",
-            summary.messages, summary.reconnects, summary.rate_limited, summary.longest_gap
+            "{name}: {} messages, {} reconnects, {} rate limited, longest gap {:?}, closes {:?}",
+            summary.messages,
+            summary.reconnects,
+            summary.rate_limited,
+            summary.longest_gap,
+            summary.close_codes
+        );
+        // Every move was a goodbye and 1001 (drains, undos), never a cut.
+        assert_eq!(summary.abnormal_closes, 0, "{name}: {summary:?}");
+        assert!(
+            summary.close_codes.keys().all(|code| *code == 1001),
+            "{name}: {:?}",
+            summary.close_codes
         );
     }
     println!(

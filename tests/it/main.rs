@@ -23,6 +23,7 @@ mod docker_build;
 mod hostile_clients;
 mod image_pull;
 mod monitoring;
+mod nginx_reloads;
 mod operate;
 mod redis_cluster;
 mod redis_layer;

@@ -401,3 +401,61 @@ async fn sigint_drains_like_sigterm() {
     assert_eq!(recv_close(&mut ws).await.0, Some(1001));
     assert_eq!(server.wait_exit(Duration::from_secs(4)).0, Some(0));
 }
+
+/// `POST /connections/move` (what wsctl asks after a reload past the old
+/// workers' bounds): connections opened before the cutoff say goodbye and
+/// close 1001 within `DRAIN_WINDOW`; younger ones and the process stay.
+#[tokio::test]
+async fn connections_older_than_the_cutoff_move_with_goodbye_and_the_rest_stay() {
+    let server = Server::start(&[("DRAIN_WINDOW", "1")]);
+    let (mut old, greeting) = server.connect("").await;
+    assert_eq!(greeting["type"], "connection_established");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (mut young, _) = server.connect("").await;
+
+    let client = reqwest::Client::new();
+    let ordered = Instant::now();
+    let answer = client
+        .post(server.http("/connections/move?older_than=0.3"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 200);
+    let (code, frames) = recv_close(&mut old).await;
+    let took = ordered.elapsed();
+    assert_eq!(code, Some(1001), "{frames:?}");
+    let goodbye = frames
+        .iter()
+        .find(|frame| frame["type"] == "goodbye")
+        .unwrap_or_else(|| panic!("no goodbye: {frames:?}"));
+    assert_eq!(goodbye["reason"], "server_shutdown", "{goodbye}");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "{took:?} past the 1 s window"
+    );
+
+    // The young connection is still served, and new ones are welcome.
+    send_json(
+        &mut young,
+        json!({"type": "message", "message": "still here"}),
+    )
+    .await;
+    let reply = recv_non_heartbeat(&mut young).await;
+    assert_eq!(reply["type"], "message_response", "{reply}");
+    let (_, again) = server.connect("").await;
+    assert_eq!(again["type"], "connection_established");
+
+    // A GET, or no cutoff, is refused; nothing moves.
+    let get = client
+        .get(server.http("/connections/move?older_than=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+    let bad = client
+        .post(server.http("/connections/move"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

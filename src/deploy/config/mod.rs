@@ -124,6 +124,38 @@ pub struct StackConfig {
     pub env_file: Vec<std::path::PathBuf>,
     /// Credentials for pulls and pushes, beside `~/.docker/config.json`.
     pub registry: RegistrySettings,
+    /// How many old Nginx workers a stack may carry after reloads.
+    pub nginx: NginxSettings,
+}
+
+/// Old Nginx workers: after a reload they keep the WebSockets they hold
+/// until those close (a reload never cuts a socket). Past either bound,
+/// wsctl asks the app to move their clients with `goodbye`, paced over
+/// `DRAIN_WINDOW` (only the bundled service knows how; other apps' old
+/// workers stay until their clients leave).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NginxSettings {
+    /// Old worker processes (shutting down, holding sockets) allowed.
+    pub max_old_workers: usize,
+    /// Their memory (resident, summed) allowed: `256m`, `1g`, bytes.
+    pub max_old_memory: String,
+}
+
+impl Default for NginxSettings {
+    fn default() -> Self {
+        NginxSettings {
+            max_old_workers: 64,
+            max_old_memory: "512m".into(),
+        }
+    }
+}
+
+impl NginxSettings {
+    /// `max_old_memory` in bytes.
+    pub fn max_old_memory_bytes(&self) -> u64 {
+        parse_size(&self.max_old_memory).unwrap_or(u64::MAX)
+    }
 }
 
 /// A registry login from wsctl.yaml; the password is never in the file.
@@ -381,6 +413,7 @@ impl Default for StackConfig {
             analysis: AnalysisSettings::default(),
             env_file: Vec::new(),
             registry: RegistrySettings::default(),
+            nginx: NginxSettings::default(),
         }
     }
 }
@@ -479,6 +512,14 @@ registry:
   server: null
   username: null
   password_env: null
+# After a reload Nginx's old workers keep the WebSockets they hold until
+# those close: no reload cuts a socket. Past either bound (processes, or
+# their resident memory summed), wsctl asks the bundled service to move
+# their clients: goodbye and close 1001, paced over DRAIN_WINDOW, and they
+# reconnect through the new workers and resume.
+nginx:
+  max_old_workers: 64
+  max_old_memory: 512m
 "#;
 
 impl StackConfig {
@@ -630,6 +671,12 @@ impl StackConfig {
                 "{origin}: redis.maxmemory_policy '{}' is not one of {}",
                 self.redis.maxmemory_policy,
                 POLICIES.join(", ")
+            )));
+        }
+        if parse_size(&self.nginx.max_old_memory).is_none() {
+            return Err(ConfigError(format!(
+                "{origin}: nginx.max_old_memory '{}' is not a size such as 512m or 1g",
+                self.nginx.max_old_memory
             )));
         }
         if parse_size(&self.redis.maxmemory).is_none() {

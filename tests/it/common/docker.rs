@@ -221,6 +221,28 @@ impl TestStack {
             .count()
     }
 
+    /// Old Nginx workers (shutting down after a reload, holding sockets).
+    pub fn old_nginx_workers(&self) -> usize {
+        let output = Command::new("docker")
+            .args(["top", &format!("{}nginx", self.prefix)])
+            .output()
+            .expect("docker top");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains("worker process is shutting down"))
+            .count()
+    }
+
+    /// `nginx -s reload` inside the stack's Nginx, as a person would.
+    pub fn reload_nginx_by_hand(&self) {
+        let output = Command::new("docker")
+            .args(["exec", &format!("{}nginx", self.prefix)])
+            .args(["/usr/sbin/nginx", "-s", "reload"])
+            .output()
+            .expect("docker exec");
+        assert!(output.status.success(), "{}", explain(&output));
+    }
+
     /// `/status` through the public Nginx address.
     pub async fn public_status(&self) -> serde_json::Value {
         reqwest::get(format!("http://{}/status", self.public))

@@ -29,6 +29,8 @@ pub struct Summary {
     pub rate_limited: u64,
     pub longest_gap: Duration,
     pub close_codes: std::collections::BTreeMap<u16, u64>,
+    /// Connections that ended without a close frame.
+    pub abnormal_closes: u64,
     /// Each client's outcome, for per-client assertions.
     pub outcomes: Vec<Outcome>,
 }
@@ -78,6 +80,7 @@ impl LiveClients {
             summary.unavailable += outcome.unavailable;
             summary.rate_limited += outcome.rate_limited;
             summary.longest_gap = summary.longest_gap.max(outcome.longest_gap);
+            summary.abnormal_closes += outcome.abnormal_closes;
             for code in &outcome.close_codes {
                 *summary.close_codes.entry(*code).or_insert(0) += 1;
             }
