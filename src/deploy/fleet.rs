@@ -413,6 +413,8 @@ async fn coordinate(
         refusal = Some(error.into());
     }
     match &hosts.undo {
+        // Runs that end in their preflight (`recover`) name no live colour.
+        None if seen.is_empty() => events.ok(&format!("{count} hosts locked")),
         None => events.ok(&format!(
             "{count} hosts locked, live: {}",
             first.map_or("none".to_string(), |color| color.to_string())
