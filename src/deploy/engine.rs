@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use super::analysis::Until;
 use super::containers::Drained;
 use super::events::Events;
-use super::journal::{Reload, Run};
+use super::journal::Run;
 use super::nginx::Serving;
+use super::reloads::Reloading;
 use super::{Stack, analysis, containers, lock, nginx, proxy, reloads};
 use crate::client::probe;
 use crate::deploy::config::{Color, StackConfig};
@@ -117,8 +118,9 @@ pub trait Engine {
     /// Checks that new connections reach `color` through the public address.
     async fn verify(&self, color: Color) -> anyhow::Result<()>;
     /// After a reload of the edge that ended at `at`: the old workers it
-    /// left, their clients moved when past wsctl.yaml's bounds, recorded.
-    async fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reload;
+    /// left, their clients moved when past wsctl.yaml's bounds, recorded
+    /// (looked at beside the run; `Reloading::record` waits for it).
+    fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reloading;
     /// A client through the public address while traffic moves.
     fn cutover_probe(&self) -> Option<probe::Probe>;
     /// One analysis of `new` (against `old`) until `until` says it passed.
@@ -299,8 +301,8 @@ impl Engine for Stack {
         nginx::verify(self, color, Duration::ZERO).await
     }
 
-    async fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reload {
-        reloads::after(self, step, reason, at).await
+    fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reloading {
+        reloads::after(self, step, reason, at)
     }
 
     fn cutover_probe(&self) -> Option<probe::Probe> {

@@ -362,36 +362,41 @@ pub struct OldWorkers {
     pub processes: usize,
     /// Their resident memory, summed.
     pub kib: u64,
+    /// Seconds the oldest current (not shutting down) worker has run: a
+    /// reload has taken effect once it is younger than the reload.
+    pub current_oldest_secs: Option<u64>,
 }
 
-/// The old workers of the stack's Nginx (none when it cannot be listed).
-pub async fn old_workers(stack: &Stack) -> OldWorkers {
+/// The old workers of the Nginx container `nginx` (none when it cannot be
+/// listed).
+pub async fn old_workers(docker: &bollard::Docker, nginx: &str) -> OldWorkers {
     let options = bollard::query_parameters::TopOptionsBuilder::default()
-        .ps_args("-o pid,rss,args")
+        .ps_args("-o pid,rss,etimes,args")
         .build();
-    let Ok(top) = stack
-        .docker
-        .top_processes(&stack.config.name("nginx"), Some(options))
-        .await
-    else {
+    let Ok(top) = docker.top_processes(nginx, Some(options)).await else {
         return OldWorkers::default();
     };
     let titles = top.titles.unwrap_or_default();
     let column = |name: &str| titles.iter().position(|title| title == name);
-    let (Some(rss), Some(args)) = (column("RSS"), column("COMMAND")) else {
+    let (Some(rss), Some(elapsed), Some(args)) =
+        (column("RSS"), column("ELAPSED"), column("COMMAND"))
+    else {
         return OldWorkers::default();
+    };
+    let number = |process: &Vec<String>, at: usize| {
+        process
+            .get(at)
+            .and_then(|value| value.trim().parse::<u64>().ok())
     };
     let mut old = OldWorkers::default();
     for process in top.processes.unwrap_or_default() {
-        let shutting_down = process
-            .get(args)
-            .is_some_and(|args| args.contains("worker process is shutting down"));
-        if shutting_down {
+        let args = process.get(args).map(String::as_str).unwrap_or("");
+        if args.contains("worker process is shutting down") {
             old.processes += 1;
-            old.kib += process
-                .get(rss)
-                .and_then(|kib| kib.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+            old.kib += number(&process, rss).unwrap_or(0);
+        } else if args.contains("worker process") {
+            let age = number(&process, elapsed).unwrap_or(u64::MAX);
+            old.current_oldest_secs = Some(old.current_oldest_secs.map_or(age, |o| o.max(age)));
         }
     }
     old

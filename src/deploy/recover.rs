@@ -83,7 +83,7 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
             .switch(target, None, nginx::FIRST_SWITCH_STEADY)
             .await?;
         let reason = format!("traffic to {target}, the colour that can serve");
-        reloads.push(stack.reloaded("recover", reason, Instant::now()).await);
+        reloads.push(stack.reloaded("recover", reason, Instant::now()));
         changes.push(format!("Nginx now serves {target}"));
     }
     let other = target.other();
@@ -124,7 +124,7 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
         run.traffic = Some(target);
         run.detail = summary.clone();
         run.seconds = started.elapsed().as_secs_f64();
-        run.reloads = reloads;
+        run.reloads = super::reloads::collect(stack.events_ref(), reloads).await;
         stack.record(&mut run).await?;
         recorded = Some(run);
     }

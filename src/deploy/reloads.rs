@@ -12,70 +12,139 @@
 //! each says `goodbye` and closes with 1001, spread over `DRAIN_WINDOW`, and
 //! its client reconnects through the new workers and resumes.
 //!
-//! Every reload is recorded in the run's journal record (`Reload`).
+//! The old workers show a moment after the reload (`nginx -s reload` only
+//! signals the master), so this runs on a task of its own beside the run,
+//! which collects it when it ends: the reload's record (`Reload`) goes into
+//! the run's journal record.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use tokio::task::JoinHandle;
 
+use super::containers;
 use super::journal::Reload;
 use super::nginx::{self, OldWorkers};
-use super::{Stack, containers};
-use crate::deploy::config::Color;
+use super::{Events, Stack};
+use crate::deploy::config::{Color, NginxSettings, StackConfig};
 use crate::deploy::docker;
 use crate::shared::secrets::say;
 
 /// Old workers stop taking new connections a few milliseconds after a
 /// reload: connections opened later than this are the new workers'.
 const ACCEPT_SETTLE: Duration = Duration::from_millis(200);
+/// How long after a reload its old workers may take to show.
+const SHOW_WITHIN: Duration = Duration::from_secs(2);
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// Looks at the old workers after the reload that ended at `reloaded`,
-/// moves their clients when they are past the bounds, and returns the
-/// record.
-pub async fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Reload {
-    let old = nginx::old_workers(stack).await;
-    let moved = match past_bounds(stack, old) {
-        Some(why) => {
-            let replicas = move_clients(stack, reloaded).await;
-            if !stack.events.is_json() {
-                say!(
-                    "{}{} old Nginx workers ({} MiB) {why}: {replicas} replicas move their clients \
-                     with goodbye",
-                    stack.events.prefix(),
-                    old.processes,
-                    old.kib / 1024
-                );
-            }
-            replicas > 0
+/// A reload's aftermath, being looked at.
+pub enum Reloading {
+    /// Known already (an engine with nothing to wait for).
+    Done(Reload),
+    /// Looked at on a task of its own.
+    Looking(JoinHandle<Reload>),
+}
+
+impl Reloading {
+    /// The record, once the look is over; a look that died is recorded as
+    /// such, with no old workers counted.
+    pub async fn record(self) -> Reload {
+        match self {
+            Reloading::Done(reload) => reload,
+            Reloading::Looking(task) => task.await.unwrap_or_else(|error| Reload {
+                step: String::new(),
+                reason: format!("looking at the old workers failed: {error}"),
+                at: String::new(),
+                old_workers: 0,
+                old_workers_kib: 0,
+                moved: false,
+            }),
         }
-        None => false,
-    };
-    let reload = Reload {
-        step: step.to_string(),
-        reason,
-        at: crate::shared::time::now_rfc3339(),
-        old_workers: old.processes,
-        old_workers_kib: old.kib,
-        moved,
-    };
-    let mut event = serde_json::to_value(&reload).unwrap_or_default();
-    event["event"] = "reload".into();
-    stack.events.emit(event);
-    reload
+    }
+}
+
+/// The records of a run's reloads, each reported (a `reload` event with
+/// `--json`; a line on a terminal when clients were moved).
+pub async fn collect(events: &Events, reloading: Vec<Reloading>) -> Vec<Reload> {
+    let mut reloads = Vec::new();
+    for reload in reloading {
+        let reload = reload.record().await;
+        if events.is_json() {
+            let mut event = serde_json::to_value(&reload).unwrap_or_default();
+            event["event"] = "reload".into();
+            events.emit(event);
+        } else if reload.moved {
+            say!(
+                "{}after the {} ({}): {} old Nginx workers ({} MiB) past wsctl.yaml's nginx \
+                 bounds; their clients were moved with goodbye",
+                events.prefix(),
+                reload.step,
+                reload.reason,
+                reload.old_workers,
+                reload.old_workers_kib / 1024
+            );
+        }
+        reloads.push(reload);
+    }
+    reloads
+}
+
+/// Starts looking at the reload that ended at `reloaded`: the old workers
+/// it left, and their clients moved when they are past the bounds.
+pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Reloading {
+    let docker = stack.docker.clone();
+    let config = stack.config.clone();
+    let step = step.to_string();
+    let at = crate::shared::time::now_rfc3339();
+    Reloading::Looking(tokio::spawn(async move {
+        let old = settled_old_workers(&docker, &config.name("nginx"), reloaded).await;
+        let moved = match past_bounds(&config.nginx, old) {
+            Some(_) => move_clients(&docker, &config, reloaded).await > 0,
+            None => false,
+        };
+        Reload {
+            step,
+            reason,
+            at,
+            old_workers: old.processes,
+            old_workers_kib: old.kib,
+            moved,
+        }
+    }))
+}
+
+/// The old workers once the reload has shown: the first look that finds
+/// any, a moment later (their titles change one by one); none when none
+/// show within `SHOW_WITHIN` (no socket was held).
+async fn settled_old_workers(
+    docker: &bollard::Docker,
+    nginx: &str,
+    reloaded: Instant,
+) -> OldWorkers {
+    loop {
+        let old = nginx::old_workers(docker, nginx).await;
+        if old.processes > 0 {
+            tokio::time::sleep(LOOK_EVERY).await;
+            return nginx::old_workers(docker, nginx).await;
+        }
+        if reloaded.elapsed() >= SHOW_WITHIN {
+            return old;
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
 }
 
 /// Why the old workers are too many or too big, if they are.
-fn past_bounds(stack: &Stack, old: OldWorkers) -> Option<String> {
-    let bounds = &stack.config.nginx;
+pub fn past_bounds(bounds: &NginxSettings, old: OldWorkers) -> Option<String> {
     if old.processes > bounds.max_old_workers {
         return Some(format!(
-            "are more than nginx.max_old_workers ({})",
+            "more than nginx.max_old_workers ({})",
             bounds.max_old_workers
         ));
     }
     if old.kib.saturating_mul(1024) > bounds.max_old_memory_bytes() {
         return Some(format!(
-            "hold more than nginx.max_old_memory ({})",
+            "more than nginx.max_old_memory ({})",
             bounds.max_old_memory
         ));
     }
@@ -85,7 +154,7 @@ fn past_bounds(stack: &Stack, old: OldWorkers) -> Option<String> {
 /// Asks every running replica of both colours to move the connections
 /// opened before `reloaded` (plus the settle time); returns how many
 /// replicas took the order.
-async fn move_clients(stack: &Stack, reloaded: Instant) -> usize {
+async fn move_clients(docker: &bollard::Docker, config: &StackConfig, reloaded: Instant) -> usize {
     let cutoff = reloaded + ACCEPT_SETTLE;
     if let Some(wait) = cutoff.checked_duration_since(Instant::now()) {
         tokio::time::sleep(wait).await;
@@ -93,22 +162,46 @@ async fn move_clients(stack: &Stack, reloaded: Instant) -> usize {
     let older_than = cutoff.elapsed().max(Duration::from_millis(1));
     let url = format!(
         "http://127.0.0.1:{}/connections/move?older_than={:.3}",
-        stack.config.app_port,
+        config.app_port,
         older_than.as_secs_f64()
     );
     let mut names = Vec::new();
     for color in Color::ALL {
-        names.extend(containers::replicas(stack, color).await.unwrap_or_default());
+        names.extend(
+            containers::existing_replicas(docker, config, color)
+                .await
+                .unwrap_or_default(),
+        );
     }
     let orders = names.iter().map(|name| {
         let url = url.clone();
         async move {
             let command = ["/wsctl", "probe", "--post", "--print", &url];
-            matches!(
-                docker::exec(&stack.docker, name, &command).await,
-                Ok((0, _))
-            )
+            matches!(docker::exec(docker, name, &command).await, Ok((0, _)))
         }
     });
     join_all(orders).await.into_iter().filter(|ok| *ok).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_workers_past_either_bound_are_moved() {
+        let bounds = NginxSettings {
+            max_old_workers: 4,
+            max_old_memory: "64m".into(),
+        };
+        let old = |processes, mib: u64| OldWorkers {
+            processes,
+            kib: mib * 1024,
+            current_oldest_secs: None,
+        };
+        assert_eq!(past_bounds(&bounds, old(4, 64)), None);
+        assert!(
+            past_bounds(&bounds, old(5, 10)).is_some_and(|why| why.contains("max_old_workers"))
+        );
+        assert!(past_bounds(&bounds, old(1, 65)).is_some_and(|why| why.contains("max_old_memory")));
+    }
 }

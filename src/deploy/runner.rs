@@ -29,7 +29,7 @@ use super::journal::{Outcome, Run};
 use super::operations::Operation;
 use super::plan::{Plan, Start, State, Undo};
 use super::steps::{self, Work};
-use super::{DeployError, recover};
+use super::{DeployError, recover, reloads};
 use crate::client::probe;
 use crate::shared::secrets::{say, say_err};
 use crate::shared::signal::Signal;
@@ -299,7 +299,7 @@ async fn execute<E: Engine>(
     run.seconds = started.elapsed().as_secs_f64();
     run.steps_ms = engine.events_ref().durations_ms();
     run.analysis = work.analysis.take();
-    run.reloads = std::mem::take(&mut work.reloads);
+    run.reloads = reloads::collect(engine.events_ref(), std::mem::take(&mut work.reloads)).await;
     run.detail = match &result {
         Err(error) => format!("{error:#}"),
         Ok(()) => plan.detail.clone(),

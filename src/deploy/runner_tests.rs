@@ -290,20 +290,20 @@ impl Engine for Model {
     async fn verify(&self, color: Color) -> anyhow::Result<()> {
         self.call(format!("verify {color}"))
     }
-    async fn reloaded(
+    fn reloaded(
         &self,
         step: &str,
         reason: String,
         _at: std::time::Instant,
-    ) -> journal::Reload {
-        journal::Reload {
+    ) -> crate::deploy::reloads::Reloading {
+        crate::deploy::reloads::Reloading::Done(journal::Reload {
             step: step.to_string(),
             reason,
             at: String::new(),
             old_workers: 0,
             old_workers_kib: 0,
             moved: false,
-        }
+        })
     }
     fn cutover_probe(&self) -> Option<probe::Probe> {
         None

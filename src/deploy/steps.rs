@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::containers::Drained;
 use super::engine::Engine;
-use super::journal::Reload;
 use super::plan::{Health, Logs, Plan, Start, Step, Undo};
+use super::reloads::Reloading;
 use super::{DeployError, analysis, nginx};
 use crate::client::probe;
 
@@ -22,8 +22,8 @@ pub struct Work<E: Engine> {
     pub cutover: Option<probe::Probe>,
     /// The last analysis sample (canary, `--watch`), for the record.
     pub analysis: Option<serde_json::Value>,
-    /// Every reload of Nginx so far, for the record.
-    pub reloads: Vec<Reload>,
+    /// Every reload of Nginx so far, being looked at, for the record.
+    pub reloads: Vec<Reloading>,
 }
 
 impl<E: Engine> Default for Work<E> {
@@ -138,7 +138,7 @@ pub async fn act<E: Engine>(
             for &percent in &canary.steps {
                 engine.weigh(from, plan.to, percent).await?;
                 let reason = format!("{percent}% of new connections to {}", plan.to);
-                let reload = engine.reloaded("canary", reason, Instant::now()).await;
+                let reload = engine.reloaded("canary", reason, Instant::now());
                 work.reloads.push(reload);
                 let until = analysis::Until::Counted {
                     seconds: canary.analysis,
@@ -159,7 +159,7 @@ pub async fn act<E: Engine>(
             };
             engine.switch(plan.to, work.staged.take(), steady).await?;
             let reason = format!("traffic to {}", plan.to);
-            let reload = engine.reloaded("switch", reason, Instant::now()).await;
+            let reload = engine.reloaded("switch", reason, Instant::now());
             work.reloads.push(reload);
             Ok(format!(
                 "{} live, verified through {}",
@@ -237,7 +237,7 @@ pub async fn undo<E: Engine>(
                 format!("traffic back to {from}")
             });
             let reason = format!("the previous upstream again ({back})");
-            let reload = engine.reloaded("undo", reason, Instant::now()).await;
+            let reload = engine.reloaded("undo", reason, Instant::now());
             work.reloads.push(reload);
             Ok(())
         }

@@ -40,8 +40,14 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
         "no canary step: {:?}",
         run.seen
     );
-    // The weighted upstream is loaded a moment after the step begins.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The weighted upstream is loaded once the step reports its reload
+    // (clients that connect before it stay on the old upstream's colour:
+    // reloads no longer cut them).
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
     let colours = greeting_colours(&url, 100).await;
     let on_green = colours.iter().filter(|colour| *colour == "green").count();
     println!(
@@ -90,7 +96,11 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
         "no canary step: {:?}",
         run.seen
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
     let breach_clients = LiveClients::start(&url, 20);
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
         .await
