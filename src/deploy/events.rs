@@ -10,6 +10,38 @@ use serde_json::{Value, json};
 
 use crate::shared::secrets::{mask, say, say_err};
 
+/// The `--json` side of a reporter, for a task that runs beside the run
+/// (it prints whole objects; steps and spinners stay with `Events`).
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    json: bool,
+    host: Option<String>,
+}
+
+impl Emitter {
+    /// One object on its own line in JSON mode (with `host` when the stack
+    /// is one host of several); nothing on a terminal.
+    pub fn emit(&self, mut value: Value) {
+        if self.json {
+            if let (Some(host), Some(object)) = (&self.host, value.as_object_mut()) {
+                object.insert("host".into(), json!(host));
+            }
+            say!("{value}");
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// `[host] ` when it speaks for one host of several.
+    pub fn prefix(&self) -> String {
+        self.host
+            .as_ref()
+            .map_or(String::new(), |host| format!("[{host}] "))
+    }
+}
+
 pub struct Events {
     json: bool,
     spinner: Option<ProgressBar>,
@@ -135,12 +167,15 @@ impl Events {
     }
 
     /// A final or informational object (JSON mode) or line (terminal).
-    pub fn emit(&self, mut value: Value) {
-        if self.json {
-            if let (Some(host), Some(object)) = (&self.host, value.as_object_mut()) {
-                object.insert("host".into(), json!(host));
-            }
-            say!("{value}");
+    pub fn emit(&self, value: Value) {
+        self.emitter().emit(value)
+    }
+
+    /// What a task beside the run emits its objects with.
+    pub fn emitter(&self) -> Emitter {
+        Emitter {
+            json: self.json,
+            host: self.host.clone(),
         }
     }
 

@@ -124,7 +124,7 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
         run.traffic = Some(target);
         run.detail = summary.clone();
         run.seconds = started.elapsed().as_secs_f64();
-        run.reloads = super::reloads::collect(stack.events_ref(), reloads).await;
+        run.reloads = super::reloads::collect(reloads).await;
         stack.record(&mut run).await?;
         recorded = Some(run);
     }

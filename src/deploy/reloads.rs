@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::task::JoinHandle;
 
+use super::Stack;
 use super::containers;
+use super::events::Emitter;
 use super::journal::Reload;
 use super::nginx::{self, OldWorkers};
-use super::{Events, Stack};
 use crate::deploy::config::{Color, NginxSettings, StackConfig};
 use crate::deploy::docker;
 use crate::shared::secrets::say;
@@ -63,30 +64,33 @@ impl Reloading {
     }
 }
 
-/// The records of a run's reloads, each reported (a `reload` event with
-/// `--json`; a line on a terminal when clients were moved).
-pub async fn collect(events: &Events, reloading: Vec<Reloading>) -> Vec<Reload> {
+/// The records of a run's reloads, once each look is over.
+pub async fn collect(reloading: Vec<Reloading>) -> Vec<Reload> {
     let mut reloads = Vec::new();
     for reload in reloading {
-        let reload = reload.record().await;
-        if events.is_json() {
-            let mut event = serde_json::to_value(&reload).unwrap_or_default();
-            event["event"] = "reload".into();
-            events.emit(event);
-        } else if reload.moved {
-            say!(
-                "{}after the {} ({}): {} old Nginx workers ({} MiB) past wsctl.yaml's nginx \
-                 bounds; their clients were moved with goodbye",
-                events.prefix(),
-                reload.step,
-                reload.reason,
-                reload.old_workers,
-                reload.old_workers_kib / 1024
-            );
-        }
-        reloads.push(reload);
+        reloads.push(reload.record().await);
     }
     reloads
+}
+
+/// Reports a reload as soon as it has been looked at: a `reload` event with
+/// `--json`, a line on a terminal when clients were moved.
+fn report(emitter: &Emitter, reload: &Reload) {
+    if emitter.is_json() {
+        let mut event = serde_json::to_value(reload).unwrap_or_default();
+        event["event"] = "reload".into();
+        emitter.emit(event);
+    } else if reload.moved {
+        say!(
+            "{}after the {} ({}): {} old Nginx workers ({} MiB) past wsctl.yaml's nginx \
+             bounds; their clients were moved with goodbye",
+            emitter.prefix(),
+            reload.step,
+            reload.reason,
+            reload.old_workers,
+            reload.old_workers_kib / 1024
+        );
+    }
 }
 
 /// Starts looking at the reload that ended at `reloaded`: the old workers
@@ -94,6 +98,7 @@ pub async fn collect(events: &Events, reloading: Vec<Reloading>) -> Vec<Reload> 
 pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Reloading {
     let docker = stack.docker.clone();
     let config = stack.config.clone();
+    let emitter = stack.events.emitter();
     let step = step.to_string();
     let at = crate::shared::time::now_rfc3339();
     Reloading::Looking(tokio::spawn(async move {
@@ -102,14 +107,16 @@ pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Re
             Some(_) => move_clients(&docker, &config, reloaded).await > 0,
             None => false,
         };
-        Reload {
+        let reload = Reload {
             step,
             reason,
             at,
             old_workers: old.processes,
             old_workers_kib: old.kib,
             moved,
-        }
+        };
+        report(&emitter, &reload);
+        reload
     }))
 }
 

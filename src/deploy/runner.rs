@@ -299,7 +299,7 @@ async fn execute<E: Engine>(
     run.seconds = started.elapsed().as_secs_f64();
     run.steps_ms = engine.events_ref().durations_ms();
     run.analysis = work.analysis.take();
-    run.reloads = reloads::collect(engine.events_ref(), std::mem::take(&mut work.reloads)).await;
+    run.reloads = reloads::collect(std::mem::take(&mut work.reloads)).await;
     run.detail = match &result {
         Err(error) => format!("{error:#}"),
         Ok(()) => plan.detail.clone(),
