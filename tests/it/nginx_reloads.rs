@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 use common::docker::{TestStack, docker_or_skip, explain};
 use common::live::LiveClients;
 
+/// `wsctl switch --color blue` on a stack where blue is live: a reload by
+/// wsctl that keeps blue serving. Returns its `reload` event.
+fn switch_to_the_live_colour(stack: &TestStack) -> serde_json::Value {
+    let switched = stack.wsctl_ok(&["switch", "--color", "blue", "--json"]);
+    String::from_utf8_lossy(&switched.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "reload")
+        .unwrap_or_else(|| panic!("no reload event: {}", explain(&switched)))
+}
+
 /// Past the 30 s `worker_shutdown_timeout` the shipped config used to set.
 const LONGER_THAN_THE_OLD_CUT: Duration = Duration::from_secs(45);
 
@@ -29,12 +40,7 @@ async fn reloads_that_keep_a_colour_serving_cut_no_socket() {
     // A reload by hand, then one by wsctl that keeps blue serving (a
     // switch to the live colour re-renders and reloads).
     stack.reload_nginx_by_hand();
-    let switched = stack.wsctl_ok(&["switch", "--color", "blue", "--json"]);
-    let reload = String::from_utf8_lossy(&switched.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|event| event["event"] == "reload")
-        .unwrap_or_else(|| panic!("no reload event: {}", explain(&switched)));
+    let reload = switch_to_the_live_colour(&stack);
     assert_eq!(reload["step"], "switch", "{reload}");
     assert_eq!(reload["moved"], false, "{reload}");
     assert!(reload["old_workers"].as_u64() > Some(0), "{reload}");
@@ -80,12 +86,7 @@ async fn past_the_bound_old_workers_clients_move_with_goodbye_and_resume() {
     let clients = LiveClients::start(&url, 20);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let switched = stack.wsctl_ok(&["switch", "--color", "blue", "--json"]);
-    let reload = String::from_utf8_lossy(&switched.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|event| event["event"] == "reload")
-        .unwrap_or_else(|| panic!("no reload event: {}", explain(&switched)));
+    let reload = switch_to_the_live_colour(&stack);
     assert_eq!(reload["moved"], true, "{reload}");
     // Goodbyes spread over DRAIN_WINDOW (2 s); then the old workers have
     // no socket left and exit.

@@ -211,25 +211,23 @@ impl TestStack {
 
     /// Nginx worker processes running in the stack's Nginx (`docker top`).
     pub fn nginx_workers(&self) -> usize {
-        let output = Command::new("docker")
-            .args(["top", &format!("{}nginx", self.prefix)])
-            .output()
-            .expect("docker top");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|line| line.contains("nginx: worker process"))
-            .count()
+        self.nginx_processes("nginx: worker process")
     }
 
     /// Old Nginx workers (shutting down after a reload, holding sockets).
     pub fn old_nginx_workers(&self) -> usize {
+        self.nginx_processes("worker process is shutting down")
+    }
+
+    /// Processes of the stack's Nginx whose line contains `title`.
+    fn nginx_processes(&self, title: &str) -> usize {
         let output = Command::new("docker")
             .args(["top", &format!("{}nginx", self.prefix)])
             .output()
             .expect("docker top");
         String::from_utf8_lossy(&output.stdout)
             .lines()
-            .filter(|line| line.contains("worker process is shutting down"))
+            .filter(|line| line.contains(title))
             .count()
     }
 
