@@ -107,7 +107,12 @@ def main():
     workdir = tempfile.mkdtemp(prefix="wsctl-bench-")
     config = os.path.join(workdir, "wsctl.yaml")
     with open(config, "w") as f:
-        f.write(f'prefix: "{prefix}"\npublic_address: "{public}"\ndrain_timeout: 10\n')
+        # Requests from this machine reach Nginx from the Docker network's
+        # gateway, outside the default private_networks: /status would
+        # answer 403.
+        f.write(f'prefix: "{prefix}"\npublic_address: "{public}"\ndrain_timeout: 10\n'
+                'private_networks: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", '
+                '"192.168.0.0/16"]\n')
     try:
         subprocess.run([WSCTL, "deploy", "--config", config], check=True,
                        capture_output=True, timeout=120)

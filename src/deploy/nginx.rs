@@ -21,6 +21,10 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 const VERIFY_INTERVAL: Duration = Duration::from_millis(10);
 /// Good answers in a row that make a switch verified.
 const VERIFY_IN_A_ROW: u32 = 3;
+/// How long a reload may take to replace the workers that accept: a few
+/// milliseconds on an idle machine.
+const RELOAD_WITHIN: Duration = Duration::from_secs(10);
+const RELOAD_LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// What Nginx routes to, from three witnesses.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -284,10 +288,56 @@ pub async fn stage(stack: &Stack, color: Color) -> Staged {
     tokio::spawn(async move { upload(docker, nginx, rendered?).await })
 }
 
-/// Tests the uploaded upstream and reloads Nginx with it.
+/// Tests the uploaded upstream and reloads Nginx with it, returning once
+/// the reload has taken effect: `nginx -s reload` only signals the master,
+/// and until each worker that ran before it has stopped accepting (its title
+/// says "shutting down", or it is gone), a new connection may still get the
+/// old upstream. Waiting here makes every reload mean "new connections get
+/// the new upstream" to whoever comes next: the canary's analysis, a test, a
+/// look at the old workers.
 pub async fn reload(stack: &Stack) -> anyhow::Result<()> {
     nginx_command(stack, &["-t"]).await?;
-    nginx_command(stack, &["-s", "reload"]).await
+    let nginx = stack.config.name("nginx");
+    let before = workers(&stack.docker, &nginx).await;
+    nginx_command(stack, &["-s", "reload"]).await?;
+    // Workers that cannot be listed give nothing to wait for.
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let serving_before: Vec<u64> = before
+        .iter()
+        .filter(|worker| !worker.shutting_down)
+        .map(|worker| worker.pid)
+        .collect();
+    let replaced = poll_until(RELOAD_WITHIN, RELOAD_LOOK_EVERY, || async {
+        match workers(&stack.docker, &nginx).await {
+            Some(now) => {
+                let still = now
+                    .iter()
+                    .filter(|worker| !worker.shutting_down && serving_before.contains(&worker.pid))
+                    .count();
+                if still == 0 {
+                    Check::Ready(())
+                } else {
+                    Check::Pending(format!(
+                        "{still} workers from before the reload still accept"
+                    ))
+                }
+            }
+            None => Check::Ready(()),
+        }
+    })
+    .await;
+    replaced.map_err(|error| {
+        let why = match error {
+            WaitError::Failed(why) | WaitError::TimedOut(why) => why,
+        };
+        DeployError::Switch(format!(
+            "Nginx was reloaded but did not take the new upstream within {} s: {why}",
+            RELOAD_WITHIN.as_secs()
+        ))
+        .into()
+    })
 }
 
 async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
@@ -354,52 +404,67 @@ pub async fn switch_to(stack: &Stack, color: Color, steady: Duration) -> anyhow:
     verify(stack, color, steady).await
 }
 
-/// Nginx's old workers: after a reload they keep the WebSockets they hold
-/// until those close. The engine lists them (`docker top`, which runs `ps`
-/// on the engine's host: the images have none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OldWorkers {
-    pub processes: usize,
-    /// Their resident memory, summed.
+/// One Nginx worker process, as the engine lists it (`docker top`, which
+/// runs `ps` on the engine's host: the images have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub pid: u64,
+    /// Resident memory.
     pub kib: u64,
-    /// Seconds the oldest current (not shutting down) worker has run: a
-    /// reload has taken effect once it is younger than the reload.
-    pub current_oldest_secs: Option<u64>,
+    /// Told to stop by a reload: it accepts nothing new and goes once the
+    /// sockets it holds close.
+    pub shutting_down: bool,
 }
 
-/// The old workers of the Nginx container `nginx` (none when it cannot be
-/// listed).
-pub async fn old_workers(docker: &bollard::Docker, nginx: &str) -> OldWorkers {
+/// The worker processes of the Nginx container `nginx`; `None` when they
+/// cannot be listed.
+pub async fn workers(docker: &bollard::Docker, nginx: &str) -> Option<Vec<Worker>> {
     let options = bollard::query_parameters::TopOptionsBuilder::default()
-        .ps_args("-o pid,rss,etimes,args")
+        .ps_args("-o pid,rss,args")
         .build();
-    let Ok(top) = docker.top_processes(nginx, Some(options)).await else {
-        return OldWorkers::default();
-    };
+    let top = docker.top_processes(nginx, Some(options)).await.ok()?;
     let titles = top.titles.unwrap_or_default();
     let column = |name: &str| titles.iter().position(|title| title == name);
-    let (Some(rss), Some(elapsed), Some(args)) =
-        (column("RSS"), column("ELAPSED"), column("COMMAND"))
-    else {
-        return OldWorkers::default();
-    };
+    let (pid, rss, args) = (column("PID")?, column("RSS")?, column("COMMAND")?);
     let number = |process: &Vec<String>, at: usize| {
         process
             .get(at)
             .and_then(|value| value.trim().parse::<u64>().ok())
     };
-    let mut old = OldWorkers::default();
-    for process in top.processes.unwrap_or_default() {
-        let args = process.get(args).map(String::as_str).unwrap_or("");
-        if args.contains("worker process is shutting down") {
-            old.processes += 1;
-            old.kib += number(&process, rss).unwrap_or(0);
-        } else if args.contains("worker process") {
-            let age = number(&process, elapsed).unwrap_or(u64::MAX);
-            old.current_oldest_secs = Some(old.current_oldest_secs.map_or(age, |o| o.max(age)));
-        }
+    let workers = top
+        .processes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|process| {
+            let title = process.get(args)?;
+            title.contains("worker process").then(|| Worker {
+                pid: number(&process, pid).unwrap_or(0),
+                kib: number(&process, rss).unwrap_or(0),
+                shutting_down: title.contains("worker process is shutting down"),
+            })
+        })
+        .collect();
+    Some(workers)
+}
+
+/// Nginx's old workers: after a reload they keep the WebSockets they hold
+/// until those close.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OldWorkers {
+    pub processes: usize,
+    /// Their resident memory, summed.
+    pub kib: u64,
+}
+
+/// The old workers of the Nginx container `nginx` (none when it cannot be
+/// listed).
+pub async fn old_workers(docker: &bollard::Docker, nginx: &str) -> OldWorkers {
+    let workers = workers(docker, nginx).await.unwrap_or_default();
+    let old = workers.iter().filter(|worker| worker.shutting_down);
+    OldWorkers {
+        processes: old.clone().count(),
+        kib: old.map(|worker| worker.kib).sum(),
     }
-    old
 }
 
 /// How long the first deploy's switch must answer from the new colour

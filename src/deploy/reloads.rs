@@ -12,10 +12,11 @@
 //! each says `goodbye` and closes with 1001, spread over `DRAIN_WINDOW`, and
 //! its client reconnects through the new workers and resumes.
 //!
-//! The old workers show a moment after the reload (`nginx -s reload` only
-//! signals the master), so this runs on a task of its own beside the run,
-//! which collects it when it ends: the reload's record (`Reload`) goes into
-//! the run's journal record.
+//! A reload returns once it has taken effect (`nginx::reload`), so one
+//! look finds the old workers it left. Moving clients takes a moment (an
+//! exec into each replica), so this runs on a task of its own beside the
+//! run, which collects it when it ends: the reload's record (`Reload`) goes
+//! into the run's journal record.
 
 use std::time::{Duration, Instant};
 
@@ -30,13 +31,6 @@ use super::nginx::{self, OldWorkers};
 use crate::deploy::config::{Color, NginxSettings, StackConfig};
 use crate::deploy::docker;
 use crate::shared::secrets::say;
-
-/// Old workers stop taking new connections a few milliseconds after a
-/// reload: connections opened later than this are the new workers'.
-const ACCEPT_SETTLE: Duration = Duration::from_millis(200);
-/// How long after a reload its old workers may take to show.
-const SHOW_WITHIN: Duration = Duration::from_secs(2);
-const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// A reload's aftermath, being looked at.
 pub enum Reloading {
@@ -102,7 +96,7 @@ pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Re
     let step = step.to_string();
     let at = crate::shared::time::now_rfc3339();
     Reloading::Looking(tokio::spawn(async move {
-        let old = settled_old_workers(&docker, &config.name("nginx"), reloaded).await;
+        let old = nginx::old_workers(&docker, &config.name("nginx")).await;
         let moved = match past_bounds(&config.nginx, old) {
             Some(_) => move_clients(&docker, &config, reloaded).await > 0,
             None => false,
@@ -118,27 +112,6 @@ pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Re
         report(&emitter, &reload);
         reload
     }))
-}
-
-/// The old workers once the reload has shown: the first look that finds
-/// any, a moment later (their titles change one by one); none when none
-/// show within `SHOW_WITHIN` (no socket was held).
-async fn settled_old_workers(
-    docker: &bollard::Docker,
-    nginx: &str,
-    reloaded: Instant,
-) -> OldWorkers {
-    loop {
-        let old = nginx::old_workers(docker, nginx).await;
-        if old.processes > 0 {
-            tokio::time::sleep(LOOK_EVERY).await;
-            return nginx::old_workers(docker, nginx).await;
-        }
-        if reloaded.elapsed() >= SHOW_WITHIN {
-            return old;
-        }
-        tokio::time::sleep(LOOK_EVERY).await;
-    }
 }
 
 /// Why the old workers are too many or too big, if they are.
@@ -159,14 +132,12 @@ pub fn past_bounds(bounds: &NginxSettings, old: OldWorkers) -> Option<String> {
 }
 
 /// Asks every running replica of both colours to move the connections
-/// opened before `reloaded` (plus the settle time); returns how many
-/// replicas took the order.
+/// opened before `reloaded`, when the reload had taken effect: that is
+/// every connection an old worker holds, and the few the new workers took
+/// while the step finished (they reconnect and resume like the others);
+/// returns how many replicas took the order.
 async fn move_clients(docker: &bollard::Docker, config: &StackConfig, reloaded: Instant) -> usize {
-    let cutoff = reloaded + ACCEPT_SETTLE;
-    if let Some(wait) = cutoff.checked_duration_since(Instant::now()) {
-        tokio::time::sleep(wait).await;
-    }
-    let older_than = cutoff.elapsed().max(Duration::from_millis(1));
+    let older_than = reloaded.elapsed().max(Duration::from_millis(1));
     let url = format!(
         "http://127.0.0.1:{}/connections/move?older_than={:.3}",
         config.app_port,
@@ -203,7 +174,6 @@ mod tests {
         let old = |processes, mib: u64| OldWorkers {
             processes,
             kib: mib * 1024,
-            current_oldest_secs: None,
         };
         assert_eq!(past_bounds(&bounds, old(4, 64)), None);
         assert!(
