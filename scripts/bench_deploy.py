@@ -130,10 +130,13 @@ def main():
                           "rollback": [r[:2] for r in rollbacks]}))
         text = section(deploys, rollbacks)
         path = "docs/BENCHMARKS.md"
+        # Replaces section 7 only: the sections after it stay as they are.
         old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-        old = re.split(r"\n## 7\. ", old)[0].rstrip("\n")
+        before, _, rest = old.partition("\n## 7. ")
+        after = re.search(r"\n## \d+\. ", rest)
+        tail = rest[after.start():] if after else ""
         with open(path, "w") as out:
-            out.write(old + "\n\n" + text)
+            out.write(before.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
         print(text)
     finally:
         names = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={prefix}"],
