@@ -78,7 +78,8 @@ pub async fn run(base: &str) -> Vec<Check> {
     checks
 }
 
-async fn timed(name: &str, check: impl Future<Output = anyhow::Result<()>>) -> Check {
+/// Runs one check with a bound on its time and records how it went.
+pub(crate) async fn timed(name: &str, check: impl Future<Output = anyhow::Result<()>>) -> Check {
     let started = Instant::now();
     let result = tokio::time::timeout(STEP_TIMEOUT * 3, check)
         .await

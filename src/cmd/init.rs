@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::deploy::config::INIT_FILE;
+use crate::deploy::config::{AppKind, INIT_EXTERNAL_FILE, INIT_FILE};
 use crate::shared::input::ConfigError;
 use crate::shared::secrets::say;
 
@@ -17,6 +17,10 @@ pub struct InitArgs {
     /// Overwrite an existing file.
     #[arg(long)]
     force: bool,
+    /// Which app the stack deploys: `wsctl` (the bundled service) or
+    /// `external` (a WebSocket service of your own).
+    #[arg(long, value_enum, default_value = "wsctl")]
+    app: crate::deploy::config::AppKind,
 }
 
 pub fn init(args: InitArgs) -> anyhow::Result<()> {
@@ -27,8 +31,11 @@ pub fn init(args: InitArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    std::fs::write(&args.path, INIT_FILE)
-        .with_context(|| format!("writing {}", args.path.display()))?;
+    let text = match args.app {
+        AppKind::Wsctl => INIT_FILE,
+        AppKind::External => INIT_EXTERNAL_FILE,
+    };
+    std::fs::write(&args.path, text).with_context(|| format!("writing {}", args.path.display()))?;
     say!("wrote {}", args.path.display());
     Ok(())
 }

@@ -14,7 +14,10 @@ use serde::Deserialize;
 
 use crate::shared::input::ConfigError;
 
+mod app;
 mod environment;
+
+pub use app::{AppKind, AppProtocol};
 
 /// A deployment colour: the stack runs the service as `app_blue` and
 /// `app_green`, and Nginx routes to one of them. A typed value, so a wrong
@@ -126,6 +129,25 @@ pub struct StackConfig {
     pub registry: RegistrySettings,
     /// How many old Nginx workers a stack may carry after reloads.
     pub nginx: NginxSettings,
+    /// `wsctl` (the bundled service) or `external` (any WebSocket app):
+    /// the app contract of `config/app.rs`.
+    pub app_kind: AppKind,
+    /// External apps: the HTTP path that answers 2xx when ready (`/up`).
+    pub health_path: Option<String>,
+    /// External apps: where the WebSocket endpoint is (`/ws/chat/`), for
+    /// the smoke test and the cutover probe.
+    pub ws_path: Option<String>,
+    /// External apps: the signal that stops the app (`SIGTERM`); the
+    /// engine kills it after `drain_timeout`.
+    pub stop_signal: Option<String>,
+    /// External apps: the smoke test's checks (default: the health path,
+    /// and an upgrade on `ws_path`).
+    pub smoke: Option<Vec<crate::client::app_checks::AppCheck>>,
+    /// External apps: `wsctl` when the app speaks docs/protocol.md.
+    pub app_protocol: Option<AppProtocol>,
+    /// External apps: Prometheus metrics with the contract's names, for
+    /// the canary analysis.
+    pub metrics_path: Option<String>,
 }
 
 /// Old Nginx workers: after a reload they keep the WebSockets they hold
@@ -376,6 +398,9 @@ pub struct Images {
     pub app: String,
     pub nginx: String,
     pub redis: String,
+    /// External apps: the image of the checker container, a wsctl image
+    /// (default `wsctl:local`).
+    pub checker: Option<String>,
 }
 
 impl Default for Images {
@@ -384,6 +409,7 @@ impl Default for Images {
             app: "wsctl:local".into(),
             nginx: "wsctl-nginx:local".into(),
             redis: "wsctl-redis:local".into(),
+            checker: None,
         }
     }
 }
@@ -414,6 +440,13 @@ impl Default for StackConfig {
             env_file: Vec::new(),
             registry: RegistrySettings::default(),
             nginx: NginxSettings::default(),
+            app_kind: AppKind::Wsctl,
+            health_path: None,
+            ws_path: None,
+            stop_signal: None,
+            smoke: None,
+            app_protocol: None,
+            metrics_path: None,
         }
     }
 }
@@ -432,7 +465,27 @@ images:
   app: "wsctl:local"
   nginx: "wsctl-nginx:local"
   redis: "wsctl-redis:local"
-# Port wsctl serve listens on inside its container.
+  # app_kind external: the checker container's image (a wsctl image).
+  checker: null
+# `wsctl`: the image runs the bundled service. `external`: any WebSocket
+# service (`wsctl init --app external` writes a file for one); the keys
+# from health_path to metrics_path are for external apps only.
+app_kind: wsctl
+# An HTTP path that answers 2xx once the app is ready (default /up).
+health_path: null
+# Where the app's WebSocket endpoint is, for the smoke test.
+ws_path: null
+# The signal that stops the old colour; SIGKILL after drain_timeout.
+stop_signal: null
+# The smoke test: a list of {http: PATH} (2xx, or status: N) and
+# {websocket: PATH, send: TEXT, expect: TEXT}; default: the health path
+# and an upgrade on ws_path.
+smoke: null
+# `wsctl` when the app speaks docs/protocol.md (counts checked end to end).
+app_protocol: null
+# Prometheus metrics with the contract's names, for the canary analysis.
+metrics_path: null
+# Port the app listens on inside its container.
 app_port: 8000
 # Extra environment for both colours; COLOR and REDIS_URL are set by wsctl.
 app_env: {}
@@ -522,6 +575,45 @@ nginx:
   max_old_memory: 512m
 "#;
 
+/// What `wsctl init --app external` writes: a stack for a WebSocket
+/// service of your own (any language, nothing of wsctl in its image).
+pub const INIT_EXTERNAL_FILE: &str = r#"# wsctl.yaml for a WebSocket service of your own: any image that serves
+# HTTP and WebSockets on app_port. wsctl needs two things of it: an HTTP
+# path that answers 2xx once it is ready, and a clean stop on stop_signal
+# (finish or close its sockets, then exit). Every other key of `wsctl init`
+# works here too.
+app_kind: external
+images:
+  # Your app's image; pulled when absent.
+  app: "registry.example.com/team/chat:1.0"
+  # Runs wsctl's checks on the stack's network (readiness, smoke): a wsctl
+  # image; nothing of wsctl goes into your app's image.
+  checker: "wsctl:local"
+# Where the app listens inside its container.
+app_port: 8000
+# Answers 2xx once the app is ready: readiness, the switch's check, status
+# and smoke use it.
+health_path: /up
+# The WebSocket endpoint, for the smoke test (an upgrade must succeed).
+ws_path: /ws/
+# How the old colour is stopped; the engine kills it after drain_timeout.
+stop_signal: SIGTERM
+drain_timeout: 15
+# The smoke test before any traffic moves; default: health_path, and an
+# upgrade on ws_path. Each check is {http: PATH} (2xx, or status: N) or
+# {websocket: PATH, send: TEXT, expect: TEXT} (a frame with TEXT within 5 s).
+smoke:
+  - {http: /up}
+  - {websocket: /ws/}
+# Set when the app speaks docs/protocol.md (counts, resume, goodbye): the
+# full continuity check then runs through every deploy.
+app_protocol: null
+# Prometheus metrics with the contract's names, for `deploy --canary-steps`.
+metrics_path: null
+# COLOR (blue or green) and REDIS_URL are set for the app; add your own.
+app_env: {}
+"#;
+
 impl StackConfig {
     /// Reads `path` (a missing file means all defaults) with the
     /// `WSCTL_<KEY>` overrides of wsctl's environment on top, and registers
@@ -591,6 +683,9 @@ impl StackConfig {
         }
         let config: StackConfig =
             serde_yaml::from_value(document).map_err(|error| located(error, &origin))?;
+        if let Some(problem) = config.app_problem(|key| app::line_of(text, key)) {
+            return Err(ConfigError(format!("{origin}{problem}")));
+        }
         config.validate(&origin)
     }
 
@@ -914,6 +1009,63 @@ mod tests {
         assert_eq!(format!("{defaults:?}"), format!("{init:?}"));
         assert_eq!(defaults.app(Color::Green), "app_green");
         assert_eq!(defaults.app_redis_url(), "redis://redis:6379/0");
+    }
+
+    #[test]
+    fn the_external_init_file_is_an_external_app_with_its_defaults() {
+        let config = StackConfig::parse(INIT_EXTERNAL_FILE, "wsctl.yaml").unwrap();
+        assert!(config.is_external());
+        assert_eq!(config.health_path(), "/up");
+        assert_eq!(config.stop_signal(), "SIGTERM");
+        assert_eq!(config.checker_image(), "wsctl:local");
+        assert!(!config.speaks_wsctl());
+    }
+
+    #[test]
+    fn the_app_contract_is_checked_with_its_line() {
+        let refused = |text: &str| StackConfig::parse(text, "wsctl.yaml").unwrap_err().0;
+        // A key for external apps on the bundled service.
+        let error = refused("prefix: x\nhealth_path: /up\n");
+        assert!(
+            error.contains("line 2") && error.contains("app_kind: external"),
+            "{error}"
+        );
+        let error = refused("images:\n  app: a\n  checker: c\n");
+        assert!(
+            error.contains("line 3") && error.contains("images.checker"),
+            "{error}"
+        );
+        let error = refused("app_kind: external\nhealth_path: up\n");
+        assert!(
+            error.contains("line 2") && error.contains("must start with /"),
+            "{error}"
+        );
+        let error = refused("app_kind: external\nstop_signal: TERM\n");
+        assert!(error.contains("SIGTERM"), "{error}");
+        let error = refused("app_kind: external\nsmoke: [{http: /up, websocket: /ws}]\n");
+        assert!(
+            error.contains("smoke[0]") && error.contains("both"),
+            "{error}"
+        );
+        let error = refused("app_kind: external\napp_protocol: wsctl\n");
+        assert!(error.contains("needs ws_path"), "{error}");
+        let error = refused("app_kind: extrnal\n");
+        assert!(
+            error.contains("line 1") && error.contains("external"),
+            "{error}"
+        );
+
+        let config = StackConfig::parse(
+            "app_kind: external\nhealth_path: /health\nws_path: /ws/\nstop_signal: SIGINT\n",
+            "wsctl.yaml",
+        )
+        .unwrap();
+        let checks: Vec<String> = config.app_checks().iter().map(|c| c.name()).collect();
+        assert_eq!(checks, ["GET /health", "upgrade /ws/"]);
+        assert_eq!(config.stop_signal(), "SIGINT");
+        let bundled = StackConfig::default();
+        assert_eq!(bundled.health_path(), "/readyz");
+        assert!(bundled.speaks_wsctl());
     }
 
     #[test]
