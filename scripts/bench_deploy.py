@@ -2,7 +2,8 @@
 """Times traffic moves through the Docker API and writes section 7 of
 docs/BENCHMARKS.md: from `wsctl deploy` starting to new connections through
 the public address reaching the new colour, and the same for `wsctl
-rollback`, over several rounds, with each step's time from `--json`.
+rollback`, over several rounds, with each step's time from `--json`, for
+the bundled service and for the Node test app as an external app.
 
 Called by scripts/bench-deploy.sh (which builds the static binary and the
 local images). The stack has its own prefix and free port, and everything
@@ -31,12 +32,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def colour(public):
-    """The colour /status reports through Nginx (a fresh connection), or
-    None; three tries, since an old Nginx worker may close a connection
+def colour(public, app="wsctl"):
+    """The colour behind the public address (a fresh connection), or None:
+    /status for the bundled service, `GET /` ("node-ws COLOUR") for the
+    Node app; three tries, since an old Nginx worker may close a connection
     right after a reload."""
     for _ in range(3):
         try:
+            if app == "node":
+                with urllib.request.urlopen(f"http://{public}/", timeout=1) as response:
+                    return response.read().decode().split()[-1]
             with urllib.request.urlopen(f"http://{public}/status", timeout=1) as response:
                 return json.load(response).get("color")
         except Exception:
@@ -65,8 +70,8 @@ def timed_move(config, command, target):
     return moved, total, last
 
 
-def section(deploys, rollbacks):
-    def row(name, runs):
+def section(deploys, rollbacks, node_deploys, node_rollbacks):
+    def row(name, runs, app="bundled service"):
         traffic = [r[0] for r in runs]
         total = [r[1] for r in runs]
         steps = {}
@@ -74,22 +79,31 @@ def section(deploys, rollbacks):
             for step, ms in summary["steps_ms"].items():
                 steps.setdefault(step, []).append(ms)
         parts = ", ".join(f"{s} {statistics.median(v):.0f}" for s, v in steps.items())
-        return (f"| `wsctl {name}` | {statistics.median(traffic)*1000:.0f} / {max(traffic)*1000:.0f} ms "
+        return (f"| `wsctl {name}`, {app} | {statistics.median(traffic)*1000:.0f} / {max(traffic)*1000:.0f} ms "
                 f"| {statistics.median(total):.2f} s | {parts} |")
 
     return "\n".join([
         "## 7. Deploy and rollback through the Docker API",
         "",
-        f"{ROUNDS} rounds of `wsctl deploy` then `wsctl rollback` on the local engine (no clients but "
+        f"{ROUNDS} rounds of `wsctl deploy` then `wsctl rollback` on the local engine, for each app (no clients but "
         "wsctl's own cutover probe). *Traffic moved* is from starting the command to its switch step "
         "reporting that a new connection through the public Nginx address reached the new colour "
-        "(Nginx names its loaded colour and `/status` answers from it); *done* includes the drain of "
-        "the old colour (`DRAIN_WINDOW` 2 s).",
+        "(Nginx names its loaded colour and the app answers through it); *done* includes the drain of "
+        "the old colour (the bundled service's `DRAIN_WINDOW` is 2 s).",
         "",
         "| command | traffic moved, median / max | done, median | median step times (ms) |",
         "|---|---|---|---|",
         row("deploy", deploys),
         row("rollback", rollbacks),
+        row("deploy", node_deploys, "Node app (external)"),
+        row("rollback", node_rollbacks, "Node app (external)"),
+        "",
+        "The Node app is tests/apps/node-ws (Debian's `ws` library, FROM scratch, no wsctl inside) "
+        "as `app_kind: external`: readiness is `wsctl probe` of its `/up` from the stack's checker "
+        "container, the switch's check is `/up` through Nginx, and its drain is as long as the app "
+        "takes to close its sockets and exit on SIGTERM (no `DRAIN_WINDOW`). Its health step (from "
+        "started to ready) is in the last column; the target of issue 21 was traffic on the new "
+        "colour within 2 s of `wsctl deploy` starting for an app ready within 0.5 s.",
         "",
         "Readiness is `wsctl probe` run inside the container by exec every 20 ms, not the image's "
         "HEALTHCHECK (every 2 s), which stays for `status` and restarts: before this change a deploy "
@@ -100,44 +114,46 @@ def section(deploys, rollbacks):
     ])
 
 
-def main():
-    unique = uuid.uuid4().hex[:8]
-    prefix = f"bench{unique}_"
+NODE_APP = "tests/apps/node-ws"
+
+
+def rounds(app, unique):
+    """ROUNDS deploys and rollbacks of one stack: `wsctl` (the bundled
+    service) or `node` (tests/apps/node-ws as `app_kind: external`).
+    Everything the stack made is removed at the end, also on failure."""
+    prefix = f"bench{unique}{app}_"
     public = f"127.0.0.1:{free_port()}"
     workdir = tempfile.mkdtemp(prefix="wsctl-bench-")
     config = os.path.join(workdir, "wsctl.yaml")
+    image = None
+    # Requests from this machine reach Nginx from the Docker network's
+    # gateway, outside the default private_networks: /status would answer
+    # 403.
+    text = (f'prefix: "{prefix}"\npublic_address: "{public}"\ndrain_timeout: 10\n'
+            'private_networks: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", '
+            '"192.168.0.0/16"]\n')
+    if app == "node":
+        image = f"bench{unique}-node:1"
+        subprocess.run(["bash", f"{NODE_APP}/build.sh", image], check=True,
+                       capture_output=True, timeout=300)
+        text += (f'app_kind: external\nimages: {{app: "{image}", checker: "wsctl:local"}}\n'
+                 "health_path: /up\nws_path: /echo/\n")
     with open(config, "w") as f:
-        # Requests from this machine reach Nginx from the Docker network's
-        # gateway, outside the default private_networks: /status would
-        # answer 403.
-        f.write(f'prefix: "{prefix}"\npublic_address: "{public}"\ndrain_timeout: 10\n'
-                'private_networks: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", '
-                '"192.168.0.0/16"]\n')
+        f.write(text)
     try:
         subprocess.run([WSCTL, "deploy", "--config", config], check=True,
                        capture_output=True, timeout=120)
         deploys, rollbacks = [], []
-        live = colour(public)
+        live = colour(public, app)
         if live not in ("blue", "green"):
             raise SystemExit(f"the first deploy left no colour live: {live}")
         for _ in range(ROUNDS):
             other = "green" if live == "blue" else "blue"
             deploys.append(timed_move(config, "deploy", other))
             rollbacks.append(timed_move(config, "rollback", live))
-            if colour(public) != live:
+            if colour(public, app) != live:
                 raise SystemExit(f"after the rollback the public address does not report {live}")
-        print(json.dumps({"deploy": [r[:2] for r in deploys],
-                          "rollback": [r[:2] for r in rollbacks]}))
-        text = section(deploys, rollbacks)
-        path = "docs/BENCHMARKS.md"
-        # Replaces section 7 only: the sections after it stay as they are.
-        old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-        before, _, rest = old.partition("\n## 7. ")
-        after = re.search(r"\n## \d+\. ", rest)
-        tail = rest[after.start():] if after else ""
-        with open(path, "w") as out:
-            out.write(before.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
-        print(text)
+        return deploys, rollbacks
     finally:
         names = subprocess.run(["docker", "ps", "-aq", "--filter", f"name={prefix}"],
                                capture_output=True, text=True).stdout.split()
@@ -148,6 +164,28 @@ def main():
         if volumes:
             subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True)
         subprocess.run(["docker", "network", "rm", f"{prefix}wsctl"], capture_output=True)
+        if image:
+            subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True)
+
+
+def main():
+    unique = uuid.uuid4().hex[:8]
+    deploys, rollbacks = rounds("wsctl", unique)
+    node_deploys, node_rollbacks = rounds("node", unique)
+    print(json.dumps({"deploy": [r[:2] for r in deploys],
+                      "rollback": [r[:2] for r in rollbacks],
+                      "node_deploy": [r[:2] for r in node_deploys],
+                      "node_rollback": [r[:2] for r in node_rollbacks]}))
+    text = section(deploys, rollbacks, node_deploys, node_rollbacks)
+    path = "docs/BENCHMARKS.md"
+    # Replaces section 7 only: the sections after it stay as they are.
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    before, _, rest = old.partition("\n## 7. ")
+    after = re.search(r"\n## \d+\. ", rest)
+    tail = rest[after.start():] if after else ""
+    with open(path, "w") as out:
+        out.write(before.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
+    print(text)
 
 
 if __name__ == "__main__":

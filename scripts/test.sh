@@ -13,6 +13,9 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v dockerd >/dev/null || need_apt+=(docker.io)
+# The external-app tests' Node service (tests/apps/node-ws).
+command -v node >/dev/null || need_apt+=(nodejs)
+[ -f /usr/share/nodejs/ws/index.js ] || need_apt+=(node-ws)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   apt-get update -qq

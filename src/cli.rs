@@ -33,6 +33,9 @@ pub enum Command {
     Probe(cmd::probe::ProbeArgs),
     /// Smoke-test a running service (probes, status, metrics, a session).
     Smoke(cmd::smoke::SmokeArgs),
+    /// Wait until stopped: the checker container of an external app's stack.
+    #[command(hide = true)]
+    Checker(cmd::checker::CheckerArgs),
     /// Deploy the standby colour and move traffic to it.
     Deploy(cmd::deploy::DeployArgs),
     /// Move traffic to a colour (checked healthy first).
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::init(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Smoke(args) => cmd::smoke::run(args),
+        Command::Checker(args) => cmd::checker::run(args),
         Command::Token(args) => cmd::token::run(args),
     }
 }

@@ -25,6 +25,8 @@ pub struct Continuity {
     pub messages_lost: u64,
     pub messages_duplicated: u64,
     pub reconnects: u64,
+    /// WebSocket upgrades that failed (refused, or no answer).
+    pub upgrades_refused: u64,
     pub close_codes: BTreeMap<u16, u64>,
     pub longest_gap_ms: u64,
 }
@@ -32,7 +34,7 @@ pub struct Continuity {
 impl Continuity {
     pub fn summary(&self) -> String {
         format!(
-            "HTTP {}/{} failed; WebSocket {} answered, {} lost, {} duplicated, {} reconnects {:?}; longest gap {} ms",
+            "HTTP {}/{} failed; WebSocket {} answered, {} lost, {} duplicated, {} reconnects {:?}, {} upgrades refused; longest gap {} ms",
             self.http_failed,
             self.http_sent,
             self.messages_answered,
@@ -40,6 +42,7 @@ impl Continuity {
             self.messages_duplicated,
             self.reconnects,
             self.close_codes,
+            self.upgrades_refused,
             self.longest_gap_ms
         )
     }
@@ -50,17 +53,42 @@ pub struct Probe {
     tasks: Vec<JoinHandle<Continuity>>,
 }
 
+/// What the probe may assume of the app behind the public address.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port` of the public address.
+    pub public: String,
+    /// A public HTTP path that answers 2xx (`/healthz`, an app's `/up`).
+    pub http_path: String,
+    /// Where WebSockets upgrade; none: HTTP only.
+    pub ws_path: Option<String>,
+    /// The app speaks docs/protocol.md: sessions count their messages and
+    /// resume; otherwise the sockets are held open and only their closes,
+    /// refused upgrades and time to be back are seen.
+    pub protocol: bool,
+}
+
 impl Probe {
-    /// Starts the sessions and the poller against `public` (`host:port`).
-    pub fn start(public: &str) -> Probe {
+    /// Starts the sessions and the poller against the target.
+    pub fn start(target: &Target) -> Probe {
         let stop = CancellationToken::new();
-        let mut tasks: Vec<_> = (0..SESSIONS)
-            .map(|_| tokio::spawn(session(format!("ws://{public}/ws/chat/"), stop.clone())))
-            .collect();
+        let public = &target.public;
+        let mut tasks: Vec<_> = match &target.ws_path {
+            Some(path) => (0..SESSIONS)
+                .map(|_| {
+                    let url = format!("ws://{public}{path}");
+                    match target.protocol {
+                        true => tokio::spawn(session(url, stop.clone())),
+                        false => tokio::spawn(held_socket(url, stop.clone())),
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         // A public path: /status is private, and the probe's requests come
         // from the Docker gateway when `public` is a published host port.
         tasks.push(tokio::spawn(poll(
-            format!("http://{public}/healthz"),
+            format!("http://{public}{}", target.http_path),
             stop.clone(),
         )));
         Probe { stop, tasks }
@@ -78,6 +106,7 @@ impl Probe {
             total.messages_lost += part.messages_lost;
             total.messages_duplicated += part.messages_duplicated;
             total.reconnects += part.reconnects;
+            total.upgrades_refused += part.upgrades_refused;
             for (code, n) in part.close_codes {
                 *total.close_codes.entry(code).or_default() += n;
             }
@@ -132,4 +161,60 @@ async fn session(url: String, stop: CancellationToken) -> Continuity {
         longest_gap_ms: outcome.longest_gap.as_millis() as u64,
         ..Continuity::default()
     }
+}
+
+/// A socket to an app whose protocol wsctl does not know: held open, and
+/// opened again when the server closes it. What it sees: each close's code
+/// (1006 when the connection ended without a close frame), upgrades that
+/// failed, and the longest time from a close to being connected again.
+async fn held_socket(url: String, stop: CancellationToken) -> Continuity {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut report = Continuity::default();
+    // Since the last close (or the start), while not connected.
+    let mut down_since = Some(Instant::now());
+    while !stop.is_cancelled() {
+        let connected = tokio::select! {
+            connected = tokio_tungstenite::connect_async(&url) => connected,
+            _ = stop.cancelled() => break,
+        };
+        let mut socket = match connected {
+            Ok((socket, _)) => socket,
+            Err(_) => {
+                report.upgrades_refused += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(PACE) => {}
+                    _ = stop.cancelled() => {}
+                }
+                continue;
+            }
+        };
+        if let Some(since) = down_since.take() {
+            report.longest_gap_ms = report
+                .longest_gap_ms
+                .max(since.elapsed().as_millis() as u64);
+        }
+        let code = loop {
+            let frame = tokio::select! {
+                frame = socket.next() => frame,
+                _ = stop.cancelled() => break None,
+            };
+            match frame {
+                Some(Ok(Message::Close(close))) => {
+                    break Some(close.map_or(1005, |close| u16::from(close.code)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break Some(1006),
+            }
+        };
+        let Some(code) = code else {
+            let _ = socket.close(None).await;
+            break;
+        };
+        *report.close_codes.entry(code).or_default() += 1;
+        report.reconnects += 1;
+        down_since = Some(Instant::now());
+    }
+    report
 }

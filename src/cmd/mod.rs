@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod checker;
 pub mod deploy;
 pub mod docs;
 pub mod init;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use crate::client::app_checks::{self, AppCheck};
 use crate::client::smoke;
 use crate::shared::secrets::say;
 
@@ -31,6 +32,32 @@ pub struct SmokeArgs {
     /// Also write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Check an app that is not ours instead: a JSON list of
+    /// `{"http": PATH}` (2xx, or `"status": N`) and `{"websocket": PATH,
+    /// "send": TEXT, "expect": TEXT}`, as wsctl.yaml's `smoke:` (with
+    /// --color, wsctl.yaml's own list is used).
+    #[arg(long, value_name = "JSON", conflicts_with = "color", value_parser = parse_checks)]
+    checks: Option<CheckList>,
+}
+
+/// `--checks`: one argument holding the whole list (clap would take a
+/// `Vec` for repeated values).
+#[derive(Debug, Clone)]
+struct CheckList(Vec<AppCheck>);
+
+/// `--checks`: a JSON list of checks, each as wsctl.yaml writes it.
+fn parse_checks(text: &str) -> Result<CheckList, String> {
+    let checks: Vec<AppCheck> = serde_json::from_str(text)
+        .map_err(|error| format!("not a JSON list of checks: {error}"))?;
+    if checks.is_empty() {
+        return Err("lists no check".into());
+    }
+    for (index, check) in checks.iter().enumerate() {
+        if let Some(problem) = check.problem() {
+            return Err(format!("check {index} {problem}"));
+        }
+    }
+    Ok(CheckList(checks))
 }
 
 /// Some checks failed (the report says which); exit code 1.
@@ -48,7 +75,10 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(smoke::run(&args.url))
+            match &args.checks {
+                Some(CheckList(checks)) => runtime.block_on(app_checks::run(&args.url, checks)),
+                None => runtime.block_on(smoke::run(&args.url)),
+            }
         }
     };
     for check in &checks {
@@ -92,8 +122,8 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `wsctl smoke --json` inside each of the colour's containers (on
-/// every host of `hosts:`) and reads their checks back. With more than one
+/// Runs the smoke test of each of the colour's containers (on every host of
+/// `hosts:`), from where the deploy runs it, and reads their checks back. With more than one
 /// container, each check is named after its container (and host).
 fn smoke_colour(
     config: &std::path::Path,
@@ -156,28 +186,11 @@ async fn smoke_container(
     container: &str,
     stack: &crate::deploy::config::StackConfig,
 ) -> anyhow::Result<Vec<smoke::Check>> {
-    let url = format!("http://127.0.0.1:{}", stack.app_port);
     if crate::deploy::docker::inspect(docker, container)
         .await?
         .is_none_or(|info| !info.running)
     {
         anyhow::bail!("{container} is not running");
     }
-    let (_, output) = crate::deploy::docker::exec(
-        docker,
-        container,
-        &["/wsctl", "smoke", "--json", "--url", &url],
-    )
-    .await?;
-    let checks: Vec<smoke::Check> = output
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|line| line["event"] == "check")
-        .filter_map(|line| serde_json::from_value(line).ok())
-        .collect();
-    anyhow::ensure!(
-        !checks.is_empty(),
-        "no smoke report from {container}: {output}"
-    );
-    Ok(checks)
+    crate::deploy::smoke_replica(docker, stack, container).await
 }

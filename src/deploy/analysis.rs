@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{DeployError, Stack, containers};
+use super::{DeployError, Stack, checks, containers};
 use crate::deploy::config::Color;
-use crate::deploy::docker;
 
 /// What one colour's `/metrics` say, summed over its replicas.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -214,7 +213,6 @@ pub struct Sample {
 /// Reads the colour's totals (all replicas) and what is wrong with its
 /// containers (stopped, unhealthy).
 async fn read(stack: &Stack, color: Color) -> anyhow::Result<(Totals, Vec<String>)> {
-    let url = format!("http://127.0.0.1:{}/metrics", stack.config.app_port);
     let mut totals = Totals::default();
     let mut problems = Vec::new();
     for (name, info) in containers::inspect_all(stack, color).await? {
@@ -223,9 +221,7 @@ async fn read(stack: &Stack, color: Color) -> anyhow::Result<(Totals, Vec<String
             Some(info) => problems.push(format!("{name} is {} ({})", info.state, info.health)),
             None => problems.push(format!("{name} is gone")),
         }
-        if let Ok((0, text)) =
-            docker::exec(&stack.docker, &name, &["/wsctl", "probe", "--print", &url]).await
-        {
+        if let Some(text) = checks::metrics(&stack.docker, &stack.config, &name).await {
             totals.add(&Totals::parse(&text));
         }
     }

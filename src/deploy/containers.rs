@@ -1,6 +1,7 @@
 //! The Docker side of a traffic move: start a colour, wait until it is
 //! ready, smoke it, drain it. Nothing here assumes the host can reach a
-//! container's address: checks run inside the container by exec.
+//! container's address: checks run by exec, in the container or beside it
+//! (`checks.rs`).
 //!
 //! A colour is one container per replica (`app_blue`, or `app_blue_1` ...
 //! `app_blue_N`); every operation on a colour runs on all of its replicas
@@ -16,6 +17,7 @@ use bollard::models::{
 use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 
+use super::checks;
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
 use crate::deploy::config::{Color, StackConfig};
@@ -166,6 +168,11 @@ async fn create(
             ("wsctl.image".to_string(), image.to_string()),
             ("wsctl.replica".to_string(), replica.to_string()),
         ])),
+        // The engine sends it on `docker stop`, then SIGKILL after the
+        // drain timeout.
+        stop_signal: config
+            .is_external()
+            .then(|| config.stop_signal().to_string()),
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
             restart_policy: unless_stopped(),
@@ -195,9 +202,9 @@ pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result
     try_join_all(names.into_iter().map(|name| async move {
         stop_gracefully(
             stack.docker.clone(),
+            &stack.config,
             name.clone(),
             stack.config.drain_timeout(),
-            stack.config.app_port,
         )
         .await?;
         if remove {
@@ -209,8 +216,9 @@ pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result
     Ok(())
 }
 
-/// Runs `wsctl probe` inside the colour's container every 20 ms until it
-/// answers ready, the container stops, or `ready_timeout` passes. The
+/// Checks the colour's health path every 20 ms (`checks::ready`) until it
+/// answers 2xx, the container stops, or `ready_timeout` passes; an error
+/// no retry can fix (a missing program) fails at once. The
 /// engine's HEALTHCHECK (every 2 s) stays for `status` and restarts; this
 /// loop is what lets a deploy or rollback move on within 60 ms of ready.
 pub async fn wait_ready(stack: &Stack, color: Color) -> Result<(), DeployError> {
@@ -247,11 +255,7 @@ async fn ready_check(stack: &Stack, name: &str) -> Check<()> {
         Ok(Some(_)) => {}
         Err(error) => return Check::Pending(format!("{error:#}")),
     }
-    match docker::exec(&stack.docker, name, &["/wsctl", "probe", "--timeout", "1"]).await {
-        Ok((0, _)) => Check::Ready(()),
-        Ok((_, output)) => Check::Pending(output.trim().to_string()),
-        Err(error) => Check::Pending(format!("{error:#}")),
-    }
+    checks::ready(&stack.docker, &stack.config, name).await
 }
 
 /// Every replica ready right now (one probe each), for `switch` and
@@ -266,8 +270,8 @@ pub async fn ready_now(stack: &Stack, color: Color) -> bool {
         .all(|check| matches!(check, Check::Ready(())))
 }
 
-/// `wsctl smoke` inside each of the colour's containers, straight at its
-/// port.
+/// The smoke test of each of the colour's containers, straight at its
+/// port (`checks.rs` says from where).
 pub async fn smoke(stack: &Stack, color: Color) -> anyhow::Result<()> {
     let names = replicas(stack, color).await?;
     let named = names.len() > 1;
@@ -277,28 +281,15 @@ pub async fn smoke(stack: &Stack, color: Color) -> anyhow::Result<()> {
 
 /// Smokes one replica; `named`: say which in the error (several replicas).
 async fn smoke_replica(stack: &Stack, name: &str, named: bool) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{}", stack.config.app_port);
-    let (code, output) = docker::exec(
-        &stack.docker,
-        name,
-        &["/wsctl", "smoke", "--json", "--url", &url],
-    )
-    .await?;
-    if code == 0 {
+    let report = checks::smoke(&stack.docker, &stack.config, name).await?;
+    let failed: Vec<String> = report
+        .iter()
+        .filter(|check| !check.ok)
+        .map(|check| format!("{}: {}", check.name, check.detail))
+        .collect();
+    if failed.is_empty() {
         return Ok(());
     }
-    let failed: Vec<String> = output
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|check| check["ok"] == false && check["event"] == "check")
-        .map(|check| {
-            format!(
-                "{}: {}",
-                check["name"].as_str().unwrap_or(""),
-                check["detail"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
     let failed = failed.join("; ");
     let failed = if named {
         format!("{name}: {failed}")
@@ -361,12 +352,8 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
         return Ok(Drained::AlreadyStopped(stopped.join("; ")));
     }
     let stops = running.iter().map(|name| {
-        stop_gracefully(
-            stack.docker.clone(),
-            name.clone(),
-            grace,
-            stack.config.app_port,
-        )
+        let (docker, config, name) = (stack.docker.clone(), stack.config.clone(), name.clone());
+        async move { stop_gracefully(docker, &config, name, grace).await }
     });
     let stopping = tokio::spawn(try_join_all(stops));
     tokio::pin!(stopping);
@@ -407,17 +394,18 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
     Ok(Drained::Stopped)
 }
 
-/// Stops a container with SIGTERM, then SIGKILL after `grace`. One that
+/// Stops a container with its stop signal (SIGTERM, or an external app's
+/// `stop_signal`, set when it was created), then SIGKILL after `grace`. One that
 /// is draining already (a killed run's stop, which the engine carries on)
 /// is waited for instead: a second SIGTERM makes `wsctl serve` exit at
 /// once, dropping the answers it still owes.
 async fn stop_gracefully(
     docker: bollard::Docker,
+    config: &StackConfig,
     name: String,
     grace: Duration,
-    port: u16,
 ) -> anyhow::Result<()> {
-    if draining(&docker, &name, port).await {
+    if draining(&docker, config, &name).await {
         let exited = poll_until(grace, Duration::from_millis(100), || async {
             match docker::inspect(&docker, &name).await {
                 Ok(Some(info)) if info.running => Check::Pending("draining".to_string()),
@@ -432,24 +420,16 @@ async fn stop_gracefully(
     docker::stop(&docker, &name, grace).await
 }
 
-/// The container's service says it is draining (its `/status`, via exec).
-async fn draining(docker: &bollard::Docker, name: &str, port: u16) -> bool {
-    let url = format!("http://127.0.0.1:{port}/status");
-    match docker::exec(docker, name, &["/wsctl", "probe", "--print", &url]).await {
-        Ok((_, output)) => serde_json::from_str::<serde_json::Value>(output.trim())
-            .is_ok_and(|status| status["draining"] == true),
-        Err(_) => false,
-    }
+/// The container's service says it is draining (the bundled service's
+/// `/status`; an external app never says).
+async fn draining(docker: &bollard::Docker, config: &StackConfig, name: &str) -> bool {
+    checks::service_status(docker, config, name)
+        .await
+        .is_some_and(|status| status["draining"] == true)
 }
 
-/// Connections a running colour holds, from its `/status` (via exec).
+/// Connections a running colour holds, from the bundled service's
+/// `/status` (`None` for an external app).
 pub async fn connections(stack: &Stack, name: &str) -> Option<i64> {
-    let url = format!("http://127.0.0.1:{}/status", stack.config.app_port);
-    let (code, output) = docker::exec(&stack.docker, name, &["/wsctl", "probe", "--print", &url])
-        .await
-        .ok()?;
-    if code != 0 {
-        return None;
-    }
-    serde_json::from_str::<serde_json::Value>(output.trim()).ok()?["connections_active"].as_i64()
+    checks::service_status(&stack.docker, &stack.config, name).await?["connections_active"].as_i64()
 }

@@ -306,7 +306,16 @@ impl Engine for Stack {
     }
 
     fn cutover_probe(&self) -> Option<probe::Probe> {
-        Some(probe::Probe::start(&self.config.public_address))
+        let config = &self.config;
+        Some(probe::Probe::start(&probe::Target {
+            public: config.public_address.clone(),
+            http_path: match config.is_external() {
+                true => config.health_path().to_string(),
+                false => "/healthz".into(),
+            },
+            ws_path: config.ws_path().map(str::to_string),
+            protocol: config.speaks_wsctl(),
+        }))
     }
 
     async fn analyse(

@@ -14,7 +14,9 @@
 //! - `coordinator.rs`: where a run waits for the others (`Solo` on one
 //!   engine); `fleet.rs`: a stack on several Docker hosts, its coordinator
 //!   and `gate.rs`, a host's side of it.
-//! - `containers.rs`: the Docker-side steps (start, readiness, smoke, drain).
+//! - `containers.rs`: the Docker-side steps (start, readiness, smoke, drain);
+//!   `checks.rs`: where a replica's checks run, by `app_kind` (inside it,
+//!   or from the checker container beside an external app).
 //! - `nginx.rs`: what Nginx serves, and the switch itself; `reloads.rs`:
 //!   what follows every reload (old workers, their clients moved past the
 //!   bounds, the record).
@@ -39,6 +41,7 @@
 //! the published Nginx port.
 
 mod analysis;
+mod checks;
 pub mod config;
 mod containers;
 mod coordinator;
@@ -70,6 +73,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 
+pub use checks::smoke as smoke_replica;
 pub use containers::existing_replicas;
 pub use coordinator::Solo;
 pub use error::DeployError;
@@ -350,7 +354,13 @@ async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
     // Sized for the sockets the configured replicas can hold, when Nginx
     // is created (a later change of `replicas` needs `deploy --proxy`).
     let nginx = proxy::container_body(config);
-    ensure_running(&stack.docker, &config.name("nginx"), nginx).await
+    ensure_running(&stack.docker, &config.name("nginx"), nginx).await?;
+    // An external app's checks run beside it, from the checker.
+    if config.is_external() {
+        let checker = checks::checker_body(config);
+        ensure_running(&stack.docker, &checks::checker(config), checker).await?;
+    }
+    Ok(())
 }
 
 async fn ensure_running(

@@ -85,8 +85,18 @@ fn client() -> anyhow::Result<reqwest::Client> {
 /// published port's traffic arrives from the Docker gateway, which is not
 /// a private network by default. Nginx names its loaded colour in
 /// `X-Wsctl-Live`, the service its own in `X-Wsctl-Color`.
+///
+/// An external app names no colour: an answer of its own to the health
+/// path (not a 502-504 of Nginx's) through an Nginx that names its loaded
+/// colour stands for that colour (a reload returns only once no old worker
+/// accepts, so the answer is the new upstream's). Readiness was checked on
+/// the replicas themselves before.
 async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>, Option<Color>)> {
-    let url = format!("http://{}/healthz", stack.config.public_address);
+    let path = match stack.config.is_external() {
+        true => stack.config.health_path(),
+        false => "/healthz",
+    };
+    let url = format!("http://{}{path}", stack.config.public_address);
     let response = client.get(&url).send().await.ok()?;
     let header = |name: &str| {
         response
@@ -96,7 +106,13 @@ async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>,
             .and_then(Color::parse)
     };
     let loaded = header(HEADER);
-    let answered_by = if response.status().is_success() {
+    let status = response.status();
+    let answered_by = if stack.config.is_external() {
+        // Any answer of the app's own (a 404 from an old version without
+        // the health path too); 502-504 are Nginx saying no upstream did.
+        let gateway_error = matches!(status.as_u16(), 502..=504);
+        loaded.filter(|_| !gateway_error)
+    } else if status.is_success() {
         header(crate::shared::protocol::COLOR_HEADER)
     } else {
         None

@@ -107,6 +107,9 @@ impl Operation {
                 if config.owns_redis() {
                     images.push(config.images.redis.clone());
                 }
+                if config.is_external() {
+                    images.push(config.checker_image().to_string());
+                }
                 images
             }
             Operation::Proxy => vec![config.images.nginx.clone()],
@@ -211,6 +214,17 @@ async fn prepare_deploy(
     if (request.canary.is_some() || request.watch.is_some()) && live.is_none() {
         return Err(usage(
             "--canary and --watch need a live colour; deploy without them first".into(),
+        ));
+    }
+    let config = engine.config();
+    if (request.canary.is_some() || request.watch.is_some())
+        && config.is_external()
+        && config.metrics_path.is_none()
+    {
+        return Err(usage(
+            "--canary and --watch analyse the app's metrics: an external app needs \
+             metrics_path in wsctl.yaml (metrics with the names of docs/protocol.md)"
+                .into(),
         ));
     }
     let warnings = engine.undersized(replicas).await.into_iter().collect();

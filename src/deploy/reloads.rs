@@ -97,9 +97,10 @@ pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Re
     let at = crate::shared::time::now_rfc3339();
     Reloading::Looking(tokio::spawn(async move {
         let old = nginx::old_workers(&docker, &config.name("nginx")).await;
+        // Only the bundled service knows how to move its clients.
         let moved = match past_bounds(&config.nginx, old) {
-            Some(_) => move_clients(&docker, &config, reloaded).await > 0,
-            None => false,
+            Some(_) if !config.is_external() => move_clients(&docker, &config, reloaded).await > 0,
+            _ => false,
         };
         let reload = Reload {
             step,

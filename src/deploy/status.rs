@@ -13,7 +13,7 @@ use super::lock::Holder;
 use super::nginx::Serving;
 use super::plan::{Action, State};
 use super::proxy::{Component, RedisView};
-use super::{Stack, containers, lock, nginx};
+use super::{Stack, checks, containers, lock, nginx};
 use crate::deploy::config::Color;
 use crate::deploy::docker;
 
@@ -320,10 +320,15 @@ async fn container(stack: &Stack, name: String, info: Option<docker::ContainerIn
         .filter(|_| info.running)
         .and_then(docker::parse_time)
         .map(|at| (chrono::Utc::now() - at).num_seconds());
-    let health = if info.running {
-        info.health.clone()
-    } else {
-        "-".into()
+    // The engine's HEALTHCHECK for the bundled service (its image has
+    // one); an external app's health path, from the checker.
+    let health = match (info.running, stack.config.is_external()) {
+        (false, _) => "-".into(),
+        (true, false) => info.health.clone(),
+        (true, true) => match checks::ready(&stack.docker, &stack.config, &name).await {
+            super::wait::Check::Ready(()) => "healthy".into(),
+            _ => "unhealthy".into(),
+        },
     };
     Container {
         container: name,

@@ -12,6 +12,7 @@ mod compose;
 mod deploy;
 mod deploy_canary;
 mod deploy_chaos;
+mod deploy_external;
 mod deploy_faults;
 mod deploy_hardening;
 mod deploy_hosts;

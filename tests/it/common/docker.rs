@@ -92,8 +92,21 @@ impl TestStack {
         self.write_config_for(&self.app_image, extra);
     }
 
+    /// The config of an external app (`app_kind: external`) running the
+    /// image `app`; the checker runs this stack's wsctl image.
+    pub fn write_external_config(&self, app: &str, extra: &str) {
+        let images = format!("  checker: \"{}\"\napp_kind: external\n", self.app_image);
+        self.write_yaml(app, &images, extra);
+    }
+
     /// The config with `app` as the service image.
     pub fn write_config_for(&self, app: &str, extra: &str) {
+        self.write_yaml(app, "", extra);
+    }
+
+    /// `after_app`: lines right after `images.app` (more images, at their
+    /// indentation, then top-level keys).
+    fn write_yaml(&self, app: &str, after_app: &str, extra: &str) {
         // Defaults for tests, unless `extra` sets them itself.
         let mut defaults = String::new();
         for (key, line) in [
@@ -111,7 +124,7 @@ impl TestStack {
             }
         }
         let yaml = format!(
-            "prefix: \"{}\"\npublic_address: \"{}\"\nimages:\n  app: \"{}\"\n{defaults}{extra}",
+            "prefix: \"{}\"\npublic_address: \"{}\"\nimages:\n  app: \"{}\"\n{after_app}{defaults}{extra}",
             self.prefix, self.public, app
         );
         std::fs::write(self.dir.join("wsctl.yaml"), yaml).unwrap();
@@ -341,6 +354,11 @@ impl BuiltImages {
         let dir = std::env::temp_dir().join(format!("wsctl-context-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Removes `tag` when dropped: an image built some other way.
+    pub fn adopt(&mut self, tag: &str) {
+        self.0.push(tag.to_string());
     }
 
     /// Builds `tag` from `context` (which holds its Dockerfile), then

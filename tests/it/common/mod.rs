@@ -2,6 +2,7 @@
 //! to it over real sockets.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod docker;
 pub mod live;
 pub mod proxy;

@@ -1,0 +1,24 @@
+//! Images of WebSocket services that are not ours, built here from Debian's
+//! packages (no registry): each is the program, the libraries `ldd` lists
+//! and the app's files, FROM scratch: no shell, no wsctl. The sources and
+//! their build scripts are in tests/apps/.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::docker::{BuiltImages, explain};
+
+/// The Node service of tests/apps/node-ws (Debian's `ws` library): `/up`,
+/// an echo WebSocket on `/echo/` that names its colour, 1001 to every
+/// socket on SIGTERM. Tagged `tag`, removed with `images`.
+pub fn node_ws_image(images: &mut BuiltImages, tag: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/node-ws/build.sh");
+    images.adopt(tag);
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(tag)
+        .output()
+        .expect("bash");
+    assert!(built.status.success(), "{}", explain(&built));
+    tag.to_string()
+}
