@@ -107,7 +107,9 @@ def section(deploys, rollbacks, node_deploys, node_rollbacks):
         "",
         "Readiness is `wsctl probe` run inside the container by exec every 20 ms, not the image's "
         "HEALTHCHECK (every 2 s), which stays for `status` and restarts: before this change a deploy "
-        "took about 3.1 s to move traffic (2.3 s of it waiting for the HEALTHCHECK) and a rollback 3.5 s.",
+        "took about 3.1 s to move traffic (2.3 s of it waiting for the HEALTHCHECK) and a rollback 3.5 s. "
+        "The switch includes waiting until Nginx's workers have taken the reload (a `docker top` "
+        "before it and a few after).",
         "",
         "Command: `bash scripts/bench-deploy.sh` (raw figures printed as JSON).",
         "",
