@@ -10,7 +10,11 @@
 //!   `max_error_ratio_over_old`;
 //! - the 95th-percentile message latency from
 //!   `websocket_message_duration_seconds`, against `max_p95_seconds`;
-//! - every replica of the new colour still running and not unhealthy.
+//! - every replica of the new colour still running and not unhealthy;
+//! - Nginx's view of both colours (`edge.rs`, for every app): 5xx per
+//!   request, upgrades not answered 101 per upgrade, and the p95 time to
+//!   answer, once the new colour completed `min_requests`. An external app
+//!   without `metrics_path` is judged on this view alone.
 //!
 //! A sample counts once the new colour has answered `min_messages`
 //! messages in the step; until then the analysis waits, and past
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{DeployError, Stack, checks, containers};
+use super::{DeployError, Stack, checks, containers, edge};
 use crate::deploy::config::Color;
 
 /// What one colour's `/metrics` say, summed over its replicas.
@@ -204,6 +208,14 @@ pub struct Sample {
     pub new_refused_ratio: f64,
     pub new_errors_by_type: BTreeMap<String, f64>,
     pub new_p95_seconds: Option<f64>,
+    /// Nginx's view (`edge.rs`): requests and upgrades the new colour
+    /// completed in the step, its ratios and the old colour's.
+    pub new_requests: u64,
+    pub new_5xx_ratio: f64,
+    pub old_5xx_ratio: f64,
+    pub new_failed_upgrade_ratio: f64,
+    pub old_failed_upgrade_ratio: f64,
+    pub new_upstream_p95_seconds: Option<f64>,
     /// `waiting` (too few messages), `ok`, or `failed`.
     pub verdict: &'static str,
     /// The failing metric and its values; empty when ok.
@@ -263,6 +275,10 @@ pub async fn run_step(
         None => Totals::default(),
     };
     let started = Instant::now();
+    let edge_since = unix_now();
+    // The app's metrics, when it has them with the contract's names; an
+    // external app without is judged on Nginx's view alone.
+    let uses_metrics = !stack.config.is_external() || stack.config.metrics_path.is_some();
     let mut counted_since: Option<Instant> = None;
     let mut failures = 0u32;
     let mut number = 0u32;
@@ -276,6 +292,11 @@ pub async fn run_step(
         };
         let fresh = new_now.since(&new_base);
         let before = old_now.since(&old_base);
+        let seen = edge::read(stack, edge_since).await;
+        let edge_new = seen.get(&new).cloned().unwrap_or_default();
+        let edge_old = old
+            .and_then(|old| seen.get(&old).cloned())
+            .unwrap_or_default();
         let mut sample = Sample {
             percent,
             sample: number,
@@ -288,13 +309,30 @@ pub async fn run_step(
             new_refused_ratio: fresh.refused_ratio(),
             new_errors_by_type: fresh.errors_by_type.clone(),
             new_p95_seconds: fresh.p95(),
+            new_requests: edge_new.completed(),
+            new_5xx_ratio: edge_new.server_error_ratio(),
+            old_5xx_ratio: edge_old.server_error_ratio(),
+            new_failed_upgrade_ratio: edge_new.failed_upgrade_ratio(),
+            old_failed_upgrade_ratio: edge_old.failed_upgrade_ratio(),
+            new_upstream_p95_seconds: edge_new.p95_seconds(),
             verdict: "ok",
             detail: String::new(),
         };
         // A sample counts once the new colour has had enough traffic.
-        let enough = fresh.frames_in >= settings.min_messages as f64;
+        let edge_enough = edge_new.completed() >= settings.min_requests;
+        let enough = match uses_metrics {
+            true => fresh.frames_in >= settings.min_messages as f64,
+            false => edge_enough,
+        };
         let failing = if !problems.is_empty() {
             Some(problems.join("; "))
+        } else if let Some(why) = edge_enough
+            .then(|| edge_view_failure(&sample, &settings, new))
+            .flatten()
+        {
+            Some(why)
+        } else if !uses_metrics {
+            None
         } else if sample.new_refused_ratio > settings.max_refused_ratio {
             Some(format!(
                 "{new} refused {:.3} of connection attempts (limit {}): {:?}",
@@ -338,10 +376,17 @@ pub async fn run_step(
             }
             None if !enough => {
                 sample.verdict = "waiting";
-                sample.detail = format!(
-                    "{} of {} messages on {new}",
-                    fresh.frames_in, settings.min_messages
-                );
+                sample.detail = match uses_metrics {
+                    true => format!(
+                        "{} of {} messages on {new}",
+                        fresh.frames_in, settings.min_messages
+                    ),
+                    false => format!(
+                        "{} of {} requests on {new}, as Nginx saw them",
+                        edge_new.completed(),
+                        settings.min_requests
+                    ),
+                };
             }
             None => {
                 counted_since.get_or_insert_with(Instant::now);
@@ -374,15 +419,69 @@ pub async fn run_step(
             && counted_since.is_none()
             && started.elapsed() >= timeout
         {
+            let had = match uses_metrics {
+                true => format!(
+                    "answered {} of the {} messages",
+                    fresh.answered, settings.min_messages
+                ),
+                false => format!(
+                    "completed {} of the {} requests",
+                    edge_new.completed(),
+                    settings.min_requests
+                ),
+            };
             return Err(DeployError::Inconclusive(format!(
-                "{new} answered {} of the {} messages the analysis needs within {} s",
-                fresh.answered,
-                settings.min_messages,
+                "{new} {had} the analysis needs within {} s",
                 timeout.as_secs()
             ))
             .into());
         }
     }
+}
+
+/// Why Nginx's view fails the sample, if it does: the new colour's 5xx
+/// or failed upgrades per attempt above their bound and above the old
+/// colour's by `max_error_ratio_over_old`, or its p95 time to answer.
+fn edge_view_failure(
+    sample: &Sample,
+    settings: &crate::deploy::config::AnalysisSettings,
+    new: Color,
+) -> Option<String> {
+    let over_old = settings.max_error_ratio_over_old;
+    if sample.new_failed_upgrade_ratio > settings.max_failed_upgrade_ratio
+        && sample.new_failed_upgrade_ratio > sample.old_failed_upgrade_ratio + over_old
+    {
+        return Some(format!(
+            "{:.3} of WebSocket upgrades to {new} failed, as Nginx saw them (old {:.3}, limit {})",
+            sample.new_failed_upgrade_ratio,
+            sample.old_failed_upgrade_ratio,
+            settings.max_failed_upgrade_ratio
+        ));
+    }
+    if sample.new_5xx_ratio > settings.max_5xx_ratio
+        && sample.new_5xx_ratio > sample.old_5xx_ratio + over_old
+    {
+        return Some(format!(
+            "{:.3} of requests to {new} answered 5xx, as Nginx saw them (old {:.3}, limit {})",
+            sample.new_5xx_ratio, sample.old_5xx_ratio, settings.max_5xx_ratio
+        ));
+    }
+    sample
+        .new_upstream_p95_seconds
+        .filter(|p95| *p95 > settings.max_upstream_p95_seconds)
+        .map(|p95| {
+            format!(
+                "p95 time to answer {p95:.3} s on {new}, as Nginx saw it (limit {} s)",
+                settings.max_upstream_p95_seconds
+            )
+        })
+}
+
+/// Now, in Unix seconds with fractions (Nginx's `$msec`).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
 }
 
 /// A progress line on a terminal, an `analysis` event with `--json`.

@@ -380,18 +380,42 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
     }
     for name in &running {
         let info = docker::inspect(&stack.docker, name).await?;
-        if let Some(code) = info
-            .and_then(|info| info.exit_code)
-            .filter(|code| *code != 0)
-        {
-            return Err(DeployError::Drain(format!(
-                "{name} did not exit within {} s (exit code {code})",
-                grace.as_secs()
-            ))
-            .into());
+        let code = info.and_then(|info| info.exit_code).unwrap_or(0);
+        if let Some(why) = unclean_exit(&stack.config, code, grace) {
+            return Err(DeployError::Drain(format!("{name} {why}")).into());
         }
     }
     Ok(Drained::Stopped)
+}
+
+/// Why a drained container's exit code is not a clean stop, if it is not.
+/// 137 is the engine's SIGKILL after `grace`. The bundled service exits 0;
+/// an external app may also die of its stop signal (128 + its number:
+/// 143 for SIGTERM), as a Node or uvicorn process does by default.
+fn unclean_exit(config: &StackConfig, code: i64, grace: Duration) -> Option<String> {
+    let by_stop_signal = 128 + signal_number(config.stop_signal());
+    match code {
+        0 => None,
+        code if config.is_external() && code == by_stop_signal => None,
+        137 => Some(format!(
+            "did not exit within {} s of its stop signal and was killed (exit code 137)",
+            grace.as_secs()
+        )),
+        code => Some(format!("exited with code {code} after its stop signal")),
+    }
+}
+
+/// The number of one of `config::app::STOP_SIGNALS` (Linux).
+fn signal_number(name: &str) -> i64 {
+    match name {
+        "SIGHUP" => 1,
+        "SIGINT" => 2,
+        "SIGQUIT" => 3,
+        "SIGUSR1" => 10,
+        "SIGUSR2" => 12,
+        "SIGWINCH" => 28,
+        _ => 15,
+    }
 }
 
 /// Stops a container with its stop signal (SIGTERM, or an external app's
@@ -432,4 +456,30 @@ async fn draining(docker: &bollard::Docker, config: &StackConfig, name: &str) ->
 /// `/status` (`None` for an external app).
 pub async fn connections(stack: &Stack, name: &str) -> Option<i64> {
     checks::service_status(&stack.docker, &stack.config, name).await?["connections_active"].as_i64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_signal_death_is_clean_for_an_external_app_only() {
+        let grace = Duration::from_secs(5);
+        let bundled = StackConfig::default();
+        assert_eq!(unclean_exit(&bundled, 0, grace), None);
+        assert!(unclean_exit(&bundled, 143, grace).is_some_and(|why| why.contains("143")));
+        assert!(unclean_exit(&bundled, 137, grace).is_some_and(|why| why.contains("killed")));
+        let external = StackConfig {
+            app_kind: crate::deploy::config::AppKind::External,
+            ..StackConfig::default()
+        };
+        assert_eq!(unclean_exit(&external, 143, grace), None);
+        let by_sigint = StackConfig {
+            stop_signal: Some("SIGINT".into()),
+            ..external.clone()
+        };
+        assert_eq!(unclean_exit(&by_sigint, 130, grace), None);
+        assert!(unclean_exit(&by_sigint, 143, grace).is_some());
+        assert!(unclean_exit(&external, 1, grace).is_some_and(|why| why.contains("code 1")));
+    }
 }

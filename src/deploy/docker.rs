@@ -288,6 +288,8 @@ pub struct ContainerInfo {
     pub started_at: Option<String>,
     pub exit_code: Option<i64>,
     pub labels: HashMap<String, String>,
+    /// Its IP address on each network it is attached to, by network name.
+    pub addresses: HashMap<String, String>,
 }
 
 /// The container's state, or `None` when it does not exist.
@@ -300,6 +302,18 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
     let state = container.state.unwrap_or_default();
     let config = container.config.unwrap_or_default();
     let image_id = container.image.unwrap_or_default();
+    let addresses = container
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(network, endpoint)| {
+            endpoint
+                .ip_address
+                .filter(|address| !address.is_empty())
+                .map(|address| (network, address))
+        })
+        .collect();
     Ok(Some(ContainerInfo {
         id: container.id.unwrap_or_default(),
         name: name.to_string(),
@@ -319,6 +333,7 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
         started_at: state.started_at,
         exit_code: state.exit_code,
         labels: config.labels.unwrap_or_default(),
+        addresses,
     }))
 }
 
@@ -524,6 +539,21 @@ pub async fn logs_tail(docker: &Docker, container: &str, lines: usize) -> String
         .stdout(true)
         .stderr(true)
         .tail(&lines.to_string())
+        .build();
+    let mut stream = docker.logs(container, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&chunk.to_string());
+    }
+    text
+}
+
+/// The container's standard output since `since` (Unix seconds, the
+/// engine's clock; whole seconds, so callers filter finer themselves).
+pub async fn stdout_since(docker: &Docker, container: &str, since: i64) -> String {
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .since(since.clamp(0, i32::MAX as i64) as i32)
         .build();
     let mut stream = docker.logs(container, Some(options));
     let mut text = String::new();

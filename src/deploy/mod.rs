@@ -46,6 +46,7 @@ pub mod config;
 mod containers;
 mod coordinator;
 pub mod docker;
+mod edge;
 mod engine;
 mod error;
 mod events;

@@ -216,17 +216,6 @@ async fn prepare_deploy(
             "--canary and --watch need a live colour; deploy without them first".into(),
         ));
     }
-    let config = engine.config();
-    if (request.canary.is_some() || request.watch.is_some())
-        && config.is_external()
-        && config.metrics_path.is_none()
-    {
-        return Err(usage(
-            "--canary and --watch analyse the app's metrics: an external app needs \
-             metrics_path in wsctl.yaml (metrics with the names of docs/protocol.md)"
-                .into(),
-        ));
-    }
     let warnings = engine.undersized(replicas).await.into_iter().collect();
     let plan = Plan {
         extra_env: request.env.clone(),

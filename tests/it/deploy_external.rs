@@ -314,3 +314,170 @@ async fn an_app_that_never_turns_healthy_fails_at_health_and_traffic_stays() {
         .unwrap_or_default();
     assert_eq!(answer.trim(), "node-ws blue", "blue no longer answers");
 }
+
+/// `count` short sockets to `url`, one after the other: opened, one echo,
+/// closed (Nginx logs a WebSocket when it closes). Returns how many opened.
+async fn short_sockets(url: &str, count: usize) -> usize {
+    let mut opened = 0;
+    for _ in 0..count {
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await;
+        if let Ok(Ok((mut socket, _))) = connected {
+            opened += 1;
+            let _ = socket.send(Message::text("hello")).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), socket.next()).await;
+            let _ = socket.close(None).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    opened
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_judged_from_nginx_s_view_promoted_when_good_and_rolled_back_when_upgrades_fail()
+ {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let mut images = BuiltImages::default();
+    let node = node_ws_image(
+        &mut images,
+        &format!("{}node:1", stack.prefix.trim_end_matches('_')),
+    );
+    stack.write_external_config(
+        &node,
+        "ws_path: /echo/\nanalysis: {interval: 1.0, min_requests: 10}\n",
+    );
+    stack.wsctl_ok(&["deploy"]);
+    let url = format!("ws://{}/echo/", stack.public);
+
+    // A healthy canary: no metrics of its own, judged on Nginx's view.
+    let mut run = stack.spawn(&["deploy", "--canary", "50", "--analysis", "3"]);
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
+    let traffic = tokio::spawn({
+        let url = url.clone();
+        async move { short_sockets(&url, 60).await }
+    });
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    traffic.abort();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let passed = events(&stdout)
+        .into_iter()
+        .filter(|event| event["event"] == "analysis")
+        .find(|event| event["verdict"] == "ok")
+        .unwrap_or_else(|| panic!("no passing sample: {stdout}"));
+    assert!(
+        passed["new_requests"].as_u64().unwrap_or(0) >= 10,
+        "{passed}"
+    );
+    assert_eq!(stack.status_json()["live"], "green");
+
+    // A canary that refuses every second upgrade with a 500: its smoke
+    // test (one upgrade) passes, real traffic does not.
+    let mut run = stack.spawn(&[
+        "deploy",
+        "--canary",
+        "50",
+        "--analysis",
+        "30",
+        "--env",
+        "FAIL_UPGRADE_EVERY=2",
+    ]);
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
+    let traffic = tokio::spawn({
+        let url = url.clone();
+        async move { short_sockets(&url, 200).await }
+    });
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    traffic.abort();
+    assert_eq!(code, Some(10), "{stdout}\n{stderr}");
+    let failed = events(&stdout)
+        .into_iter()
+        .find(|event| event["event"] == "analysis" && event["verdict"] == "failed")
+        .unwrap_or_else(|| panic!("no failed sample: {stdout}"));
+    println!("failed sample: {failed}");
+    assert!(
+        failed["detail"].as_str().unwrap_or("").contains("upgrades"),
+        "{failed}"
+    );
+    let summary = events(&stdout)
+        .into_iter()
+        .find(|event| event["event"] == "deploy")
+        .expect("summary");
+    assert_eq!(summary["traffic"], "green", "{summary}");
+    let answer = reqwest::get(format!("http://{}/", stack.public))
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert_eq!(answer.trim(), "node-ws green");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_asgi_app_of_the_contract_loses_and_doubles_nothing_through_a_deploy_and_a_rollback()
+ {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let mut images = BuiltImages::default();
+    let app = common::apps::python_asgi_image(
+        &mut images,
+        &format!("{}python:1", stack.prefix.trim_end_matches('_')),
+    );
+    stack.write_external_config(
+        &app,
+        "health_path: /up\nws_path: /ws/chat/\napp_protocol: wsctl\n",
+    );
+    stack.wsctl_ok(&["deploy"]);
+    let clients = common::live::LiveClients::start(&format!("ws://{}/ws/chat/", stack.public), 30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deployed = stack.wsctl_ok(&["deploy", "--json"]);
+    let deployed = String::from_utf8_lossy(&deployed.stdout).to_string();
+    // The cutover probe ran the contract's sessions on ws_path.
+    let continuity = events(&deployed)
+        .into_iter()
+        .find(|event| event["event"] == "continuity")
+        .unwrap_or_else(|| panic!("no continuity report: {deployed}"));
+    println!("deploy's cutover probe: {continuity}");
+    assert!(
+        continuity["messages_answered"].as_u64().unwrap_or(0) > 0,
+        "{continuity}"
+    );
+    assert_eq!(continuity["messages_lost"], 0, "{continuity}");
+    assert_eq!(continuity["messages_duplicated"], 0, "{continuity}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.wsctl_ok(&["rollback"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // LiveClients checks every client's counts: 1, 2, 3 ... across both
+    // moves, each resumed with its count on the other colour.
+    let summary = clients.finish().await;
+    println!(
+        "30 clients: {} messages, {} reconnects, closes {:?}, longest gap {:?}",
+        summary.messages, summary.reconnects, summary.close_codes, summary.longest_gap
+    );
+    assert!(summary.reconnects >= 60, "{summary:?}");
+    assert_eq!(summary.abnormal_closes, 0, "{summary:?}");
+    assert!(
+        summary.close_codes.keys().all(|code| *code == 1001),
+        "{:?}",
+        summary.close_codes
+    );
+}

@@ -216,6 +216,18 @@ pub struct AnalysisSettings {
     /// Connections the new colour refused (max_connections,
     /// origin_forbidden, unauthorized) per connection attempt.
     pub max_refused_ratio: f64,
+    /// Requests and upgrades Nginx saw the new colour complete before its
+    /// view counts (for an external app without metrics, before a sample
+    /// counts at all).
+    pub min_requests: u64,
+    /// Plain requests the new colour answered 5xx, per request (Nginx's
+    /// view) ...
+    pub max_5xx_ratio: f64,
+    /// ... WebSocket upgrades it did not answer with 101, per upgrade ...
+    pub max_failed_upgrade_ratio: f64,
+    /// ... and the 95th percentile of its time to answer (the handshake,
+    /// for an upgrade), in seconds.
+    pub max_upstream_p95_seconds: f64,
 }
 
 impl Default for AnalysisSettings {
@@ -229,6 +241,10 @@ impl Default for AnalysisSettings {
             max_p95_seconds: 1.0,
             max_errors_per_connection: 10.0,
             max_refused_ratio: 0.05,
+            min_requests: 20,
+            max_5xx_ratio: 0.05,
+            max_failed_upgrade_ratio: 0.05,
+            max_upstream_p95_seconds: 1.0,
         }
     }
 }
@@ -544,7 +560,13 @@ switch_batch: 1
 # max_errors_per_connection, when it refuses more than max_refused_ratio of
 # connection attempts, when its p95 message latency passes max_p95_seconds,
 # or when a container stops or turns unhealthy. A sample counts once the
-# new colour received min_messages frames.
+# new colour received min_messages frames. Nginx's own view of every app
+# (its access log, by colour) fails a sample once the new colour completed
+# min_requests requests and upgrades: 5xx per request above max_5xx_ratio,
+# upgrades not answered 101 above max_failed_upgrade_ratio (each also above
+# the old colour's by max_error_ratio_over_old), or its p95 time to answer
+# above max_upstream_p95_seconds. An external app without metrics_path is
+# judged on this view alone.
 analysis:
   interval: 2.0
   failure_limit: 0
@@ -554,6 +576,10 @@ analysis:
   max_p95_seconds: 1.0
   max_errors_per_connection: 10.0
   max_refused_ratio: 0.05
+  min_requests: 20
+  max_5xx_ratio: 0.05
+  max_failed_upgrade_ratio: 0.05
+  max_upstream_p95_seconds: 1.0
 # Dotenv files (KEY=VALUE lines) the app's environment starts from; app_env
 # wins. Their values, and what `${VAR}` in app_env takes from wsctl's own
 # environment at deploy time, are secrets: masked as *** in every output.
@@ -822,6 +848,15 @@ impl StackConfig {
                 analysis.max_errors_per_connection,
             ),
             ("max_refused_ratio", analysis.max_refused_ratio),
+            ("max_5xx_ratio", analysis.max_5xx_ratio),
+            (
+                "max_failed_upgrade_ratio",
+                analysis.max_failed_upgrade_ratio,
+            ),
+            (
+                "max_upstream_p95_seconds",
+                analysis.max_upstream_p95_seconds,
+            ),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(ConfigError(format!(

@@ -4,16 +4,17 @@
 //   GET /       200, names the colour
 //   /echo/      WebSocket: every text frame comes back as "COLOR: TEXT"
 // SIGTERM: every socket is closed with 1001 (going away), then the process
-// exits 0. FAIL_EVERY=N answers every Nth WebSocket frame with an error
-// frame and closes with 1011 (for a canary that fails under traffic).
+// exits 0. FAIL_UPGRADE_EVERY=N answers every Nth upgrade with a 500 (the
+// first is fine, so a smoke test passes): a canary that fails under real
+// traffic, as Nginx sees it.
 'use strict';
 const http = require('http');
 const { WebSocketServer } = require('/usr/share/nodejs/ws');
 
 const color = process.env.COLOR || 'unknown';
 const port = Number(process.env.PORT || 8000);
-const failEvery = Number(process.env.FAIL_EVERY || 0);
-let frames = 0;
+const failUpgradeEvery = Number(process.env.FAIL_UPGRADE_EVERY || 0);
+let upgrades = 0;
 
 const server = http.createServer((req, res) => {
   if (req.url === '/up') {
@@ -33,15 +34,13 @@ server.on('upgrade', (req, socket, head) => {
     socket.destroy();
     return;
   }
+  upgrades += 1;
+  if (failUpgradeEvery > 0 && upgrades % failUpgradeEvery === 0) {
+    socket.end('HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    return;
+  }
   wss.handleUpgrade(req, socket, head, (ws) => {
-    ws.on('message', (data) => {
-      frames += 1;
-      if (failEvery > 0 && frames % failEvery === 0) {
-        ws.close(1011, 'failing on purpose');
-        return;
-      }
-      ws.send(`${color}: ${data}`);
-    });
+    ws.on('message', (data) => ws.send(`${color}: ${data}`));
   });
 });
 server.listen(port, () => console.log(JSON.stringify({ msg: 'listening', port, color })));

@@ -22,3 +22,18 @@ pub fn node_ws_image(images: &mut BuiltImages, tag: &str) -> String {
     assert!(built.status.success(), "{}", explain(&built));
     tag.to_string()
 }
+
+/// The Python service of tests/apps/python-asgi (Starlette under uvicorn):
+/// the contract of docs/protocol.md on `/ws/chat/`, counts in Redis,
+/// goodbye and 1001 on SIGTERM. Tagged `tag`, removed with `images`.
+pub fn python_asgi_image(images: &mut BuiltImages, tag: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/python-asgi/build.sh");
+    images.adopt(tag);
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(tag)
+        .output()
+        .expect("bash");
+    assert!(built.status.success(), "{}", explain(&built));
+    tag.to_string()
+}
