@@ -481,3 +481,86 @@ async fn a_python_asgi_app_of_the_contract_loses_and_doubles_nothing_through_a_d
         summary.close_codes
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_app_deploys_on_a_remote_engine_over_tcp_with_tls() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    use common::second_engine::{SecondEngine, create_network};
+    let stack = TestStack::new("");
+    let mut images = BuiltImages::default();
+    let node = node_ws_image(
+        &mut images,
+        &format!("{}node:1", stack.prefix.trim_end_matches('_')),
+    );
+    // No registry: the images are copied into the second engine.
+    let engine = SecondEngine::start(&format!(
+        "{} {node} wsctl-nginx:local wsctl-redis:local",
+        stack.app_image
+    ));
+    let n = engine.n;
+    // A network whose bridge the second engine's forwarding rule covers,
+    // adopted by wsctl as it is.
+    create_network(
+        &["-H", &engine.socket],
+        &format!("{}wsctl", stack.prefix),
+        &format!("10.218.{n}.0/24"),
+        Some(format!("w2e{n}s")),
+    );
+    stack.write_external_config(&node, "ws_path: /echo/\n");
+    let remote = [
+        ("DOCKER_HOST", engine.tcp.as_str()),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", engine.certs.as_str()),
+    ];
+    let ok = |args: &[&str]| {
+        let output = stack.wsctl_with_env(args, &remote);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            common::docker::explain(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    ok(&["deploy"]);
+    let clients = EchoClients::start(&format!("ws://{}/echo/", stack.public), 10);
+    assert!(
+        clients.all_on("blue", Duration::from_secs(10)).await,
+        "{:?}",
+        clients.colours()
+    );
+    ok(&["deploy"]);
+    assert!(
+        clients.all_on("green", Duration::from_secs(20)).await,
+        "{:?}",
+        clients.colours()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json"])).expect("status JSON");
+    assert_eq!(status["live"], "green", "{status}");
+    assert_eq!(status["colors"]["green"]["health"], "healthy", "{status}");
+    ok(&["smoke", "--color", "green"]);
+    // Everything ran on the second engine, the checker too; nothing here.
+    let checker = engine.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &format!("{}checker", stack.prefix),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&checker.stdout).trim(), "true");
+    let here = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={}", stack.prefix)])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&here.stdout).trim().is_empty(),
+        "containers on engine one"
+    );
+    let seen = clients.finish().await;
+    assert!(
+        seen.iter().all(|seen| seen.close_codes == [1001]),
+        "{seen:?}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod raw;
 pub mod redis;
 pub mod redis_cluster;
+pub mod second_engine;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
