@@ -58,6 +58,9 @@ pub enum Command {
     History(cmd::operate::HistoryArgs),
     /// Remove old app images and stray stopped containers of the stack.
     Prune(cmd::operate::PruneArgs),
+    /// Take the stack away: its containers and network (--volumes: its
+    /// journal), never images; lists them and exits 1 without --yes.
+    Down(cmd::down::DownArgs),
     /// The stack's deploy lock: status, acquire -m MESSAGE, release.
     Lock(cmd::lock::LockArgs),
     /// Break the stack's deploy lock, whoever holds it.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec(args) => cmd::operate::exec(args),
         Command::History(args) => cmd::operate::history(args),
         Command::Prune(args) => cmd::operate::prune(args),
+        Command::Down(args) => cmd::down::down(args),
         Command::Man(args) => cmd::docs::man(args, Cli::command()),
         Command::Abort(args) => cmd::traffic::abort(args),
         Command::Recover(args) => cmd::traffic::recover(args),

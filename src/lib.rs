@@ -67,11 +67,30 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // clap's first line names the flag and the problem; the rest is
-            // usage text that drowns it in a log.
-            let rendered = error.to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("wsctl: {}", line.trim_start_matches("error: "));
+            // A bad value (also one from the environment, as `wsctl serve`
+            // takes its settings): clap's line naming the flag and the
+            // problem, with the possible values and a tip when it has them,
+            // as one block a log keeps together. Anything else (a missing
+            // argument, an unknown flag and its suggestion): clap's whole
+            // text, usage included.
+            if matches!(
+                error.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            ) {
+                let rendered = error.to_string();
+                let lines: Vec<&str> = rendered
+                    .lines()
+                    .filter(|line| !line.trim().is_empty())
+                    .filter(|line| !line.starts_with("For more information"))
+                    .collect();
+                let first = lines.first().copied().unwrap_or("invalid arguments");
+                eprintln!("wsctl: {}", first.trim_start_matches("error: "));
+                for line in lines.iter().skip(1) {
+                    eprintln!("{line}");
+                }
+            } else {
+                let _ = error.print();
+            }
             return ExitCode::from(exit::USAGE);
         }
     };

@@ -18,13 +18,14 @@ pub struct BuildArgs {
     /// wsctl.yaml's `registry:` or of ~/.docker/config.json.
     #[arg(long)]
     push: bool,
-    /// The stack's configuration, read for its `registry:` login.
-    #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
-    config: PathBuf,
+    /// The stack's configuration, read for its `registry:` login (must
+    /// exist when given) [default: ./wsctl.yaml, if there is one].
+    #[arg(long, short = 'c', env = "WSCTL_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let config = StackConfig::load(&args.config)?;
+    let config = StackConfig::load_from(args.config.as_deref(), false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -8,6 +8,7 @@ pub mod build;
 pub mod checker;
 pub mod deploy;
 pub mod docs;
+pub mod down;
 pub mod init;
 pub mod lock;
 pub mod operate;

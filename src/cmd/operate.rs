@@ -168,6 +168,12 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
             say!("{}", serde_json::json!({ "runs": runs }));
             return Ok(());
         }
+        if runs.is_empty() {
+            say!(
+                "no runs recorded for stack {} yet (its journal is empty)",
+                stack.config.network_name()
+            );
+        }
         for run in &runs {
             let detail = match run.detail.is_empty() {
                 true => String::new(),

@@ -23,9 +23,10 @@ pub struct SmokeArgs {
     /// (straight at its port, not through Nginx; works with a remote engine).
     #[arg(long, value_enum)]
     color: Option<crate::deploy::config::Color>,
-    /// The stack's configuration (with --color).
-    #[arg(long, short = 'c', env = "WSCTL_CONFIG", default_value = "wsctl.yaml")]
-    config: PathBuf,
+    /// The stack's configuration (with --color; must exist when given)
+    /// [default: ./wsctl.yaml].
+    #[arg(long, short = 'c', env = "WSCTL_CONFIG")]
+    config: Option<PathBuf>,
     /// One JSON object per check, then a summary object.
     #[arg(long)]
     json: bool,
@@ -70,7 +71,7 @@ pub struct SmokeFailed {
 
 pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
     let checks = match &args.color {
-        Some(color) => smoke_colour(&args.config, *color)?,
+        Some(color) => smoke_colour(args.config.as_deref(), *color)?,
         None => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -126,10 +127,10 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
 /// `hosts:`), from where the deploy runs it, and reads their checks back. With more than one
 /// container, each check is named after its container (and host).
 fn smoke_colour(
-    config: &std::path::Path,
+    config: Option<&std::path::Path>,
     color: crate::deploy::config::Color,
 ) -> anyhow::Result<Vec<smoke::Check>> {
-    let stack = crate::deploy::config::StackConfig::load(config)?;
+    let stack = crate::deploy::config::StackConfig::load_from(config, true)?;
     let endpoints: Vec<(Option<String>, crate::deploy::docker::Endpoint)> =
         if stack.hosts.is_empty() {
             vec![(None, crate::deploy::docker::Endpoint::from_env())]

@@ -18,15 +18,10 @@ use crate::shared::signal::Interrupt;
 /// Options every stack command takes (global: also after `lock status`).
 #[derive(Debug, Args)]
 pub struct StackArgs {
-    /// The stack's configuration (absent: every default).
-    #[arg(
-        long,
-        short = 'c',
-        env = "WSCTL_CONFIG",
-        default_value = "wsctl.yaml",
-        global = true
-    )]
-    config: PathBuf,
+    /// The stack's configuration, which must exist [default: ./wsctl.yaml,
+    /// whose absence means every default].
+    #[arg(long, short = 'c', env = "WSCTL_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// One JSON object per line (events, then a summary) for CI pipelines.
     #[arg(long, global = true)]
     pub json: bool,
@@ -34,6 +29,15 @@ pub struct StackArgs {
     /// host, or to look at it alone.
     #[arg(long = "host", value_name = "NAME", global = true)]
     hosts: Vec<String>,
+}
+
+impl StackArgs {
+    /// The file the configuration comes from.
+    pub fn config_path(&self) -> &std::path::Path {
+        self.config
+            .as_deref()
+            .unwrap_or(std::path::Path::new(crate::deploy::config::DEFAULT_PATH))
+    }
 }
 
 /// For the commands that take the stack's lock.
@@ -70,7 +74,7 @@ pub fn with_target(
     interruptible: bool,
     body: impl AsyncFnOnce(Target) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut config = StackConfig::load(&args.config)?;
+    let mut config = StackConfig::load_from(args.config.as_deref(), true)?;
     if !args.hosts.is_empty() {
         if let Some(unknown) = args
             .hosts
@@ -80,7 +84,7 @@ pub fn with_target(
             let known: Vec<&str> = config.hosts.iter().map(|host| host.name.as_str()).collect();
             return Err(ConfigError(format!(
                 "--host {unknown}: not a host of {} (hosts: {})",
-                args.config.display(),
+                args.config_path().display(),
                 if known.is_empty() {
                     "none".to_string()
                 } else {

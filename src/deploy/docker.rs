@@ -168,7 +168,14 @@ pub async fn ensure_image(
     let mut pull = docker.create_image(Some(options), None, credentials);
     while let Some(message) = pull.next().await {
         let message = message.with_context(|| {
-            format!("pulling {image} (no registry? build it locally: scripts/build-images.sh)")
+            // The hint only for the images scripts/build-images.sh makes.
+            let ours = ["wsctl:local", "wsctl-nginx:local", "wsctl-redis:local"];
+            match ours.contains(&image) {
+                true => format!(
+                    "pulling {image} (no registry? build it locally: scripts/build-images.sh)"
+                ),
+                false => format!("pulling {image}"),
+            }
         })?;
         if let Some(error) = message.error_detail.and_then(|detail| detail.message) {
             anyhow::bail!("pulling {image}: {error}");
@@ -424,6 +431,24 @@ pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
         Ok(()) => Ok(()),
         Err(error) if status_of(&error) == Some(404) => Ok(()),
         Err(error) => Err(error).with_context(|| format!("removing {name}")),
+    }
+}
+
+/// Whether the network `name` exists.
+pub async fn network_exists(docker: &Docker, name: &str) -> anyhow::Result<bool> {
+    match docker.inspect_network(name, None).await {
+        Ok(_) => Ok(true),
+        Err(error) if status_of(&error) == Some(404) => Ok(false),
+        Err(error) => Err(error).with_context(|| format!("inspecting network {name}")),
+    }
+}
+
+/// Removes the network `name`; already gone is fine.
+pub async fn remove_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    match docker.remove_network(name).await {
+        Ok(()) => Ok(()),
+        Err(error) if status_of(&error) == Some(404) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing network {name}")),
     }
 }
 

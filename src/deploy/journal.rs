@@ -311,6 +311,33 @@ impl Journal {
             .collect())
     }
 
+    /// The names of every record's volume (what `wsctl down --volumes`
+    /// removes).
+    pub async fn volumes(&self, docker: &Docker) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .records(docker)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes every record (`wsctl down --volumes`).
+    pub async fn remove_all(&self, docker: &Docker) -> anyhow::Result<()> {
+        for name in self.volumes(docker).await? {
+            docker
+                .remove_volume(
+                    &name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await
+                .with_context(|| format!("removing the journal record {name}"))?;
+        }
+        Ok(())
+    }
+
     /// Drops the oldest runs beyond `KEEP` (best effort).
     async fn prune(&self, docker: &Docker) {
         let Ok(records) = self.records(docker).await else {

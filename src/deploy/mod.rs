@@ -23,7 +23,8 @@
 //! - `journal.rs`: every run recorded in the engine, state by state.
 //! - `lock.rs`: one run at a time per stack, renewed while it lives.
 //! - `recover.rs`: bringing a stack left by a killed run to a consistent state.
-//! - `status.rs`: `wsctl status`. `error.rs`: the exit codes.
+//! - `status.rs`: `wsctl status`; `down.rs`: `wsctl down`. `error.rs`: the
+//!   exit codes.
 //! - `events.rs`: progress lines or `--json`; `upstream.rs`: the rendered
 //!   upstream; `wait.rs`: the one polling loop. The cutover probe is a
 //!   client of the service (`client/probe.rs`).
@@ -46,6 +47,7 @@ pub mod config;
 mod containers;
 mod coordinator;
 pub mod docker;
+pub mod down;
 mod edge;
 mod engine;
 mod error;

@@ -147,9 +147,25 @@ pub const RESERVED_FILES: u64 = 100;
 /// Rejects a `REDIS_URL` that cannot be parsed, at start, before any I/O
 /// (redis's own parser: it reads the URL and connects to nothing).
 pub fn validate_redis_url(url: &str) -> Result<(), ConfigError> {
-    redis::Client::open(url).map(|_| ()).map_err(|error| {
+    const FORMS: &str = "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:///PATH";
+    // Text that is no URL at all is not repeated: where a password would
+    // sit in it is unknown.
+    let parsed = url::Url::parse(url).map_err(|error| {
         ConfigError(format!(
-            "REDIS_URL '{}' is not a Redis URL: {error}",
+            "REDIS_URL is not a URL ({error}); expected {FORMS}"
+        ))
+    })?;
+    if !["redis", "rediss", "unix", "redis+unix"].contains(&parsed.scheme()) {
+        return Err(ConfigError(format!(
+            "REDIS_URL '{}' has the scheme '{}'; expected {FORMS}",
+            masked_url(url),
+            parsed.scheme()
+        )));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|error| {
+        let why = error.detail().map_or(error.to_string(), str::to_string);
+        ConfigError(format!(
+            "REDIS_URL '{}' is not a Redis URL: {why}; expected {FORMS}",
             masked_url(url)
         ))
     })

@@ -21,6 +21,7 @@ mod deploy_lock;
 mod deploy_proxy;
 mod deploy_replicas;
 mod docker_build;
+mod first_hour;
 mod hostile_clients;
 mod image_pull;
 mod monitoring;

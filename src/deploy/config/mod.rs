@@ -640,7 +640,40 @@ metrics_path: null
 app_env: {}
 "#;
 
+/// The file a stack command reads when neither `-c` nor `WSCTL_CONFIG`
+/// names one.
+pub const DEFAULT_PATH: &str = "wsctl.yaml";
+
 impl StackConfig {
+    /// The stack's configuration: the file `given` by `-c` or
+    /// `WSCTL_CONFIG`, which must exist (a typo must not act on the default
+    /// stack, which may be someone else's), else `./wsctl.yaml`, whose
+    /// absence means every default; with `announce`, that is said on
+    /// stderr first.
+    pub fn load_from(given: Option<&Path>, announce: bool) -> Result<StackConfig, ConfigError> {
+        match given {
+            Some(path) if !path.exists() => Err(ConfigError(format!(
+                "{}: no such file (named by -c or WSCTL_CONFIG; `wsctl init {}` writes one)",
+                path.display(),
+                path.display()
+            ))),
+            Some(path) => StackConfig::load(path),
+            None => {
+                let path = Path::new(DEFAULT_PATH);
+                if announce && !path.exists() {
+                    let defaults = StackConfig::default();
+                    crate::shared::secrets::say_err!(
+                        "wsctl: no {DEFAULT_PATH} here: the default stack (prefix \"\", network \
+                         {}, public address {}); `wsctl init` writes a file to change it",
+                        defaults.network,
+                        defaults.public_address
+                    );
+                }
+                StackConfig::load(path)
+            }
+        }
+    }
+
     /// Reads `path` (a missing file means all defaults) with the
     /// `WSCTL_<KEY>` overrides of wsctl's environment on top, and registers
     /// every secret it names for masking.
