@@ -69,7 +69,22 @@ pub struct SmokeFailed {
     pub total: usize,
 }
 
+/// `--url`: an http(s) URL with a host, or one line and exit 2.
+fn check_url(raw: &str) -> Result<(), crate::shared::input::ConfigError> {
+    let bad = |why: String| crate::shared::input::ConfigError(format!("--url '{raw}' {why}"));
+    let url = url::Url::parse(raw).map_err(|error| bad(format!("is not a URL ({error})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad(
+            "must be http://HOST[:PORT] or https://HOST[:PORT]".into()
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
+    if args.color.is_none() {
+        check_url(&args.url)?;
+    }
     let checks = match &args.color {
         Some(color) => smoke_colour(args.config.as_deref(), *color)?,
         None => {
@@ -89,7 +104,7 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
             say!("{line}");
         } else {
             let mark = if check.ok { "ok  " } else { "FAIL" };
-            let detail = if check.ok {
+            let detail = if check.detail.is_empty() {
                 String::new()
             } else {
                 format!(": {}", check.detail)

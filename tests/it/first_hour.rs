@@ -171,3 +171,48 @@ async fn down_lists_then_removes_the_stack_but_not_its_images_and_not_under_a_lo
         explain(&again)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runbooks_smoke_test_passes_through_a_default_stacks_public_address() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    // The default private_networks: from the host, requests to the public
+    // port arrive from the Docker gateway, outside them.
+    let stack = TestStack::new("private_networks: [\"127.0.0.0/8\", \"::1/128\"]\n");
+    stack.wsctl_ok(&["deploy"]);
+    let url = format!("http://{}", stack.public);
+    let output = wsctl(&["smoke", "--url", &url, "--json"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    let checks: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["event"] == "check")
+        .collect();
+    for name in ["status", "metrics"] {
+        let check = checks
+            .iter()
+            .find(|check| check["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {stdout}"));
+        assert_eq!(check["ok"], true, "{check}");
+        assert!(
+            check["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("private_networks"),
+            "{check}"
+        );
+    }
+    let session = checks
+        .iter()
+        .find(|check| check["name"] == "websocket_session")
+        .expect("session check");
+    assert_eq!(session["ok"], true, "{session}");
+
+    let bad = wsctl(&["smoke", "--url", "notaurl"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("notaurl"), "{stderr}");
+}
