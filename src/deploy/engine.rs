@@ -35,6 +35,16 @@ pub struct Presence {
     pub running: bool,
 }
 
+/// What a bootstrap may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// The network, Redis, Nginx (and an external app's checker) when
+    /// absent: a deploy.
+    IfAbsent,
+    /// Nothing: start what exists and is stopped.
+    Never,
+}
+
 /// What the steps of a run need from the platform. Every method acts on
 /// the stack the engine handle stands for.
 #[allow(async_fn_in_trait)]
@@ -55,8 +65,10 @@ pub trait Engine {
     /// Takes the stack's lock for `command` (waiting up to `lock_wait`).
     async fn lock(&self, command: &str) -> anyhow::Result<Self::Lock>;
     async fn unlock(&self, lock: Self::Lock) -> anyhow::Result<()>;
-    /// Network, Redis and Nginx exist and run.
-    async fn bootstrap(&mut self) -> anyhow::Result<()>;
+    /// Network, Redis and Nginx exist and run. With `Create::IfAbsent` (a
+    /// deploy) what is absent is created; otherwise only what exists is
+    /// started, so a command that then refuses leaves nothing behind.
+    async fn bootstrap(&mut self, create: Create) -> anyhow::Result<()>;
     /// Every run of the journal, oldest first.
     async fn runs(&self) -> anyhow::Result<Vec<Run>>;
     /// Records `run` as it is now.
@@ -186,8 +198,8 @@ impl Engine for Stack {
         lock.release(&self.docker).await
     }
 
-    async fn bootstrap(&mut self) -> anyhow::Result<()> {
-        super::bootstrap(self).await
+    async fn bootstrap(&mut self, create: Create) -> anyhow::Result<()> {
+        super::bootstrap(self, create).await
     }
 
     async fn runs(&self) -> anyhow::Result<Vec<Run>> {

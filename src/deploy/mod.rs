@@ -207,6 +207,7 @@ pub async fn prune(stack: &mut Stack, keep: usize) -> anyhow::Result<serde_json:
         "prune",
         lease,
         Recovery::IfUnfinished,
+        engine::Create::Never,
         async move |stack, _| {
             let runs = stack.journal.runs(&stack.docker).await?;
             let mut protected = std::collections::BTreeMap::new();
@@ -319,10 +320,26 @@ pub async fn container_of(
     Ok(name.clone())
 }
 
-/// Creates the network, Redis and Nginx when they are absent, and starts
-/// them when they are stopped: the first deploy bootstraps the stack.
-async fn bootstrap(stack: &mut Stack) -> anyhow::Result<()> {
+/// Creates the network, Redis and Nginx when they are absent (`create`:
+/// a deploy), and starts them when they are stopped: the first deploy
+/// bootstraps the stack. Any other command only starts what exists.
+async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<()> {
     let config = &stack.config;
+    if create == engine::Create::Never {
+        let mut names = vec![config.name("nginx")];
+        if config.owns_redis() {
+            names.push(config.name("redis"));
+        }
+        if config.is_external() {
+            names.push(checks::checker(config));
+        }
+        for name in names {
+            if docker::inspect(&stack.docker, &name).await?.is_some() {
+                docker::start(&stack.docker, &name).await?;
+            }
+        }
+        return Ok(());
+    }
     let network = config.network_name();
     docker::ensure_network(&stack.docker, &network).await?;
     // Flags only: our image's entrypoint is redis-server, and the official

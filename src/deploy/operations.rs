@@ -117,6 +117,16 @@ impl Operation {
         }
     }
 
+    /// Only a deploy (and `deploy --proxy`) creates the stack's network,
+    /// Redis and Nginx; every other command works on what exists, and
+    /// refuses on a fresh stack without creating anything.
+    pub fn creates(&self) -> super::engine::Create {
+        match self {
+            Operation::Deploy(_) | Operation::Proxy => super::engine::Create::IfAbsent,
+            _ => super::engine::Create::Never,
+        }
+    }
+
     /// `wsctl recover` repairs whatever the journal says; every other
     /// command recovers unfinished runs first.
     pub fn recovery(&self) -> Recovery {

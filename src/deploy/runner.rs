@@ -82,6 +82,7 @@ pub async fn run<E: Engine>(
                 &operation.command(),
                 lease,
                 operation.recovery(),
+                operation.creates(),
                 async |engine, recovered| {
                     Ok(planned(engine, operation, recovered, coordinator, started).await)
                 },
@@ -114,6 +115,7 @@ pub async fn settled<E: Engine, T>(
     command: &str,
     lease: Lease,
     recovery: Recovery,
+    create: super::engine::Create,
     body: impl AsyncFnOnce(&mut E, Option<Run>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let lock = match lease {
@@ -121,7 +123,7 @@ pub async fn settled<E: Engine, T>(
         Lease::Take => Some(engine.lock(command).await?),
     };
     let result = async {
-        engine.bootstrap().await?;
+        engine.bootstrap(create).await?;
         let recovered = recover::unfinished_runs(engine, recovery).await?;
         body(engine, recovered).await
     }

@@ -151,7 +151,7 @@ impl Engine for Model {
     async fn unlock(&self, _lock: ()) -> anyhow::Result<()> {
         self.call("unlock".into())
     }
-    async fn bootstrap(&mut self) -> anyhow::Result<()> {
+    async fn bootstrap(&mut self, _create: crate::deploy::engine::Create) -> anyhow::Result<()> {
         Ok(())
     }
     async fn runs(&self) -> anyhow::Result<Vec<Run>> {

@@ -216,3 +216,34 @@ async fn the_runbooks_smoke_test_passes_through_a_default_stacks_public_address(
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("notaurl"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_on_a_fresh_stack_create_nothing() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    for (args, says) in [
+        (vec!["rollback"], "no previous colour"),
+        (vec!["promote"], "no deploy is paused"),
+        (vec!["abort"], "nothing to abort"),
+    ] {
+        let refused = stack.wsctl(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let listed = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={}", stack.prefix)])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).trim().is_empty(),
+        "a refusal left containers"
+    );
+    let network = Command::new("docker")
+        .args(["network", "inspect", &format!("{}wsctl", stack.prefix)])
+        .output()
+        .expect("docker network inspect");
+    assert!(!network.status.success(), "a refusal left the network");
+}
