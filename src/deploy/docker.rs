@@ -434,6 +434,21 @@ pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The name of a running container that publishes host port `port`, if
+/// the engine knows one.
+pub async fn publishing(docker: &Docker, port: &str) -> Option<String> {
+    let filters = HashMap::from([("publish", vec![port])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let listed = docker.list_containers(Some(options)).await.ok()?;
+    listed
+        .into_iter()
+        .flat_map(|container| container.names.unwrap_or_default())
+        .map(|name| name.trim_start_matches('/').to_string())
+        .next()
+}
+
 /// Whether the network `name` exists.
 pub async fn network_exists(docker: &Docker, name: &str) -> anyhow::Result<bool> {
     match docker.inspect_network(name, None).await {

@@ -341,7 +341,32 @@ async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<
         return Ok(());
     }
     let network = config.network_name();
+    // What this bootstrap creates, removed again when it fails: a first
+    // deploy that cannot start Nginx leaves nothing behind.
+    let mut created: Vec<String> = Vec::new();
+    let network_existed = docker::network_exists(&stack.docker, &network).await?;
     docker::ensure_network(&stack.docker, &network).await?;
+    let started = start_components(stack, &network, &mut created).await;
+    let Err(error) = started else {
+        return Ok(());
+    };
+    for name in created.iter().rev() {
+        let _ = docker::remove(&stack.docker, name).await;
+    }
+    if !network_existed {
+        let _ = docker::remove_network(&stack.docker, &network).await;
+    }
+    Err(port_in_use(stack, error).await)
+}
+
+/// Redis (the stack's own), Nginx and an external app's checker, created
+/// when absent (their names pushed on `created`) and started.
+async fn start_components(
+    stack: &Stack,
+    network: &str,
+    created: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let config = &stack.config;
     // Flags only: our image's entrypoint is redis-server, and the official
     // image's entrypoint script puts redis-server in front of flags.
     let redis_flags = [
@@ -362,35 +387,58 @@ async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<
         image: Some(config.images.redis.clone()),
         cmd: Some(redis_flags.iter().map(|flag| flag.to_string()).collect()),
         host_config: Some(HostConfig {
-            network_mode: Some(network.clone()),
+            network_mode: Some(network.to_string()),
             restart_policy: containers::unless_stopped(),
             ..Default::default()
         }),
         ..Default::default()
     };
     if config.owns_redis() {
-        ensure_running(&stack.docker, &config.name("redis"), redis).await?;
+        ensure_running(&stack.docker, &config.name("redis"), redis, created).await?;
     }
     // Sized for the sockets the configured replicas can hold, when Nginx
     // is created (a later change of `replicas` needs `deploy --proxy`).
     let nginx = proxy::container_body(config);
-    ensure_running(&stack.docker, &config.name("nginx"), nginx).await?;
+    ensure_running(&stack.docker, &config.name("nginx"), nginx, created).await?;
     // An external app's checks run beside it, from the checker.
     if config.is_external() {
         let checker = checks::checker_body(config);
-        ensure_running(&stack.docker, &checks::checker(config), checker).await?;
+        ensure_running(&stack.docker, &checks::checker(config), checker, created).await?;
     }
     Ok(())
+}
+
+/// A start that failed because the public port is taken, as one line
+/// naming the address and, when the engine knows, the container holding
+/// it; any other error as it is.
+async fn port_in_use(stack: &Stack, error: anyhow::Error) -> anyhow::Error {
+    let text = format!("{error:#}");
+    if !(text.contains("address already in use") || text.contains("port is already allocated")) {
+        return error;
+    }
+    let address = &stack.config.public_address;
+    let port = address.rsplit(':').next().unwrap_or_default();
+    let holder = docker::publishing(&stack.docker, port)
+        .await
+        .map_or("a process outside this engine".to_string(), |name| {
+            format!("the container {name}")
+        });
+    DeployError::Usage(format!(
+        "public_address {address} is in use (by {holder}); choose another in wsctl.yaml"
+    ))
+    .into()
 }
 
 async fn ensure_running(
     docker: &Docker,
     name: &str,
     body: ContainerCreateBody,
+    created: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     if docker::inspect(docker, name).await?.is_none() {
         // Taken meanwhile: another run created it.
         docker::create(docker, name, body).await?;
+        created.push(name.to_string());
     }
     docker::start(docker, name).await
 }

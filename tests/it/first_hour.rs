@@ -247,3 +247,57 @@ async fn refusals_on_a_fresh_stack_create_nothing() {
         .expect("docker network inspect");
     assert!(!network.status.success(), "a refusal left the network");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_address_in_use_is_one_line_naming_its_holder_and_leaves_nothing() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let leftovers = |prefix: &str| {
+        let listed = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("name={prefix}")])
+            .output()
+            .expect("docker ps");
+        let network = Command::new("docker")
+            .args(["network", "inspect", &format!("{prefix}wsctl")])
+            .output()
+            .expect("docker network inspect");
+        (
+            String::from_utf8_lossy(&listed.stdout).lines().count(),
+            network.status.success(),
+        )
+    };
+    // A process of this machine holds the port.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = held.local_addr().expect("address").port();
+    let mut stack = TestStack::new("");
+    stack.public = format!("127.0.0.1:{port}");
+    stack.write_config("");
+    let refused = stack.wsctl(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("wsctl:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("127.0.0.1:{port} is in use")) && line.contains("outside"),
+        "{stderr}"
+    );
+    assert_eq!(leftovers(&stack.prefix), (0, false), "{stderr}");
+    drop(held);
+
+    // Another stack's Nginx holds it: named.
+    let other = TestStack::new("");
+    other.wsctl_ok(&["deploy"]);
+    stack.public = other.public.clone();
+    stack.write_config("");
+    let refused = stack.wsctl(&["deploy"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("by the container {}nginx", other.prefix)),
+        "{stderr}"
+    );
+    assert_eq!(leftovers(&stack.prefix), (0, false), "{stderr}");
+}
