@@ -489,6 +489,17 @@ pub async fn stop(docker: &Docker, name: &str, grace: std::time::Duration) -> an
     }
 }
 
+/// Sends `signal` (`SIGQUIT`) to a running container's main process.
+pub async fn signal(docker: &Docker, name: &str, signal: &str) -> anyhow::Result<()> {
+    let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+        .signal(signal)
+        .build();
+    docker
+        .kill_container(name, Some(options))
+        .await
+        .with_context(|| format!("sending {signal} to {name}"))
+}
+
 /// Runs `command` inside a running container; returns its exit code and
 /// combined output. No shell is involved (the images are FROM scratch).
 pub async fn exec(

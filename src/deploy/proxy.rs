@@ -18,6 +18,7 @@ use std::time::Duration;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use serde::Serialize;
 
+use super::wait::{Check, poll_until};
 use super::{DeployError, Stack, containers, nginx};
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::docker;
@@ -173,6 +174,9 @@ pub async fn replace_with_next(stack: &Stack, live: Option<Color>) -> anyhow::Re
     let next = stack.config.name("nginx_next");
     let old = stack.config.name("nginx_old");
     let replaced = async {
+        if !stack.config.is_external() {
+            clients_leave_with_goodbye(stack, &name).await?;
+        }
         docker::stop(&stack.docker, &name, OLD_PROXY_GRACE).await?;
         docker::rename(&stack.docker, &name, &old).await?;
         docker::rename(&stack.docker, &next, &name).await?;
@@ -187,6 +191,33 @@ pub async fn replace_with_next(stack: &Stack, live: Option<Color>) -> anyhow::Re
         return Err(DeployError::Switch(format!("the new Nginx did not serve ({error:#})")).into());
     }
     docker::remove(&stack.docker, &old).await
+}
+
+/// Before the old Nginx goes, its clients leave with the contract's
+/// goodbye instead of a cut (a cut between counting a message and its
+/// answer counted it twice on resume): the old Nginx stops accepting
+/// (SIGQUIT, its graceful stop: listeners closed, open sockets kept), every
+/// replica of the bundled service moves its connections (`goodbye` and
+/// 1001, paced over `DRAIN_WINDOW`), and once they are gone the old Nginx
+/// exits by itself (at most `drain_timeout`; whatever is left then is
+/// stopped). Clients that reconnect meanwhile are refused until the new
+/// Nginx starts, and retry.
+async fn clients_leave_with_goodbye(stack: &Stack, name: &str) -> anyhow::Result<()> {
+    docker::signal(&stack.docker, name, "SIGQUIT").await?;
+    let moved_before = std::time::Instant::now();
+    super::reloads::move_clients(&stack.docker, &stack.config, moved_before).await;
+    let _ = poll_until(
+        stack.config.drain_timeout(),
+        Duration::from_millis(100),
+        || async {
+            match docker::inspect(&stack.docker, name).await {
+                Ok(Some(info)) if info.running => Check::Pending("old Nginx draining".into()),
+                _ => Check::Ready(()),
+            }
+        },
+    )
+    .await;
+    Ok(())
 }
 
 /// Undoes a replacement: the new container goes, the old one comes back

@@ -137,7 +137,11 @@ pub fn past_bounds(bounds: &NginxSettings, old: OldWorkers) -> Option<String> {
 /// every connection an old worker holds, and the few the new workers took
 /// while the step finished (they reconnect and resume like the others);
 /// returns how many replicas took the order.
-async fn move_clients(docker: &bollard::Docker, config: &StackConfig, reloaded: Instant) -> usize {
+pub async fn move_clients(
+    docker: &bollard::Docker,
+    config: &StackConfig,
+    reloaded: Instant,
+) -> usize {
     let older_than = reloaded.elapsed().max(Duration::from_millis(1));
     let url = format!(
         "http://127.0.0.1:{}/connections/move?older_than={:.3}",

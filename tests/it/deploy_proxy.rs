@@ -58,7 +58,8 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
         explain(&readable)
     );
 
-    // Replaced under 20 live clients: cut, they come back and resume.
+    // Replaced under 20 live clients: moved with goodbye, they come back
+    // and resume.
     let url = format!("ws://{}/ws/chat/", stack.public);
     let clients = LiveClients::start(&url, 20);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -94,9 +95,14 @@ async fn drift_is_named_and_deploy_proxy_replaces_nginx_under_live_clients() {
         summary.reconnects,
         summary.longest_gap
     );
+    assert!(summary.reconnects >= 20, "every client moved: {summary:?}");
+    // With goodbye and 1001 before the old Nginx went, never cut: a cut
+    // between counting a message and its answer counted it twice.
+    assert_eq!(summary.abnormal_closes, 0, "{summary:?}");
     assert!(
-        summary.reconnects >= 20,
-        "every client was cut: {summary:?}"
+        summary.close_codes.keys().all(|code| *code == 1001),
+        "{:?}",
+        summary.close_codes
     );
     let after = stack.wsctl_with_env(&["status", "--json"], &with_newer);
     let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
