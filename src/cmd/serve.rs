@@ -55,9 +55,10 @@ pub struct ServeArgs {
           allow_negative_numbers = true)]
     rate_limit: f64,
     /// WebSocket connections this process accepts; above it upgrades get 503.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value = "50000",
+    /// [default: 50000]
+    #[arg(long, env = "MAX_CONNECTIONS",
           value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
-    max_connections: usize,
+    max_connections: Option<usize>,
     /// Comma-separated origins allowed to open a WebSocket; unset allows any.
     #[arg(long, env = "ALLOWED_ORIGINS")]
     allowed_origins: Option<String>,
@@ -114,7 +115,10 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             max_message_size: self.max_message_size,
             rate_limit: self.rate_limit,
-            max_connections: self.max_connections,
+            max_connections: self
+                .max_connections
+                .unwrap_or(crate::serve::config::DEFAULT_MAX_CONNECTIONS),
+            max_connections_set: self.max_connections.is_some(),
             allowed_origins,
             secret_key: self.secret_key.filter(|key| !key.is_empty()),
             require_auth: self.require_auth,

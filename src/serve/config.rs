@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub rate_limit: f64,
     /// WebSocket connections this process accepts at once.
     pub max_connections: usize,
+    /// `MAX_CONNECTIONS` was set (flag or environment), not the default:
+    /// only then is a limit the open files cannot hold worth a warning.
+    pub max_connections_set: bool,
     /// Origins allowed to open a WebSocket; `None` allows any.
     pub allowed_origins: Option<Vec<String>>,
     /// Secret that signs tokens; upgrades need one when `require_auth` is set.
@@ -85,7 +88,8 @@ impl Default for ServeConfig {
             session_ttl: Duration::from_secs(3600),
             max_message_size: 65536,
             rate_limit: 100.0,
-            max_connections: 50_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_set: false,
             allowed_origins: None,
             secret_key: None,
             require_auth: false,
@@ -139,6 +143,9 @@ impl ServeConfig {
         Ok(self)
     }
 }
+
+/// `MAX_CONNECTIONS` when nothing sets it (docs/protocol.md).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 
 /// Descriptors a `wsctl serve` process needs besides its WebSockets: the
 /// listener, Redis, stdio, the runtime, and HTTP probes in flight.

@@ -77,13 +77,21 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<TcpListener> {
 /// Raises the soft open-file limit to the hard one (each WebSocket is one
 /// descriptor, and the usual soft limit of 1,024 would refuse the 1,000th
 /// client) and warns when `MAX_CONNECTIONS` cannot fit under it.
-fn raise_open_file_limit(max_connections: usize) {
+fn raise_open_file_limit(max_connections: usize, set: bool) {
     let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft);
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             tracing::info!(before, limit, "open-file limit raised to the hard limit");
             let fits = limit.saturating_sub(crate::serve::config::RESERVED_FILES);
-            if max_connections as u64 > fits {
+            if max_connections as u64 > fits && !set {
+                // The default, not a choice: said once, quietly.
+                tracing::info!(
+                    max_connections,
+                    open_files_limit = limit,
+                    "about {fits} connections fit under the open-file limit ({limit}); \
+                     set MAX_CONNECTIONS to refuse the rest with 503"
+                );
+            } else if max_connections as u64 > fits {
                 tracing::warn!(
                     max_connections,
                     open_files_limit = limit,
@@ -110,7 +118,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
-    raise_open_file_limit(config.max_connections);
+    raise_open_file_limit(config.max_connections, config.max_connections_set);
     let metrics =
         Arc::new(metrics::Metrics::new(&config.color, VERSION).context("registering metrics")?);
     let (hub, _) = broadcast::channel::<HubFrame>(config.broadcast_buffer);
