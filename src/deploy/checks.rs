@@ -56,7 +56,7 @@ pub fn checker_body(config: &StackConfig) -> ContainerCreateBody {
         )])),
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
-            restart_policy: super::containers::unless_stopped(),
+            restart_policy: docker::unless_stopped(),
             init: Some(true),
             ..Default::default()
         }),

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
 };
 use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
@@ -27,15 +26,6 @@ use crate::shared::secrets::say;
 /// How often the readiness loop runs `wsctl probe` inside the container
 /// (each exec takes about 40 ms of its own).
 const READY_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Restart after a crash or an engine restart, but not after `docker stop`
-/// (so a drained colour stays stopped).
-pub fn unless_stopped() -> Option<RestartPolicy> {
-    Some(RestartPolicy {
-        name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-        ..Default::default()
-    })
-}
 
 /// The colour's containers as the engine has them, in replica order:
 /// `app_blue`, or `app_blue_1` ... `app_blue_N`. When it has none, the
@@ -175,7 +165,7 @@ async fn create(
             .then(|| config.stop_signal().to_string()),
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
-            restart_policy: unless_stopped(),
+            restart_policy: docker::unless_stopped(),
             // docker-init as PID 1: a SIGTERM that arrives before wsctl has
             // installed its handler still stops it (PID 1 ignores signals
             // it has no handler for), so undoing a just-started standby

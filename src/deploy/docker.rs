@@ -449,6 +449,15 @@ pub async fn publishing(docker: &Docker, port: &str) -> Option<String> {
         .next()
 }
 
+/// Restart after a crash or an engine restart, but not after `docker stop`
+/// (so a drained colour stays stopped).
+pub fn unless_stopped() -> Option<bollard::models::RestartPolicy> {
+    Some(bollard::models::RestartPolicy {
+        name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+        ..Default::default()
+    })
+}
+
 /// Whether the network `name` exists.
 pub async fn network_exists(docker: &Docker, name: &str) -> anyhow::Result<bool> {
     match docker.inspect_network(name, None).await {

@@ -35,6 +35,15 @@ pub struct Presence {
     pub running: bool,
 }
 
+/// What the preflight does about runs that died unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Recover them first, if there are any (every command).
+    IfUnfinished,
+    /// Repair the stack whatever the journal says (`wsctl recover`).
+    Always,
+}
+
 /// What a bootstrap may create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Create {

@@ -388,7 +388,7 @@ async fn start_components(
         cmd: Some(redis_flags.iter().map(|flag| flag.to_string()).collect()),
         host_config: Some(HostConfig {
             network_mode: Some(network.to_string()),
-            restart_policy: containers::unless_stopped(),
+            restart_policy: docker::unless_stopped(),
             ..Default::default()
         }),
         ..Default::default()

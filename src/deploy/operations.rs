@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::engine::Engine;
+use super::engine::Recovery;
 use super::nginx::Serving;
 use super::plan::{Canary, Plan};
-use super::runner::Recovery;
 use super::{DeployError, journal};
 use crate::deploy::config::{Color, StackConfig};
 

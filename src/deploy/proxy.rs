@@ -19,7 +19,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use serde::Serialize;
 
 use super::wait::{Check, poll_until};
-use super::{DeployError, Stack, containers, nginx};
+use super::{DeployError, Stack, nginx};
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::docker;
 
@@ -52,7 +52,7 @@ pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
             port_bindings: Some(bindings),
-            restart_policy: containers::unless_stopped(),
+            restart_policy: docker::unless_stopped(),
             ulimits: Some(vec![bollard::models::ResourcesUlimits {
                 name: Some("nofile".into()),
                 soft: Some(sizing.open_files as i64),

@@ -19,8 +19,8 @@
 use std::time::Instant;
 
 use super::engine::Engine;
+use super::engine::Recovery;
 use super::journal::{self, Outcome, Run};
-use super::runner::Recovery;
 use super::state::{Action, State};
 use super::{DeployError, nginx};
 use crate::deploy::config::Color;

@@ -43,14 +43,7 @@ pub enum Lease {
     Held,
 }
 
-/// What the preflight does about runs that died unfinished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// Recover them first, if there are any (every command).
-    IfUnfinished,
-    /// Repair the stack whatever the journal says (`wsctl recover`).
-    Always,
-}
+pub use super::engine::Recovery;
 
 /// What a run did.
 #[derive(Debug, Default)]
