@@ -32,6 +32,12 @@ import uuid
 WSCTL = "target/x86_64-unknown-linux-gnu/release/wsctl"
 CONNECTIONS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 LATE = max(CONNECTIONS // 5, 1)
+# BENCH_SHORT=1: the same steps, shorter (CI runs it so that a script that
+# breaks is caught; no figure is kept).
+SHORT = os.environ.get("BENCH_SHORT") == "1"
+HOLD = 40 if SHORT else 150
+ANALYSIS = "2" if SHORT else "8"
+LOOKS_AFTER = 2 if SHORT else 10
 
 
 def free_port():
@@ -87,12 +93,12 @@ def main():
         url = f"ws://{ip}:80/ws/chat/"
         current, _, _ = workers(nginx)
         print(f"Nginx {ip}: {current} workers", flush=True)
-        holds.append(hold(url, CONNECTIONS, 150))
-        time.sleep(15)
+        holds.append(hold(url, CONNECTIONS, HOLD))
+        time.sleep(3 if SHORT else 15)
         rows = [{"when": "before the canary", "workers": current,
                  "old_workers": workers(nginx)[1], "old_workers_mib": 0.0}]
         deploy = subprocess.Popen(
-            [WSCTL, "deploy", "--canary-steps", "20,50,80,100", "--analysis", "8", "--json",
+            [WSCTL, "deploy", "--canary-steps", "20,50,80,100", "--analysis", ANALYSIS, "--json",
              "--config", config], stdout=subprocess.PIPE, text=True)
         late_started = False
         events = []
@@ -108,13 +114,13 @@ def main():
                              "moved": event["moved"]})
                 print(rows[-1], flush=True)
                 if not late_started:
-                    holds.append(hold(url, LATE, 120))
+                    holds.append(hold(url, LATE, HOLD - 30))
                     late_started = True
         deploy.wait()
         ended = time.monotonic()
         summary = next(e for e in events if e.get("event") == "deploy")
         print(f"deploy: {summary['outcome']} in {summary['seconds']:.1f} s", flush=True)
-        for _ in range(10):
+        for _ in range(LOOKS_AFTER):
             time.sleep(2)
             current, old, kib = workers(nginx)
             rows.append({"when": f"{time.monotonic() - ended:.0f} s after the deploy",

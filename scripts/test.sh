@@ -33,8 +33,10 @@ cargo clippy --all-targets --locked -- -D warnings
 # One optimized build serves both the load-path check and the images: the
 # statically linked binary (the Docker tests package it with wsctl build).
 echo "==> release build (static)"
+# The yardstick server of scripts/bench.py comes along: the benchmark
+# scripts run in their short mode among the tests.
 RUSTFLAGS='-C target-feature=+crt-static' \
-  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
+  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl --example bare_server
 release="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/wsctl"
 
 # A short correctness check of the load path against the release build:

@@ -6,6 +6,7 @@
 mod common;
 
 mod bench_cli;
+mod bench_scripts;
 mod ci_recipes;
 mod cli_docs;
 mod compose;
