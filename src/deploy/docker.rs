@@ -600,12 +600,7 @@ pub async fn logs_tail(docker: &Docker, container: &str, lines: usize) -> String
         .stderr(true)
         .tail(&lines.to_string())
         .build();
-    let mut stream = docker.logs(container, Some(options));
-    let mut text = String::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        text.push_str(&chunk.to_string());
-    }
-    text
+    read_logs(docker, container, options).await
 }
 
 /// The container's standard output since `since` (Unix seconds, the
@@ -615,6 +610,16 @@ pub async fn stdout_since(docker: &Docker, container: &str, since: i64) -> Strin
         .stdout(true)
         .since(since.clamp(0, i32::MAX as i64) as i32)
         .build();
+    read_logs(docker, container, options).await
+}
+
+/// The log lines `options` select, as one text (what cannot be read is
+/// left out: logs are for reports, never for decisions that must not err).
+async fn read_logs(
+    docker: &Docker,
+    container: &str,
+    options: bollard::query_parameters::LogsOptions,
+) -> String {
     let mut stream = docker.logs(container, Some(options));
     let mut text = String::new();
     while let Some(Ok(chunk)) = stream.next().await {

@@ -336,6 +336,33 @@ async fn short_sockets(url: &str, count: usize) -> usize {
     opened
 }
 
+/// `deploy --canary 50 ARGS`, with `sockets` short sockets opened once the
+/// weighted upstream is loaded: the run's (exit code, stdout, stderr).
+async fn canary_under_short_sockets(
+    stack: &TestStack,
+    url: &str,
+    args: &[&str],
+    sockets: usize,
+) -> (Option<i32>, String, String) {
+    let mut command = vec!["deploy", "--canary", "50"];
+    command.extend_from_slice(args);
+    let mut run = stack.spawn(&command);
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
+    let traffic = tokio::spawn({
+        let url = url.to_string();
+        async move { short_sockets(&url, sockets).await }
+    });
+    let finished = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    traffic.abort();
+    finished
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_is_judged_from_nginx_s_view_promoted_when_good_and_rolled_back_when_upgrades_fail()
  {
@@ -356,20 +383,8 @@ async fn a_canary_is_judged_from_nginx_s_view_promoted_when_good_and_rolled_back
     let url = format!("ws://{}/echo/", stack.public);
 
     // A healthy canary: no metrics of its own, judged on Nginx's view.
-    let mut run = stack.spawn(&["deploy", "--canary", "50", "--analysis", "3"]);
-    assert!(
-        run.wait_for(|event| event["event"] == "reload"),
-        "no reload: {:?}",
-        run.seen
-    );
-    let traffic = tokio::spawn({
-        let url = url.clone();
-        async move { short_sockets(&url, 60).await }
-    });
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
-        .await
-        .expect("deploy");
-    traffic.abort();
+    let (code, stdout, stderr) =
+        canary_under_short_sockets(&stack, &url, &["--analysis", "3"], 60).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let passed = events(&stdout)
         .into_iter()
@@ -384,28 +399,13 @@ async fn a_canary_is_judged_from_nginx_s_view_promoted_when_good_and_rolled_back
 
     // A canary that refuses every second upgrade with a 500: its smoke
     // test (one upgrade) passes, real traffic does not.
-    let mut run = stack.spawn(&[
-        "deploy",
-        "--canary",
-        "50",
-        "--analysis",
-        "30",
-        "--env",
-        "FAIL_UPGRADE_EVERY=2",
-    ]);
-    assert!(
-        run.wait_for(|event| event["event"] == "reload"),
-        "no reload: {:?}",
-        run.seen
-    );
-    let traffic = tokio::spawn({
-        let url = url.clone();
-        async move { short_sockets(&url, 200).await }
-    });
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
-        .await
-        .expect("deploy");
-    traffic.abort();
+    let (code, stdout, stderr) = canary_under_short_sockets(
+        &stack,
+        &url,
+        &["--analysis", "30", "--env", "FAIL_UPGRADE_EVERY=2"],
+        200,
+    )
+    .await;
     assert_eq!(code, Some(10), "{stdout}\n{stderr}");
     let failed = events(&stdout)
         .into_iter()
