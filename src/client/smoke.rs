@@ -115,7 +115,8 @@ pub(crate) async fn timed(name: &str, check: impl Future<Output = anyhow::Result
 #[error("{0} is private (403 from outside private_networks): not checked")]
 pub struct Private(pub &'static str);
 
-async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Value)> {
+/// One GET: its status and body.
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)> {
     let response = http
         .get(url)
         .send()
@@ -126,13 +127,21 @@ async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Val
         .text()
         .await
         .with_context(|| format!("GET {url}"))?;
+    Ok((status, text))
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Value)> {
+    let (status, text) = get(http, url).await?;
+    json_of(url, status, &text).map(|body| (status, body))
+}
+
+fn json_of(url: &str, status: u16, text: &str) -> anyhow::Result<Value> {
     // The status first: a 403 or 502 page is not JSON, and saying so would
     // hide what answered.
-    let body = serde_json::from_str(&text).map_err(|_| match status {
+    serde_json::from_str(text).map_err(|_| match status {
         200..=299 => anyhow::anyhow!("GET {url} answered {status} with a body that is not JSON"),
         _ => anyhow::anyhow!("GET {url} answered {status}"),
-    })?;
-    Ok((status, body))
+    })
 }
 
 async fn healthz(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
@@ -155,10 +164,11 @@ async fn readyz(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 
 async fn status(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let url = format!("{base}/status");
-    if forbidden(http, &url).await {
+    let (status, text) = get(http, &url).await?;
+    if status == FORBIDDEN {
         return Err(Private("/status").into());
     }
-    let (status, body) = get_json(http, &url).await?;
+    let body = json_of(&url, status, &text)?;
     ensure!(status == 200, "/status answered {status}");
     let missing: Vec<&str> = STATUS_FIELDS
         .iter()
@@ -169,31 +179,17 @@ async fn status(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The URL answers 403: Nginx's answer for a private endpoint asked from
-/// outside `private_networks`.
-async fn forbidden(http: &reqwest::Client, url: &str) -> bool {
-    http.get(url)
-        .send()
-        .await
-        .is_ok_and(|response| response.status() == reqwest::StatusCode::FORBIDDEN)
-}
+/// Nginx's answer for a private endpoint asked from outside
+/// `private_networks`.
+const FORBIDDEN: u16 = 403;
 
 async fn metrics(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let url = format!("{base}/metrics");
-    if forbidden(http, &url).await {
+    let (status, text) = get(http, &url).await?;
+    if status == FORBIDDEN {
         return Err(Private("/metrics").into());
     }
-    let response = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    ensure!(
-        response.status().is_success(),
-        "/metrics answered {}",
-        response.status()
-    );
-    let text = response.text().await?;
+    ensure!((200..300).contains(&status), "/metrics answered {status}");
     let missing: Vec<&str> = METRIC_NAMES
         .iter()
         .copied()

@@ -118,6 +118,16 @@ impl EchoClients {
     }
 }
 
+/// A test stack and the Node app's image, built under the stack's prefix
+/// (removed with the returned images).
+fn node_stack() -> (TestStack, BuiltImages, String) {
+    let stack = TestStack::new("");
+    let mut images = BuiltImages::default();
+    let tag = format!("{}node:1", stack.prefix.trim_end_matches('_'));
+    let node = node_ws_image(&mut images, &tag);
+    (stack, images, node)
+}
+
 /// `GET /` through the public address every 100 ms until stopped: (sent,
 /// failed). Ten a second, with the sockets' reconnects, stays within
 /// Nginx's default per-address request limit (50/s, burst 100): every
@@ -164,12 +174,7 @@ async fn a_node_app_rides_a_deploy_and_a_rollback_with_nothing_of_wsctl_inside()
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let stack = TestStack::new("");
-    let mut images = BuiltImages::default();
-    let node = node_ws_image(
-        &mut images,
-        &format!("{}node:1", stack.prefix.trim_end_matches('_')),
-    );
+    let (stack, _images, node) = node_stack();
     stack.write_external_config(
         &node,
         "health_path: /up\nws_path: /echo/\nsmoke:\n  - {http: /up}\n  - {http: /nothing, status: 404}\n  - {websocket: /echo/, send: ping, expect: ping}\n",
@@ -266,12 +271,7 @@ async fn an_app_that_never_turns_healthy_fails_at_health_and_traffic_stays() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let stack = TestStack::new("");
-    let mut images = BuiltImages::default();
-    let node = node_ws_image(
-        &mut images,
-        &format!("{}node:1", stack.prefix.trim_end_matches('_')),
-    );
+    let (stack, _images, node) = node_stack();
 
     // A newcomer's first try: their image as if it were the bundled
     // service. It has no /wsctl, a fault no retry fixes, so the deploy
@@ -369,12 +369,7 @@ async fn a_canary_is_judged_from_nginx_s_view_promoted_when_good_and_rolled_back
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let stack = TestStack::new("");
-    let mut images = BuiltImages::default();
-    let node = node_ws_image(
-        &mut images,
-        &format!("{}node:1", stack.prefix.trim_end_matches('_')),
-    );
+    let (stack, _images, node) = node_stack();
     stack.write_external_config(
         &node,
         "ws_path: /echo/\nanalysis: {interval: 1.0, min_requests: 10}\n",
@@ -488,12 +483,7 @@ async fn an_external_app_deploys_on_a_remote_engine_over_tcp_with_tls() {
         return;
     };
     use common::second_engine::{SecondEngine, create_network};
-    let stack = TestStack::new("");
-    let mut images = BuiltImages::default();
-    let node = node_ws_image(
-        &mut images,
-        &format!("{}node:1", stack.prefix.trim_end_matches('_')),
-    );
+    let (stack, _images, node) = node_stack();
     // No registry: the images are copied into the second engine.
     let engine = SecondEngine::start(&format!(
         "{} {node} wsctl-nginx:local wsctl-redis:local",
