@@ -33,10 +33,15 @@ cargo clippy --all-targets --locked -- -D warnings
 # One optimized build serves both the load-path check and the images: the
 # statically linked binary (the Docker tests package it with wsctl build).
 echo "==> release build (static)"
-# The yardstick server of scripts/bench.py comes along: the benchmark
-# scripts run in their short mode among the tests.
+# The same command as scripts/build-images.sh, which then finds it built.
+# The yardstick server of scripts/bench.py (which the benchmark scripts'
+# short mode runs among the tests) is a second call: built together, the
+# examples' dev-dependencies would unify features into the binary that
+# the images ship, and build-images.sh would compile wsctl once more.
 RUSTFLAGS='-C target-feature=+crt-static' \
-  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl --example bare_server
+  cargo build --release --locked --target x86_64-unknown-linux-gnu --bin wsctl
+RUSTFLAGS='-C target-feature=+crt-static' \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu --example bare_server
 release="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/wsctl"
 
 # A short correctness check of the load path against the release build:
@@ -71,5 +76,17 @@ echo "==> images"
 FORCE=1 bash scripts/build-images.sh
 
 echo "==> tests"
-cargo nextest run --locked --no-fail-fast "$@"
+# A test that keeps a log of its own (tests/it/common/test_log.rs) leaves
+# it here when it fails; printed below, so CI's output says what happened.
+test_logs="${CARGO_TARGET_DIR:-target}/tmp/test-logs"
+rm -rf "$test_logs"
+status=0
+cargo nextest run --locked --no-fail-fast "$@" || status=$?
+if [ "$status" -ne 0 ] && [ -n "$(ls -A "$test_logs" 2>/dev/null)" ]; then
+  for log in "$test_logs"/*.log; do
+    echo "==> the log of a failed test: $log"
+    cat "$log"
+  done
+fi
+exit "$status"
 

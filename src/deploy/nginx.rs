@@ -379,37 +379,88 @@ async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
 /// nowhere, so the first deploy asks for a steady half second.
 pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Result<()> {
     let client = client()?;
-    let in_a_row = std::cell::Cell::new(0);
+    let tally = std::cell::RefCell::new(VerifyTally::default());
     let streak_since = std::cell::Cell::new(tokio::time::Instant::now());
     let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
         let seen = look(stack, &client).await;
         let good = matches!(seen, Some((Some(loaded), Some(status))) if loaded == color && status == color);
-        if !good || in_a_row.get() == 0 {
+        let mut tally = tally.borrow_mut();
+        if !good || tally.in_a_row == 0 {
             streak_since.set(tokio::time::Instant::now());
         }
-        in_a_row.set(if good { in_a_row.get() + 1 } else { 0 });
-        let steady_enough = streak_since.get().elapsed() >= steady;
         match seen {
-            _ if in_a_row.get() >= VERIFY_IN_A_ROW && steady_enough => Check::Ready(()),
-            _ if good => Check::Pending("verifying".into()),
-            Some((loaded, status)) => Check::Pending(format!(
+            _ if good => tally.good(),
+            Some((loaded, status)) => tally.miss(format!(
                 "Nginx serves {} and the service that answered is {}",
                 loaded.map_or("no colour".into(), |c| c.to_string()),
                 status.map_or("none".into(), |c| c.to_string()),
             )),
-            None => Check::Pending("no answer".into()),
+            None => tally.miss("no answer".into()),
+        }
+        if tally.in_a_row >= VERIFY_IN_A_ROW && streak_since.get().elapsed() >= steady {
+            Check::Ready(())
+        } else {
+            Check::Pending(String::new())
         }
     })
     .await;
     match verified {
         Ok(()) => Ok(()),
-        Err(WaitError::Failed(why) | WaitError::TimedOut(why)) => {
-            Err(DeployError::Switch(format!(
-                "{} never reached {color}: {why}",
-                stack.config.public_address
-            ))
-            .into())
+        Err(WaitError::Failed(_) | WaitError::TimedOut(_)) => Err(DeployError::Switch(format!(
+            "{} never reached {color} within {} s: {}",
+            stack.config.public_address,
+            VERIFY_TIMEOUT.as_secs(),
+            tally.borrow().describe(steady)
+        ))
+        .into()),
+    }
+}
+
+/// What a verification saw, for the line that says why it failed: a
+/// flapping answer and one that never came are different faults.
+#[derive(Default)]
+struct VerifyTally {
+    looks: u32,
+    good: u32,
+    in_a_row: u32,
+    longest_streak: u32,
+    misses: std::collections::BTreeMap<String, u32>,
+}
+
+impl VerifyTally {
+    fn good(&mut self) {
+        self.looks += 1;
+        self.good += 1;
+        self.in_a_row += 1;
+        self.longest_streak = self.longest_streak.max(self.in_a_row);
+    }
+
+    fn miss(&mut self, why: String) {
+        self.looks += 1;
+        self.in_a_row = 0;
+        *self.misses.entry(why).or_default() += 1;
+    }
+
+    fn describe(&self, steady: Duration) -> String {
+        let misses: Vec<String> = self
+            .misses
+            .iter()
+            .map(|(why, count)| format!("{count}x {why}"))
+            .collect();
+        let mut line = format!(
+            "{} of {} looks good, at most {} in a row",
+            self.good, self.looks, self.longest_streak
+        );
+        if !steady.is_zero() {
+            line.push_str(&format!(
+                " (needed {} ms without a miss)",
+                steady.as_millis()
+            ));
         }
+        if !misses.is_empty() {
+            line.push_str(&format!("; misses: {}", misses.join(", ")));
+        }
+        line
     }
 }
 

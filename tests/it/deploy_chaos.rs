@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::docker::{TestStack, docker_or_skip};
 use common::live::LiveClients;
+use common::test_log::TestLog;
 
 const ROUNDS: usize = 20;
 const CLIENTS: usize = 50;
@@ -49,6 +50,7 @@ async fn twenty_interrupted_deploys_and_rollbacks_lose_nothing() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
+    let mut log = TestLog::new("deploy_chaos");
     let stack = TestStack::new("drain_timeout: 8\n");
     stack.wsctl_ok(&["deploy"]);
 
@@ -69,34 +71,54 @@ async fn twenty_interrupted_deploys_and_rollbacks_lose_nothing() {
         let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
             .await
             .unwrap();
-        println!(
+        let headline = format!(
             "round {round}: {command} SIG{signal} after {delay:?}: exit {code:?} {}",
             stderr.lines().last().unwrap_or("")
         );
-        assert!(
-            matches!(code, None | Some(0) | Some(2) | Some(130) | Some(143)),
-            "round {round}: {command} exit {code:?}\n{stdout}\n{stderr}"
-        );
+        println!("{headline}");
+        log.line(&format!(
+            "{headline}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        ));
+        if !matches!(code, None | Some(0) | Some(2) | Some(130) | Some(143)) {
+            log.line(&format!(
+                "--- the stack after round {round}\n{}",
+                stack.snapshot()
+            ));
+            panic!(
+                "round {round}: {command} exit {code:?} (the whole run: {})\n{stdout}\n{stderr}",
+                log.path().display()
+            );
+        }
         *codes.entry(format!("{code:?}")).or_default() += 1;
     }
 
     let last = stack.wsctl(&["deploy"]);
+    log.line(&format!("final deploy: {}", common::docker::explain(&last)));
+    if last.status.code() != Some(0) {
+        log.line(&format!(
+            "--- the stack after the final deploy\n{}",
+            stack.snapshot()
+        ));
+    }
     assert_eq!(
         last.status.code(),
         Some(0),
-        "{}",
-        String::from_utf8_lossy(&last.stderr)
+        "{} (the whole run: {})",
+        String::from_utf8_lossy(&last.stderr),
+        log.path().display()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let longest_gap_ms = poller.await.unwrap();
-    let summary = clients.finish().await;
-    println!(
+    let summary = clients.finish_logged(Some(&mut log)).await;
+    let line = format!(
         "chaos: {ROUNDS} interrupted runs (exit codes {codes:?}), {CLIENTS} clients, {} messages \
          answered, {} reconnects, close codes {:?}, longest client gap {:?}, longest public \
          gap {longest_gap_ms} ms",
         summary.messages, summary.reconnects, summary.close_codes, summary.longest_gap
     );
+    println!("{line}");
+    log.line(&line);
     assert!(
         longest_gap_ms <= 1000,
         "the public address was unanswered for {longest_gap_ms} ms"

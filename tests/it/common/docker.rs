@@ -254,6 +254,43 @@ impl TestStack {
         assert!(output.status.success(), "{}", explain(&output));
     }
 
+    /// What the engine and wsctl say about this stack, for a failing
+    /// test's log: its containers, the Nginx log's tail, status, history.
+    pub fn snapshot(&self) -> String {
+        let run = |program: &str, args: &[&str]| {
+            let output = Command::new(program).args(args).output();
+            match output {
+                Ok(output) => format!(
+                    "$ {program} {}\n{}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+                Err(error) => format!("$ {program} {}: {error}\n", args.join(" ")),
+            }
+        };
+        let nginx = format!("{}nginx", self.prefix);
+        let filter = format!("name={}", self.prefix);
+        let mut text = run(
+            "docker",
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Names}} {{.Status}} {{.Image}}",
+            ],
+        );
+        text.push_str(&run("docker", &["top", &nginx]));
+        text.push_str(&run("docker", &["logs", "--tail", "60", &nginx]));
+        for args in [["status", "--json"], ["history", "--json"]] {
+            let output = self.wsctl(&args);
+            text.push_str(&format!("$ wsctl {}\n{}", args.join(" "), explain(&output)));
+        }
+        text
+    }
+
     /// `/status` through the public Nginx address.
     pub async fn public_status(&self) -> serde_json::Value {
         reqwest::get(format!("http://{}/status", self.public))

@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub use wsctl::client::session::Outcome;
 use wsctl::client::session::{self, CancellationToken};
 
+use super::test_log::TestLog;
+
 /// Between an answer and the next message.
 const PACE: Duration = Duration::from_millis(50);
 
@@ -52,10 +54,24 @@ impl LiveClients {
 
     /// Stops the clients and checks that none lost or doubled a message.
     pub async fn finish(self) -> Summary {
+        self.finish_logged(None).await
+    }
+
+    /// Like [`LiveClients::finish`], writing each client's outcome to
+    /// `log` before anything is asserted.
+    pub async fn finish_logged(self, mut log: Option<&mut TestLog>) -> Summary {
         self.stop.cancel();
-        let mut summary = Summary::default();
+        let mut outcomes = Vec::new();
         for handle in self.handles {
-            let outcome = handle.await.expect("client task");
+            outcomes.push(handle.await.expect("client task"));
+        }
+        if let Some(log) = log.as_mut() {
+            for (i, outcome) in outcomes.iter().enumerate() {
+                log.line(&format!("client {i}: {}", describe(outcome)));
+            }
+        }
+        let mut summary = Summary::default();
+        for outcome in outcomes {
             assert_eq!(outcome.unanswered, 0, "a client gave up");
             assert!(
                 outcome.broken_resumes.is_empty(),
@@ -109,4 +125,38 @@ pub async fn greeting_colours(url: &str, n: usize) -> Vec<String> {
         let _ = ws.close(None).await;
     }
     colours
+}
+
+/// One client's outcome in a line: its totals, and where its counts first
+/// broke the run 1, 2, 3, ... if they did.
+fn describe(outcome: &Outcome) -> String {
+    let broke = outcome
+        .counts
+        .iter()
+        .enumerate()
+        .find(|&(i, &count)| count != i as u64 + 1)
+        .map(|(i, _)| {
+            let from = i.saturating_sub(2);
+            let to = (i + 3).min(outcome.counts.len());
+            format!(
+                ", counts break at answer {}: {:?}",
+                i + 1,
+                &outcome.counts[from..to]
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{} answered, {} reconnects, {} unavailable, {} rate limited, close codes {:?}, {} abnormal \
+         closes, longest gap {:?}, {} unanswered, broken resumes {:?}, unexpected {:?}{broke}",
+        outcome.answered,
+        outcome.reconnects,
+        outcome.unavailable,
+        outcome.rate_limited,
+        outcome.close_codes,
+        outcome.abnormal_closes,
+        outcome.longest_gap,
+        outcome.unanswered,
+        outcome.broken_resumes,
+        outcome.unexpected
+    )
 }
