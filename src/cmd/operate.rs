@@ -175,7 +175,8 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
             );
         }
         for run in &runs {
-            let detail = match run.detail.is_empty() {
+            // A refusal's line already says why.
+            let detail = match run.detail.is_empty() || run.outcome == deploy::Outcome::Refused {
                 true => String::new(),
                 false => format!("  ({})", run.detail),
             };

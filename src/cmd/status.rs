@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::target::{StackArgs, Target, with_target};
 use crate::deploy::config::Color;
-use crate::deploy::{self, RedisView, RunSummary, Status};
+use crate::deploy::{self, Outcome, RedisView, RunSummary, Status};
 use crate::shared::secrets::say;
 
 #[derive(Debug, Args)]
@@ -148,7 +148,7 @@ fn print_status(status: &Status) {
             "run {} ({} -> {}, state {}) {what}",
             run.id,
             run.action,
-            run.to,
+            name(run.to),
             run.state
         );
     }
@@ -183,19 +183,23 @@ fn print_status(status: &Status) {
     }
 }
 
-/// One run on one line, as `status` and `history` print it.
+/// One run on one line, as `status` and `history` print it; a refusal
+/// says why in place of an image.
 pub fn run_line(run: &RunSummary) -> String {
+    let what = match run.outcome {
+        Outcome::Refused => &run.detail,
+        _ => &run.image,
+    };
     format!(
-        "{}  {:<8} {} -> {}  {:<13} {}  by {}",
+        "{}  {:<8} {} -> {}  {:<13} {what}  by {}",
         run.at,
         run.action.to_string(),
         name(run.from),
-        run.to,
+        name(run.to),
         serde_json::to_value(run.outcome)
             .ok()
             .and_then(|outcome| outcome.as_str().map(str::to_string))
             .unwrap_or_default(),
-        run.image,
         run.performer,
     )
 }

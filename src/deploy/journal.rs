@@ -50,6 +50,9 @@ pub enum Outcome {
     /// `deploy --no-switch`: the new colour runs, checked, without traffic,
     /// until `wsctl promote` or `wsctl abort`.
     Paused,
+    /// Refused before it changed anything (nothing to roll back to, the
+    /// lock held, no stack yet, ...): `detail` says why.
+    Refused,
 }
 
 /// A state and when the run entered it.
@@ -71,7 +74,8 @@ pub struct Run {
     pub ci_job: Option<String>,
     /// The colour live when the run started.
     pub from: Option<Color>,
-    pub to: Color,
+    /// The colour it moves to; `None` for a refusal that never chose one.
+    pub to: Option<Color>,
     pub image: String,
     /// The state the run is in (entered before acting on it).
     pub state: State,
@@ -128,7 +132,7 @@ impl Run {
             performer: performer(),
             ci_job: ci_job(),
             from,
-            to,
+            to: Some(to),
             image: image.to_string(),
             state: State::Planned,
             states: vec![Reached {
@@ -150,6 +154,17 @@ impl Run {
         }
     }
 
+    /// A command refused before it changed anything, as the journal
+    /// keeps it: who asked, for what, and why not.
+    pub fn refused(action: Action, from: Option<Color>, why: &str) -> Run {
+        let mut run = Run::new(action, from, Color::Blue, "");
+        run.to = None;
+        run.outcome = Outcome::Refused;
+        run.traffic = from;
+        run.detail = why.to_string();
+        run
+    }
+
     pub fn enter(&mut self, state: State) {
         let at = crate::shared::time::now_rfc3339();
         self.state = state;
@@ -168,14 +183,15 @@ impl Run {
     /// One line for people: `deploy blue -> green by ops@ci (state switched)`.
     pub fn describe(&self) -> String {
         let from = self.from.map_or("none".to_string(), |c| c.to_string());
+        let to = self.to.map_or("none".to_string(), |c| c.to_string());
         let job = self
             .ci_job
             .as_deref()
             .map(|job| format!(", {job}"))
             .unwrap_or_default();
         format!(
-            "{} {} {from} -> {} by {}{job}, started {}, state {}",
-            self.id, self.action, self.to, self.performer, self.started_at, self.state
+            "{} {} {from} -> {to} by {}{job}, started {}, state {}",
+            self.id, self.action, self.performer, self.started_at, self.state
         )
     }
 }
@@ -378,11 +394,11 @@ pub fn unfinished(runs: &[Run]) -> Vec<&Run> {
 
 /// The deploy left paused by `--no-switch`, when it is the last word: no
 /// run came after it but a replacement of Nginx (`deploy --proxy`), which
-/// leaves both colours as they were.
+/// leaves both colours as they were, or a refusal, which changed nothing.
 pub fn paused(runs: &[Run]) -> Option<&Run> {
     runs.iter()
         .rev()
-        .find(|run| run.action != Action::Proxy)
+        .find(|run| run.action != Action::Proxy && run.outcome != Outcome::Refused)
         .filter(|run| run.outcome == Outcome::Paused)
 }
 

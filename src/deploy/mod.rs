@@ -81,7 +81,7 @@ pub use containers::existing_replicas;
 pub use coordinator::Solo;
 pub use error::DeployError;
 pub use events::Events;
-pub use journal::Journal;
+pub use journal::{Journal, Outcome};
 pub use lock::{force_unlock, holder as lock_holder, release_manual as release_manual_lock};
 pub use operations::{DeployRequest, Operation};
 pub use plan::Canary;

@@ -11,6 +11,7 @@ use super::engine::Engine;
 use super::engine::Recovery;
 use super::nginx::Serving;
 use super::plan::{Canary, Plan};
+use super::state::Action;
 use super::{DeployError, journal};
 use crate::deploy::config::{Color, StackConfig};
 
@@ -80,6 +81,19 @@ impl Operation {
             Operation::Abort => "abort".into(),
             Operation::Proxy => "deploy --proxy".into(),
             Operation::Recover => "recover".into(),
+        }
+    }
+
+    /// The action its journal record names.
+    pub fn action(&self) -> Action {
+        match self {
+            Operation::Deploy(_) => Action::Deploy,
+            Operation::Switch { .. } => Action::Switch,
+            Operation::Rollback => Action::Rollback,
+            Operation::Promote => Action::Promote,
+            Operation::Abort => Action::Abort,
+            Operation::Proxy => Action::Proxy,
+            Operation::Recover => Action::Recover,
         }
     }
 
@@ -166,27 +180,27 @@ impl Operation {
             }
             Operation::Rollback => prepare_rollback(engine, live, upstream).await,
             Operation::Promote => {
-                let paused = paused(
+                let (paused, to) = paused(
                     engine,
                     "no deploy is paused (`wsctl deploy --no-switch` pauses one)",
                 )
                 .await?;
-                if live == Some(paused.to) {
-                    return Err(usage(format!("{} is already live", paused.to)));
+                if live == Some(to) {
+                    return Err(usage(format!("{to} is already live")));
                 }
                 Ok(Prepared {
-                    detail: format!("{} ({}) paused by {}", paused.to, paused.image, paused.id),
-                    plan: Plan::promote(live, paused.to, paused.image, upstream),
+                    detail: format!("{to} ({}) paused by {}", paused.image, paused.id),
+                    plan: Plan::promote(live, to, paused.image, upstream),
                     warnings: Vec::new(),
                 })
             }
             Operation::Abort => {
-                let paused =
+                let (paused, to) =
                     paused(engine, "nothing to abort: no deploy is running or paused").await?;
-                let detail = format!("removed {} left paused by {}", paused.to, paused.id);
+                let detail = format!("removed {to} left paused by {}", paused.id);
                 Ok(Prepared {
-                    detail: format!("{} paused by {}", paused.to, paused.id),
-                    plan: Plan::abort(live, paused.to, paused.image, detail),
+                    detail: format!("{to} paused by {}", paused.id),
+                    plan: Plan::abort(live, to, paused.image, detail),
                     warnings: Vec::new(),
                 })
             }
@@ -277,11 +291,12 @@ async fn prepare_rollback(
     })
 }
 
-/// The deploy `--no-switch` left paused; `refusal` when there is none.
-async fn paused(engine: &impl Engine, refusal: &str) -> anyhow::Result<journal::Run> {
+/// The deploy `--no-switch` left paused, and its colour; `refusal` when
+/// there is none.
+async fn paused(engine: &impl Engine, refusal: &str) -> anyhow::Result<(journal::Run, Color)> {
     let runs = engine.runs().await?;
     journal::paused(&runs)
-        .cloned()
+        .and_then(|run| Some((run.clone(), run.to?)))
         .ok_or_else(|| usage(refusal.to_string()))
 }
 

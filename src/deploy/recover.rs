@@ -91,7 +91,7 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
     let name = others.names.join(", ");
     let created_unfinished = unfinished
         .iter()
-        .any(|run| run.to == other && run.created_container);
+        .any(|run| run.to == Some(other) && run.created_container);
     if others.exists && (others.running || created_unfinished) {
         stack.retire(other, created_unfinished).await?;
         changes.push(if created_unfinished {

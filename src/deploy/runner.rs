@@ -48,8 +48,9 @@ pub use super::engine::Recovery;
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// The run as journaled; `None` when it was refused before its plan
-    /// (nothing changed), or a `recover` found nothing to do.
+    /// The run as journaled (a refusal too, with outcome `refused`);
+    /// `None` when it failed before its plan otherwise, or a `recover`
+    /// found nothing to do.
     pub run: Option<Run>,
     /// What the cutover probe's clients saw while traffic moved.
     pub continuity: Option<probe::Continuity>,
@@ -86,8 +87,38 @@ pub async fn run<E: Engine>(
     }
     .unwrap_or_else(|error| (Report::default(), Err(error)));
     close_open_step(engine.events(), &result);
+    let report = match (&report.run, &result) {
+        (None, Err(error)) if is_refusal(error) => Report {
+            run: record_refusal(engine, operation, error).await,
+            ..report
+        },
+        _ => report,
+    };
     coordinator.finished(result.is_ok());
     (report, result)
+}
+
+/// A command that stopped before its plan because it would not go on
+/// (bad input, nothing to act on, the lock held, a stack that needs
+/// `recover`), as opposed to one that failed at something it tried.
+fn is_refusal(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<DeployError>(),
+        Some(DeployError::Usage(_) | DeployError::LockHeld { .. } | DeployError::NeedsRecover(_))
+    )
+}
+
+/// Journals a refusal, so that `history` shows who asked for what and why
+/// it was not done. Best effort: the refusal itself is the command's
+/// result, and an engine that cannot be written to says so elsewhere.
+async fn record_refusal(
+    engine: &mut impl Engine,
+    operation: &Operation,
+    error: &anyhow::Error,
+) -> Option<Run> {
+    let mut run = Run::refused(operation.action(), None, &format!("{error:#}"));
+    run.enter(super::state::State::Recorded);
+    engine.record(&mut run).await.ok().map(|()| run)
 }
 
 /// A lock, bootstrap or refusal error ends the still-open preflight step.
@@ -440,7 +471,7 @@ fn summarize(events: &super::Events, run: &Run, continuity: Option<&probe::Conti
             events.prefix(),
             run.action,
             run.from.map_or("none".to_string(), |c| c.to_string()),
-            run.to,
+            run.to.map_or("none".to_string(), |c| c.to_string()),
             match run.outcome {
                 Outcome::Paused => "paused before the switch (`wsctl promote` or `wsctl abort`)",
                 _ if ok => "done",

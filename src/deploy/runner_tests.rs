@@ -596,7 +596,7 @@ async fn the_fleet_sending_a_switched_host_back_restores_and_retires() {
 }
 
 #[tokio::test]
-async fn a_refusal_changes_nothing_and_records_nothing() {
+async fn a_refusal_changes_nothing_and_is_recorded_as_refused() {
     let mut model = Model::blue_live();
     let error = solo(&mut model, Operation::Promote)
         .await
@@ -609,7 +609,12 @@ async fn a_refusal_changes_nothing_and_records_nothing() {
     );
     assert!(error.to_string().contains("no deploy is paused"), "{error}");
     assert!(changes(&model).is_empty(), "{:?}", changes(&model));
-    assert!(model.with(|world| world.journal.is_empty()));
+    let recorded = model.with(|world| world.journal.clone());
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].action, Action::Promote);
+    assert_eq!(recorded[0].outcome, Outcome::Refused);
+    assert_eq!(recorded[0].to, None);
+    assert!(recorded[0].detail.contains("no deploy is paused"));
     // The live colour is not a standby.
     let blue = Operation::Deploy(DeployRequest {
         color: Some(Color::Blue),

@@ -58,7 +58,8 @@ pub struct RunSummary {
     pub performer: String,
     pub ci_job: Option<String>,
     pub from: Option<Color>,
-    pub to: Color,
+    /// `null` for a refusal that never chose a colour.
+    pub to: Option<Color>,
     pub image: String,
     pub state: State,
     pub outcome: Outcome,

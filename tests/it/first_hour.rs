@@ -246,6 +246,42 @@ async fn refusals_on_a_fresh_stack_create_nothing() {
         .output()
         .expect("docker network inspect");
     assert!(!network.status.success(), "a refusal left the network");
+    // Each refusal is in the history, newest first, saying why.
+    let history = stack.wsctl_ok(&["history", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).expect("history JSON");
+    let seen: Vec<(String, String, String)> = runs["runs"]
+        .as_array()
+        .expect("a list of runs")
+        .iter()
+        .map(|run| {
+            (
+                run["action"].as_str().unwrap_or_default().to_string(),
+                run["outcome"].as_str().unwrap_or_default().to_string(),
+                run["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for ((action, outcome, detail), (wanted, says)) in seen.iter().zip([
+        ("abort", "nothing to abort"),
+        ("promote", "no deploy is paused"),
+        ("rollback", "no previous colour"),
+    ]) {
+        assert_eq!(
+            (action.as_str(), outcome.as_str()),
+            (wanted, "refused"),
+            "{seen:?}"
+        );
+        assert!(detail.contains(says), "{seen:?}");
+    }
+    let history = stack.wsctl_ok(&["history"]);
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        text.lines().any(|line| line.contains("rollback")
+            && line.contains("refused")
+            && line.contains("no previous colour")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +321,14 @@ async fn a_public_address_in_use_is_one_line_naming_its_holder_and_leaves_nothin
         "{stderr}"
     );
     assert_eq!(leftovers(&stack.prefix), (0, false), "{stderr}");
+    let history = stack.wsctl_ok(&["history"]);
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        text.lines().any(|line| line.contains("deploy")
+            && line.contains("refused")
+            && line.contains("is in use")),
+        "the refusal is in the history: {text}"
+    );
     drop(held);
 
     // Another stack's Nginx holds it: named.
