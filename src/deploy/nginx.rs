@@ -18,7 +18,9 @@ const UPSTREAM_FILE: &str = "upstream.conf";
 pub const NGINX: &str = "/usr/sbin/nginx";
 /// How long new connections may take to reach the new colour after a reload.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
-const VERIFY_INTERVAL: Duration = Duration::from_millis(10);
+/// 40 looks a second: under the shipped per-address request rate (50/s,
+/// nginx.conf), which every request from this machine shares.
+const VERIFY_INTERVAL: Duration = Duration::from_millis(25);
 /// Good answers in a row that make a switch verified.
 const VERIFY_IN_A_ROW: u32 = 3;
 /// How long a reload may take to replace the workers that accept: a few
@@ -91,7 +93,7 @@ fn client() -> anyhow::Result<reqwest::Client> {
 /// colour stands for that colour (a reload returns only once no old worker
 /// accepts, so the answer is the new upstream's). Readiness was checked on
 /// the replicas themselves before.
-async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>, Option<Color>)> {
+async fn look(stack: &Stack, client: &reqwest::Client) -> Option<Look> {
     let path = match stack.config.is_external() {
         true => stack.config.health_path(),
         false => "/healthz",
@@ -107,7 +109,10 @@ async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>,
     };
     let loaded = header(HEADER);
     let status = response.status();
-    let answered_by = if stack.config.is_external() {
+    let limited = status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    let answered_by = if limited {
+        None
+    } else if stack.config.is_external() {
         // Any answer of the app's own (a 404 from an old version without
         // the health path too); 502-504 are Nginx saying no upstream did.
         let gateway_error = matches!(status.as_u16(), 502..=504);
@@ -117,7 +122,26 @@ async fn look(stack: &Stack, client: &reqwest::Client) -> Option<(Option<Color>,
     } else {
         None
     };
-    Some((loaded, answered_by))
+    Some(Look {
+        loaded,
+        answered_by,
+        limited,
+    })
+}
+
+/// What one look through the public address saw.
+struct Look {
+    /// The colour of the configuration the answering worker has loaded.
+    loaded: Option<Color>,
+    /// The colour of the service that answered (`None`: Nginx answered
+    /// itself, or the service named none).
+    answered_by: Option<Color>,
+    /// Nginx's per-address limits (`limit_req`, `limit_conn`: 429) turned
+    /// the request away before any upstream saw it: says nothing about
+    /// the upstream. Every request from this machine shares one address's
+    /// allowance with whatever else it sends (a published port's traffic
+    /// arrives from the Docker gateway).
+    limited: bool,
 }
 
 /// Asks Nginx (through the public address) and reads its upstream file.
@@ -127,8 +151,8 @@ pub async fn serving(stack: &Stack) -> anyhow::Result<Serving> {
     let upstream = upstream?;
     Ok(Serving {
         answered: seen.is_some(),
-        loaded: seen.and_then(|(loaded, _)| loaded),
-        status_color: seen.and_then(|(_, status)| status),
+        loaded: seen.as_ref().and_then(|look| look.loaded),
+        status_color: seen.as_ref().and_then(|look| look.answered_by),
         file: upstream.as_deref().and_then(upstream::live_color),
         upstream,
     })
@@ -383,17 +407,23 @@ pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Re
     let streak_since = std::cell::Cell::new(tokio::time::Instant::now());
     let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
         let seen = look(stack, &client).await;
-        let good = matches!(seen, Some((Some(loaded), Some(status))) if loaded == color && status == color);
         let mut tally = tally.borrow_mut();
+        // Turned away by the per-address limits: no evidence either way,
+        // so neither a good look nor a miss.
+        if seen.as_ref().is_some_and(|look| look.limited) {
+            tally.limited += 1;
+            return Check::Pending(String::new());
+        }
+        let good = matches!(&seen, Some(Look { loaded: Some(loaded), answered_by: Some(by), .. }) if *loaded == color && *by == color);
         if !good || tally.in_a_row == 0 {
             streak_since.set(tokio::time::Instant::now());
         }
         match seen {
             _ if good => tally.good(),
-            Some((loaded, status)) => tally.miss(format!(
+            Some(look) => tally.miss(format!(
                 "Nginx serves {} and the service that answered is {}",
-                loaded.map_or("no colour".into(), |c| c.to_string()),
-                status.map_or("none".into(), |c| c.to_string()),
+                look.loaded.map_or("no colour".into(), |c| c.to_string()),
+                look.answered_by.map_or("none".into(), |c| c.to_string()),
             )),
             None => tally.miss("no answer".into()),
         }
@@ -424,6 +454,8 @@ struct VerifyTally {
     good: u32,
     in_a_row: u32,
     longest_streak: u32,
+    /// Looks that Nginx's per-address limits answered with 429.
+    limited: u32,
     misses: std::collections::BTreeMap<String, u32>,
 }
 
@@ -459,6 +491,13 @@ impl VerifyTally {
         }
         if !misses.is_empty() {
             line.push_str(&format!("; misses: {}", misses.join(", ")));
+        }
+        if self.limited > 0 {
+            line.push_str(&format!(
+                "; {} more answered 429 by Nginx's per-address limits (add this machine's \
+                 address to unlimited_networks)",
+                self.limited
+            ));
         }
         line
     }
