@@ -13,6 +13,9 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v dockerd >/dev/null || need_apt+=(docker.io)
+# The ssh:// engine of the multi-host test: an sshd on a loopback port.
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
 # The external-app tests' Node service (tests/apps/node-ws).
 command -v node >/dev/null || need_apt+=(nodejs)
 [ -f /usr/share/nodejs/ws/index.js ] || need_apt+=(node-ws)

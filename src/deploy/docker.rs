@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub tls_verify: bool,
     /// ca.pem, cert.pem and key.pem (default ~/.docker).
     pub cert_path: Option<std::path::PathBuf>,
+    /// The key `ssh` logs in with (default: the ssh client's own).
+    pub ssh_key: Option<std::path::PathBuf>,
 }
 
 impl Endpoint {
@@ -35,6 +37,7 @@ impl Endpoint {
             docker_host: set("DOCKER_HOST").unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
             tls_verify: set("DOCKER_TLS_VERIFY").is_some(),
             cert_path: set("DOCKER_CERT_PATH").map(Into::into),
+            ssh_key: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl Endpoint {
             docker_host: host.docker_host.clone(),
             tls_verify: host.tls_verify,
             cert_path: host.cert_path.clone(),
+            ssh_key: host.ssh_key.clone(),
         }
     }
 
@@ -71,10 +75,33 @@ impl Endpoint {
                 )
             }
             Some("tcp") | Some("http") => Docker::connect_with_http(host, TIMEOUT_SECONDS, version),
-            Some("ssh") => Docker::connect_with_ssh(host, TIMEOUT_SECONDS, version, None),
+            Some("ssh") if ssh_port_given(host) => {
+                return Err(format!(
+                    "{host} names a port, which bollard 0.21's ssh client drops; name it in \
+                     ~/.ssh/config (Host NAME, HostName, Port) and use ssh://user@NAME"
+                ));
+            }
+            Some("ssh") => {
+                let key = self.ssh_key.as_ref().map(|key| key.display().to_string());
+                Docker::connect_with_ssh(host, TIMEOUT_SECONDS, version, key)
+            }
             _ => return Err("not a unix://, tcp:// or ssh:// address".into()),
         };
         made.map_err(|error| error.to_string())
+    }
+}
+
+/// `ssh://user@host:PORT`: bollard 0.21 hands `user@host:PORT` to `ssh` as
+/// a host name, which no ssh resolves (fixed upstream in bollard#730, not
+/// released yet). An IPv6 host in brackets without a port is fine.
+pub fn ssh_port_given(docker_host: &str) -> bool {
+    let authority = docker_host.trim_start_matches("ssh://");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    match host.strip_prefix('[') {
+        Some(bracketed) => bracketed
+            .split_once(']')
+            .is_some_and(|(_, rest)| rest.starts_with(':')),
+        None => host.contains(':'),
     }
 }
 

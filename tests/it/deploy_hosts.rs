@@ -240,3 +240,166 @@ fn hosts_event(output: &std::process::Output) -> serde_json::Value {
         .find(|event| event["event"] == "hosts")
         .unwrap_or_else(|| panic!("no hosts report: {}", explain(output)))
 }
+
+/// Each step event of a `--json` fleet run: `(host, step, status)`, in
+/// the order printed.
+fn step_events(stdout: &str) -> Vec<(String, String, String)> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["event"] == "step")
+        .map(|event| {
+            let field = |name: &str| event[name].as_str().unwrap_or("").to_string();
+            (field("host"), field("step"), field("status"))
+        })
+        .collect()
+}
+
+/// Three hosts with `switch_batch: 2`: this machine's engine, a second
+/// engine reached over ssh (a real sshd on a loopback port, a key the test
+/// makes) and a third over TCP with TLS. Hosts one and two switch together;
+/// host three, in the second batch, fails its switch (its Nginx paused), and
+/// the first batch switches back: every host ends on blue, no client of the
+/// first batch lost a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_switch_two_at_a_time_and_the_first_batch_goes_back_when_the_second_fails() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("");
+    let images = format!("{} wsctl-nginx:local", stack.app_image);
+    let over_ssh = SecondEngine::start(&images);
+    let over_tls = SecondEngine::start(&images);
+    let sshd = common::sshd::Sshd::start(&over_ssh.socket);
+    let (a, b) = (over_ssh.n, over_tls.n);
+    let network = format!("{}wsctl", stack.prefix);
+    create_network(&[], &network, &format!("10.216.{a}.0/24"), None);
+    for engine in [&over_ssh, &over_tls] {
+        create_network(
+            &["-H", &engine.socket],
+            &network,
+            &format!("10.217.{}.0/24", engine.n),
+            Some(format!("w2e{}s", engine.n)),
+        );
+    }
+    let redis_port = free_port();
+    let bind = format!("127.0.0.1 10.216.{a}.1 10.217.{a}.1 10.217.{b}.1");
+    let _redis = RedisServer::start_on(redis_port, 0, &["--bind", &bind, "--protected-mode", "no"]);
+    let two_public = format!("127.0.0.1:{}", free_port());
+    let three_public = format!("127.0.0.1:{}", free_port());
+    stack.write_config(&format!(
+        "drain_timeout: 8\n\
+         switch_batch: 2\n\
+         redis_url: \"redis://10.216.{a}.1:{redis_port}/0\"\n\
+         hosts:\n\
+         \x20 - {{name: one, docker_host: \"unix:///var/run/docker.sock\", public_address: \"{one}\"}}\n\
+         \x20 - {{name: two, docker_host: \"{ssh}\", ssh_key: \"{key}\", public_address: \"{two_public}\", \
+         redis_url: \"redis://10.217.{a}.1:{redis_port}/0\"}}\n\
+         \x20 - {{name: three, docker_host: \"{tls}\", tls_verify: true, cert_path: \"{certs}\", \
+         public_address: \"{three_public}\", redis_url: \"redis://10.217.{b}.1:{redis_port}/0\"}}\n",
+        one = stack.public,
+        ssh = sshd.docker_host(),
+        key = sshd.key.display(),
+        tls = over_tls.tcp,
+        certs = over_tls.certs,
+    ));
+
+    stack.wsctl_ok(&["deploy"]);
+    let all_blue: Vec<(String, serde_json::Value)> = ["one", "two", "three"]
+        .iter()
+        .map(|host| (host.to_string(), "blue".into()))
+        .collect();
+    assert_eq!(lives(&stack), all_blue);
+    // Host two's containers are on the engine behind sshd.
+    let behind_ssh = over_ssh.docker(&["inspect", &format!("{}app_blue", stack.prefix)]);
+    assert!(behind_ssh.status.success(), "{}", explain(&behind_ssh));
+
+    let clients_one = LiveClients::start(&format!("ws://{}/ws/chat/", stack.public), 20);
+    let clients_two = LiveClients::start(&format!("ws://{two_public}/ws/chat/"), 20);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut run = stack.spawn(&["deploy"]);
+    let reached = run.wait_for(|event| {
+        event["host"] == "three" && event["step"] == "smoke" && event["status"] == "started"
+    });
+    assert!(
+        reached,
+        "host three never reached its smoke: {:?}",
+        run.seen
+    );
+    let paused = over_tls.docker(&["pause", &format!("{}nginx", stack.prefix)]);
+    assert!(paused.status.success(), "{}", explain(&paused));
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy finishes");
+    let unpaused = over_tls.docker(&["unpause", &format!("{}nginx", stack.prefix)]);
+    assert!(unpaused.status.success(), "{}", explain(&unpaused));
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+
+    // Hosts one and two switched together, host three only after both.
+    let steps = step_events(&stdout);
+    let at = |host: &str, status: &str| {
+        steps
+            .iter()
+            .position(|(h, step, s)| h == host && step == "switch" && s == status)
+            .unwrap_or_else(|| panic!("no {status} switch on host {host}: {steps:?}"))
+    };
+    let (one_started, one_done) = (at("one", "started"), at("one", "ok"));
+    let (two_started, two_done) = (at("two", "started"), at("two", "ok"));
+    assert!(
+        one_started < two_done && two_started < one_done,
+        "hosts one and two did not switch at the same time: {steps:?}"
+    );
+    let three_started = at("three", "started");
+    assert!(
+        three_started > one_done && three_started > two_done,
+        "host three switched before the first batch was done: {steps:?}"
+    );
+
+    let report = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "hosts")
+        .unwrap_or_else(|| panic!("no hosts report: {stdout}\n{stderr}"));
+    println!("second batch failed, exit {code:?}: {report}");
+    let hosts = report["hosts"].as_array().expect("hosts");
+    for host in &hosts[..2] {
+        assert_eq!(host["outcome"], "failed", "{report}");
+        assert_eq!(host["traffic"], "blue", "{report}");
+        assert!(
+            host["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("host three failed to switch"),
+            "{report}"
+        );
+    }
+    assert_ne!(hosts[2]["outcome"], "succeeded", "{report}");
+    if hosts[2]["outcome"] == "needs_recover" {
+        assert_eq!(code, Some(9), "{report}");
+        let recovered = stack.wsctl(&["recover"]);
+        assert_eq!(recovered.status.code(), Some(0), "{}", explain(&recovered));
+    }
+    assert_eq!(lives(&stack), all_blue);
+    // The first batch's greens are gone, on both engines.
+    let green = format!("{}app_green", stack.prefix);
+    let local = Command::new("docker")
+        .args(["inspect", &green])
+        .output()
+        .expect("docker inspect");
+    assert!(!local.status.success(), "host one's green was not removed");
+    assert!(
+        !over_ssh.docker(&["inspect", &green]).status.success(),
+        "host two's green was not removed"
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (name, clients) in [("one", clients_one), ("two", clients_two)] {
+        let summary = clients.finish().await;
+        println!(
+            "host {name}: 20 clients, {} messages, {} reconnects, longest gap {:?}",
+            summary.messages, summary.reconnects, summary.longest_gap
+        );
+    }
+    drop(sshd);
+}

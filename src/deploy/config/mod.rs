@@ -271,6 +271,10 @@ pub struct Host {
     /// default ~/.docker).
     #[serde(default)]
     pub cert_path: Option<std::path::PathBuf>,
+    /// The private key `ssh` logs in with (`ssh -i`; `ssh://` only).
+    /// Without it, the ssh client's own keys and agent.
+    #[serde(default)]
+    pub ssh_key: Option<std::path::PathBuf>,
 }
 
 /// The most replicas a colour may have.
@@ -1028,11 +1032,27 @@ impl StackConfig {
                     host.docker_host
                 ));
             }
+            if scheme == "ssh" && crate::deploy::docker::ssh_port_given(&host.docker_host) {
+                return fail(format!(
+                    "{at}: docker_host '{}' names a port, which bollard 0.21's ssh client \
+                     drops; name it in ~/.ssh/config (Host NAME, HostName, Port) and use \
+                     ssh://user@NAME",
+                    host.docker_host
+                ));
+            }
             if host.tls_verify && scheme != "tcp" {
                 return fail(format!("{at}: tls_verify needs a tcp:// docker_host"));
             }
             if host.cert_path.is_some() && !host.tls_verify {
                 return fail(format!("{at}: cert_path is set but tls_verify is not"));
+            }
+            if let Some(key) = &host.ssh_key {
+                if scheme != "ssh" {
+                    return fail(format!("{at}: ssh_key needs an ssh:// docker_host"));
+                }
+                if !key.is_file() {
+                    return fail(format!("{at}: ssh_key {} is not a file", key.display()));
+                }
             }
             if host.public_address.parse::<std::net::SocketAddr>().is_err() {
                 return fail(format!(
@@ -1272,6 +1292,17 @@ mod tests {
                     "unix:///s\", tls_verify: true",
                 ),
                 "tls_verify needs a tcp://",
+            ),
+            (
+                two.replace("unix:///var/run/docker.sock", "ssh://deploy@eu1:2222"),
+                "names a port",
+            ),
+            (
+                two.replace(
+                    "unix:///var/run/docker.sock\"",
+                    "ssh://deploy@eu1\", ssh_key: /no/such/key",
+                ),
+                "ssh_key /no/such/key is not a file",
             ),
         ] {
             let text = format!("redis_url: \"redis://r:6379/0\"\n{bad}");

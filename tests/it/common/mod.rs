@@ -10,6 +10,7 @@ pub mod raw;
 pub mod redis;
 pub mod redis_cluster;
 pub mod second_engine;
+pub mod sshd;
 pub mod test_log;
 
 use std::io::{BufRead, BufReader};
