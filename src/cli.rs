@@ -65,6 +65,8 @@ pub enum Command {
     Lock(cmd::lock::LockArgs),
     /// Break the stack's deploy lock, whoever holds it.
     Unlock(cmd::lock::UnlockArgs),
+    /// TLS at the edge: `reload` puts a renewed certificate into Nginx.
+    Tls(cmd::tls::TlsArgs),
     /// Write a commented wsctl.yaml with the defaults.
     Init(cmd::init::InitArgs),
     /// Print a signed access token for `--require-auth`.
@@ -97,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => cmd::status::status(args),
         Command::Lock(args) => cmd::lock::lock(args),
         Command::Unlock(args) => cmd::lock::unlock(args),
+        Command::Tls(args) => cmd::tls::tls(args),
         Command::Init(args) => cmd::init::init(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Smoke(args) => cmd::smoke::run(args),

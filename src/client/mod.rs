@@ -12,3 +12,4 @@ pub mod bench;
 pub mod probe;
 pub mod session;
 pub mod smoke;
+pub mod tls;

@@ -66,6 +66,8 @@ pub struct Target {
     /// resume; otherwise the sockets are held open and only their closes,
     /// refused upgrades and time to be back are seen.
     pub protocol: bool,
+    /// The public address speaks TLS, trusted this way (`wss://`, `https://`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Probe {
@@ -73,13 +75,18 @@ impl Probe {
     pub fn start(target: &Target) -> Probe {
         let stop = CancellationToken::new();
         let public = &target.public;
+        let (ws, http) = match target.tls {
+            Some(_) => ("wss", "https"),
+            None => ("ws", "http"),
+        };
         let mut tasks: Vec<_> = match &target.ws_path {
             Some(path) => (0..SESSIONS)
                 .map(|_| {
-                    let url = format!("ws://{public}{path}");
+                    let url = format!("{ws}://{public}{path}");
+                    let tls = target.tls.clone();
                     match target.protocol {
-                        true => tokio::spawn(session(url, stop.clone())),
-                        false => tokio::spawn(held_socket(url, stop.clone())),
+                        true => tokio::spawn(session(url, stop.clone(), tls)),
+                        false => tokio::spawn(held_socket(url, stop.clone(), tls)),
                     }
                 })
                 .collect(),
@@ -88,8 +95,9 @@ impl Probe {
         // A public path: /status is private, and the probe's requests come
         // from the Docker gateway when `public` is a published host port.
         tasks.push(tokio::spawn(poll(
-            format!("http://{public}{}", target.http_path),
+            format!("{http}://{public}{}", target.http_path),
             stop.clone(),
+            target.tls.clone(),
         )));
         Probe { stop, tasks }
     }
@@ -116,12 +124,18 @@ impl Probe {
     }
 }
 
-async fn poll(url: String, stop: CancellationToken) -> Continuity {
+async fn poll(
+    url: String,
+    stop: CancellationToken,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Continuity {
     let mut report = Continuity::default();
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-    else {
+    let builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+    let client = match tls {
+        Some(tls) => super::tls::http_client(tls, builder),
+        None => builder.build().map_err(Into::into),
+    };
+    let Ok(client) = client else {
         return report;
     };
     let mut last_ok = Instant::now();
@@ -146,8 +160,12 @@ async fn poll(url: String, stop: CancellationToken) -> Continuity {
 
 /// One client session (`session.rs`): a message every 100 ms, each resent
 /// until answered; its counts tell what was lost or counted twice.
-async fn session(url: String, stop: CancellationToken) -> Continuity {
-    let outcome = super::session::run(url, PACE, stop).await;
+async fn session(
+    url: String,
+    stop: CancellationToken,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Continuity {
+    let outcome = super::session::run_trusting(url, PACE, stop, tls).await;
     let mut close_codes = BTreeMap::new();
     for code in &outcome.close_codes {
         *close_codes.entry(*code).or_default() += 1;
@@ -167,7 +185,11 @@ async fn session(url: String, stop: CancellationToken) -> Continuity {
 /// opened again when the server closes it. What it sees: each close's code
 /// (1006 when the connection ended without a close frame), upgrades that
 /// failed, and the longest time from a close to being connected again.
-async fn held_socket(url: String, stop: CancellationToken) -> Continuity {
+async fn held_socket(
+    url: String,
+    stop: CancellationToken,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Continuity {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
@@ -176,7 +198,7 @@ async fn held_socket(url: String, stop: CancellationToken) -> Continuity {
     let mut down_since = Some(Instant::now());
     while !stop.is_cancelled() {
         let connected = tokio::select! {
-            connected = tokio_tungstenite::connect_async(&url) => connected,
+            connected = super::session::connect(&url, &tls) => connected,
             _ = stop.cancelled() => break,
         };
         let mut socket = match connected {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 pub use tokio_util::sync::CancellationToken;
 
@@ -87,6 +86,17 @@ impl Outcome {
 /// Runs one session against `url` (`ws://host:port/ws/chat/`) until
 /// `stop` (checked between messages, so the last one sent is answered).
 pub async fn run(url: String, pace: Duration, stop: CancellationToken) -> Outcome {
+    run_trusting(url, pace, stop, None).await
+}
+
+/// Like [`run`], over `wss://` with `tls` as its trust (default: the
+/// public roots).
+pub async fn run_trusting(
+    url: String,
+    pace: Duration,
+    stop: CancellationToken,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Outcome {
     let mut outcome = Outcome::default();
     let mut session: Option<String> = None;
     let mut next = 0u64; // the message to send (resent until answered)
@@ -99,7 +109,7 @@ pub async fn run(url: String, pace: Duration, stop: CancellationToken) -> Outcom
             None => url.clone(),
         };
         let Ok(Ok((mut ws, _))) =
-            tokio::time::timeout(CONNECT_TIMEOUT, connect_async(&target)).await
+            tokio::time::timeout(CONNECT_TIMEOUT, connect(&target, &tls)).await
         else {
             if stop.is_cancelled() {
                 let since = *stopped_at.get_or_insert_with(Instant::now);
@@ -200,6 +210,23 @@ pub async fn run(url: String, pace: Duration, stop: CancellationToken) -> Outcom
     }
     outcome.unanswered = 1;
     outcome
+}
+
+/// A WebSocket connect with `tls` as its trust for `wss://`.
+pub async fn connect(
+    url: &str,
+    tls: &Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let connector = tls.clone().map(super::tls::connector);
+    tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector).await
 }
 
 #[cfg(test)]

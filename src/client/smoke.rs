@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -56,9 +56,16 @@ pub struct Check {
 
 /// Runs every check against `base` (`http://host:port`), in order; all run
 /// even after a failure, so the report is complete.
-pub async fn run(base: &str) -> Vec<Check> {
+///
+/// `tls`: the trust for an `https://` base (default: the public roots).
+pub async fn run(base: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Vec<Check> {
     let base = base.trim_end_matches('/');
-    let http = match reqwest::Client::builder().timeout(STEP_TIMEOUT).build() {
+    let builder = reqwest::Client::builder().timeout(STEP_TIMEOUT);
+    let built = match tls.clone() {
+        Some(tls) => super::tls::http_client(tls, builder),
+        None => builder.build().map_err(Into::into),
+    };
+    let http = match built {
         Ok(client) => client,
         Err(error) => {
             return vec![Check {
@@ -74,7 +81,7 @@ pub async fn run(base: &str) -> Vec<Check> {
     checks.push(timed("readyz", readyz(&http, base)).await);
     checks.push(timed("status", status(&http, base)).await);
     checks.push(timed("metrics", metrics(&http, base)).await);
-    checks.push(timed("websocket_session", session(base)).await);
+    checks.push(timed("websocket_session", session(base, &tls)).await);
     checks
 }
 
@@ -237,9 +244,12 @@ async fn expect_count(socket: &mut Socket, expected: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn session(base: &str) -> anyhow::Result<()> {
+async fn session(
+    base: &str,
+    tls: &Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<()> {
     let ws_base = base.replacen("http", "ws", 1);
-    let (mut socket, _) = connect_async(format!("{ws_base}/ws/chat/"))
+    let (mut socket, _) = super::session::connect(&format!("{ws_base}/ws/chat/"), tls)
         .await
         .context("opening /ws/chat/")?;
     let greeting = next_frame(&mut socket).await?;
@@ -255,9 +265,10 @@ async fn session(base: &str) -> anyhow::Result<()> {
     expect_count(&mut socket, 2).await?;
     let _ = socket.close(None).await;
 
-    let (mut socket, _) = connect_async(format!("{ws_base}/ws/chat/?session_uuid={session}"))
-        .await
-        .context("resuming the session")?;
+    let (mut socket, _) =
+        super::session::connect(&format!("{ws_base}/ws/chat/?session_uuid={session}"), tls)
+            .await
+            .context("resuming the session")?;
     let greeting = next_frame(&mut socket).await?;
     ensure!(
         greeting["resumed"] == true && greeting["count"] == 2,

@@ -17,5 +17,6 @@ pub mod serve;
 pub mod smoke;
 pub mod status;
 pub mod target;
+pub mod tls;
 pub mod token;
 pub mod traffic;

@@ -27,6 +27,10 @@ pub struct SmokeArgs {
     /// [default: ./wsctl.yaml].
     #[arg(long, short = 'c', env = "WSCTL_CONFIG")]
     config: Option<PathBuf>,
+    /// Trust this CA (PEM) for an https:// URL, beside the public roots:
+    /// a private CA's certificate on the public address.
+    #[arg(long, value_name = "FILE", conflicts_with = "color")]
+    ca: Option<PathBuf>,
     /// One JSON object per check, then a summary object.
     #[arg(long)]
     json: bool,
@@ -93,7 +97,17 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
                 .build()?;
             match &args.checks {
                 Some(CheckList(checks)) => runtime.block_on(app_checks::run(&args.url, checks)),
-                None => runtime.block_on(smoke::run(&args.url)),
+                None => {
+                    let tls = match &args.ca {
+                        Some(ca) => {
+                            Some(crate::client::tls::trusting(Some(ca)).map_err(|error| {
+                                crate::shared::input::ConfigError(format!("{error:#}"))
+                            })?)
+                        }
+                        None => None,
+                    };
+                    runtime.block_on(smoke::run(&args.url, tls))
+                }
             }
         }
     };

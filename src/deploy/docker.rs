@@ -324,6 +324,8 @@ pub struct ContainerInfo {
     pub labels: HashMap<String, String>,
     /// Its IP address on each network it is attached to, by network name.
     pub addresses: HashMap<String, String>,
+    /// What it publishes: container port (`80/tcp`) to `IP:PORT` on the host.
+    pub published: std::collections::BTreeMap<String, String>,
 }
 
 /// The container's state, or `None` when it does not exist.
@@ -336,6 +338,7 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
     let state = container.state.unwrap_or_default();
     let config = container.config.unwrap_or_default();
     let image_id = container.image.unwrap_or_default();
+    let published = published(container.host_config.and_then(|host| host.port_bindings));
     let addresses = container
         .network_settings
         .and_then(|settings| settings.networks)
@@ -368,7 +371,29 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
         exit_code: state.exit_code,
         labels: config.labels.unwrap_or_default(),
         addresses,
+        published,
     }))
+}
+
+/// Port bindings as `80/tcp` -> `127.0.0.1:8080` (the first binding of each).
+pub fn published(
+    bindings: Option<HashMap<String, Option<Vec<bollard::models::PortBinding>>>>,
+) -> std::collections::BTreeMap<String, String> {
+    bindings
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(port, bound)| {
+            let first = bound?.into_iter().next()?;
+            let ip = first
+                .host_ip
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or("0.0.0.0".into());
+            Some((
+                port,
+                format!("{ip}:{}", first.host_port.unwrap_or_default()),
+            ))
+        })
+        .collect()
 }
 
 /// Names (without the engine's leading `/`) of the containers, running or
@@ -574,20 +599,34 @@ pub async fn upload_file(
     file: &str,
     contents: &[u8],
 ) -> anyhow::Result<()> {
+    upload_files(docker, container, dir, &[(file, contents, 0o644)]).await
+}
+
+/// Writes `files` (name, contents, mode) into `dir` of a container in one
+/// archive: one request, and the engine unpacks them together.
+pub async fn upload_files(
+    docker: &Docker,
+    container: &str,
+    dir: &str,
+    files: &[(&str, &[u8], u32)],
+) -> anyhow::Result<()> {
     let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(contents.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    archive.append_data(&mut header, file, contents)?;
+    for (file, contents, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(*mode);
+        header.set_cksum();
+        archive.append_data(&mut header, file, *contents)?;
+    }
     let tarball = archive.into_inner()?;
     let options = bollard::query_parameters::UploadToContainerOptionsBuilder::default()
         .path(dir)
         .build();
+    let names: Vec<&str> = files.iter().map(|(file, _, _)| *file).collect();
     docker
         .upload_to_container(container, Some(options), bollard::body_full(tarball.into()))
         .await
-        .with_context(|| format!("uploading {dir}/{file} into {container}"))
+        .with_context(|| format!("uploading {} into {container}:{dir}", names.join(", ")))
 }
 
 /// Reads one file from a container; `None` when it does not exist.

@@ -336,6 +336,10 @@ impl Engine for Stack {
             },
             ws_path: config.ws_path().map(str::to_string),
             protocol: config.speaks_wsctl(),
+            tls: match super::tls::material(config) {
+                Ok(Some(material)) => crate::client::tls::pinned(material.leaf).ok(),
+                _ => None,
+            },
         }))
     }
 

@@ -68,6 +68,7 @@ mod runner;
 mod state;
 mod status;
 mod steps;
+pub mod tls;
 mod upstream;
 mod wait;
 
@@ -346,7 +347,22 @@ async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<
     let mut created: Vec<String> = Vec::new();
     let network_existed = docker::network_exists(&stack.docker, &network).await?;
     docker::ensure_network(&stack.docker, &network).await?;
-    let started = start_components(stack, &network, &mut created).await;
+    let mut started = start_components(stack, &network, &mut created).await;
+    // A TLS listener for a new Nginx, or new files for one that runs: a
+    // deploy rotates a changed certificate as `wsctl tls reload` does.
+    if started.is_ok()
+        && nginx::install_tls(stack, &config.name("nginx"))
+            .await
+            .map_or_else(
+                |error| {
+                    started = Err(error);
+                    false
+                },
+                |synced| synced == Some(tls::Synced::Uploaded),
+            )
+    {
+        started = nginx::reload(stack).await;
+    }
     let Err(error) = started else {
         return Ok(());
     };

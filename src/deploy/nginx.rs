@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::tls;
 use super::upstream::{self, HEADER};
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
@@ -74,11 +75,23 @@ impl Serving {
 
 /// A fresh connection per look, so an old worker's keep-alive socket
 /// cannot answer for the new configuration.
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+///
+/// With `tls:`, it trusts exactly the certificate wsctl.yaml names (what
+/// wsctl uploads), whatever the public address's name; a certificate that
+/// does not load leaves the public roots, so `status` still shows the
+/// stack (its look then fails).
+fn client(stack: &Stack) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
-        .pool_max_idle_per_host(0)
-        .build()?)
+        .pool_max_idle_per_host(0);
+    if stack.config.tls.is_none() {
+        return Ok(builder.build()?);
+    }
+    let trust = match tls::material(&stack.config) {
+        Ok(Some(material)) => crate::client::tls::pinned(material.leaf)?,
+        _ => crate::client::tls::trusting(None)?,
+    };
+    crate::client::tls::http_client(trust, builder)
 }
 
 /// One request through the public address: `(loaded colour, colour of the
@@ -98,7 +111,7 @@ async fn look(stack: &Stack, client: &reqwest::Client) -> Option<Look> {
         true => stack.config.health_path(),
         false => "/healthz",
     };
-    let url = format!("http://{}{path}", stack.config.public_address);
+    let url = format!("{}{path}", stack.config.public_url());
     let response = client.get(&url).send().await.ok()?;
     let header = |name: &str| {
         response
@@ -146,7 +159,7 @@ struct Look {
 
 /// Asks Nginx (through the public address) and reads its upstream file.
 pub async fn serving(stack: &Stack) -> anyhow::Result<Serving> {
-    let client = client()?;
+    let client = client(stack)?;
     let (upstream, seen) = tokio::join!(read_upstream(stack), look(stack, &client));
     let upstream = upstream?;
     Ok(Serving {
@@ -207,6 +220,7 @@ fn access(stack: &Stack) -> upstream::Access<'_> {
         private_networks: &stack.config.private_networks,
         trusted_proxies: &stack.config.trusted_proxies,
         unlimited_networks: &stack.config.unlimited_networks,
+        hsts: stack.config.tls.as_ref().is_some_and(|tls| tls.hsts),
     }
 }
 
@@ -283,7 +297,7 @@ pub async fn upload_to(stack: &Stack, nginx: &str, text: &str) -> anyhow::Result
 /// Waits until Nginx answers through the public address (any colour, or
 /// none live yet).
 pub async fn answers(stack: &Stack) -> anyhow::Result<()> {
-    let client = client()?;
+    let client = client(stack)?;
     let answered = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
         match look(stack, &client).await {
             Some(_) => Check::Ready(()),
@@ -336,8 +350,9 @@ pub async fn stage(stack: &Stack, color: Color) -> Staged {
 /// the new upstream" to whoever comes next: the canary's analysis, a test, a
 /// look at the old workers.
 pub async fn reload(stack: &Stack) -> anyhow::Result<()> {
-    nginx_command(stack, &["-t"]).await?;
     let nginx = stack.config.name("nginx");
+    install_tls(stack, &nginx).await?;
+    nginx_command(stack, &["-t"]).await?;
     let before = workers(&stack.docker, &nginx).await;
     nginx_command(stack, &["-s", "reload"]).await?;
     // Workers that cannot be listed give nothing to wait for.
@@ -380,6 +395,33 @@ pub async fn reload(stack: &Stack) -> anyhow::Result<()> {
     })
 }
 
+/// With wsctl.yaml's `tls:`, puts the current certificate, key and TLS
+/// listener into the Nginx `container` (a look at one file when they are
+/// already there); the next reload serves them. Refuses an image whose
+/// nginx.conf would not read them.
+pub async fn install_tls(stack: &Stack, container: &str) -> anyhow::Result<Option<tls::Synced>> {
+    let Some(material) = tls::material(&stack.config)? else {
+        return Ok(None);
+    };
+    let synced = tls::sync(stack, container, &material).await?;
+    let running = docker::inspect(&stack.docker, container)
+        .await?
+        .is_some_and(|info| info.running);
+    if synced == tls::Synced::Uploaded && running {
+        let (_, dump) = docker::exec(&stack.docker, container, &[NGINX, "-T"]).await?;
+        if !dump.contains(tls::INCLUDED) {
+            return Err(DeployError::Usage(format!(
+                "the Nginx image {} does not include conf.d/tls*.conf in its nginx.conf, so it \
+                 cannot serve tls: build it again (scripts/build-images.sh) and run `wsctl \
+                 deploy --proxy`",
+                stack.config.images.nginx
+            ))
+            .into());
+        }
+    }
+    Ok(Some(synced))
+}
+
 async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
     let mut command = vec![NGINX];
     command.extend_from_slice(args);
@@ -402,7 +444,7 @@ async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
 /// upstream is a running colour, but after the first deploy it routes
 /// nowhere, so the first deploy asks for a steady half second.
 pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Result<()> {
-    let client = client()?;
+    let client = client(stack)?;
     let tally = std::cell::RefCell::new(VerifyTally::default());
     let streak_since = std::cell::Cell::new(tokio::time::Instant::now());
     let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {

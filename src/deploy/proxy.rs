@@ -32,14 +32,8 @@ const OLD_PROXY_GRACE: Duration = Duration::from_secs(1);
 /// for the sockets the configured replicas hold, publishing the public
 /// address on the stack's network.
 pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
-    let public = config.public_socket();
-    let bindings = HashMap::from([(
-        "80/tcp".to_string(),
-        Some(vec![PortBinding {
-            host_ip: Some(public.ip().to_string()),
-            host_port: Some(public.port().to_string()),
-        }]),
-    )]);
+    let bindings = published_ports(config);
+    let exposed = bindings.keys().cloned().collect();
     let sizing = config.proxy_sizing(config.replicas);
     ContainerCreateBody {
         image: Some(config.images.nginx.clone()),
@@ -48,7 +42,7 @@ pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
             "-g".to_string(),
             sizing.directives(),
         ]),
-        exposed_ports: Some(vec!["80/tcp".into()]),
+        exposed_ports: Some(exposed),
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
             port_bindings: Some(bindings),
@@ -62,6 +56,33 @@ pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
         }),
         ..Default::default()
     }
+}
+
+/// The container ports Nginx publishes, and where: the public address on
+/// its plain listener (80), or with `tls:` on its TLS listener (443) and
+/// `http_address`, when set, on the plain one, which then only redirects.
+pub fn published_ports(config: &StackConfig) -> HashMap<String, Option<Vec<PortBinding>>> {
+    let binding = |address: std::net::SocketAddr| {
+        Some(vec![PortBinding {
+            host_ip: Some(address.ip().to_string()),
+            host_port: Some(address.port().to_string()),
+        }])
+    };
+    let public = config.public_socket();
+    let mut bindings = HashMap::new();
+    if config.tls.is_none() {
+        bindings.insert("80/tcp".to_string(), binding(public));
+        return bindings;
+    }
+    bindings.insert("443/tcp".to_string(), binding(public));
+    if let Some(http) = config
+        .http_address
+        .as_deref()
+        .and_then(|http| http.parse().ok())
+    {
+        bindings.insert("80/tcp".to_string(), binding(http));
+    }
+    bindings
 }
 
 /// A container of the stack besides the app (Nginx, Redis), as `status`
@@ -92,6 +113,26 @@ pub enum RedisView {
 pub async fn drift(stack: &Stack) -> anyhow::Result<(Component, RedisView)> {
     let config = &stack.config;
     let mut nginx = component(stack, &config.name("nginx"), &config.images.nginx).await?;
+    if nginx.drift.is_none()
+        && let Some(info) = docker::inspect(&stack.docker, &config.name("nginx")).await?
+    {
+        let wanted = docker::published(Some(published_ports(config)));
+        if info.published != wanted {
+            let show = |ports: &std::collections::BTreeMap<String, String>| {
+                ports
+                    .iter()
+                    .map(|(port, address)| format!("{address} -> {port}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            nginx.drift = Some(format!(
+                "publishes {}, wsctl.yaml wants {} (tls, public_address, http_address): \
+                 `wsctl deploy --proxy` replaces it",
+                show(&info.published),
+                show(&wanted)
+            ));
+        }
+    }
     if nginx.drift.is_none()
         && let Some(workers) = nginx::running_workers(stack).await
     {
@@ -162,6 +203,7 @@ pub async fn create_next(stack: &Stack, upstream: Option<&str>) -> anyhow::Resul
     if let Some(upstream) = upstream {
         nginx::upload_to(stack, &next, upstream).await?;
     }
+    nginx::install_tls(stack, &next).await?;
     Ok(())
 }
 

@@ -69,7 +69,13 @@ pub async fn run<E: Engine>(
         .events()
         .begin("preflight", operation.preflight_what());
     let images = operation.images(engine.config());
-    let (report, result) = match engine.ensure_images(&images).await {
+    // The certificate and key of `tls:` are checked before anything
+    // changes: a deploy must not start a colour it cannot serve.
+    let usable = match super::tls::material(engine.config()) {
+        Ok(_) => engine.ensure_images(&images).await,
+        Err(refusal) => Err(refusal.into()),
+    };
+    let (report, result) = match usable {
         Ok(()) => {
             settled(
                 engine,

@@ -21,6 +21,8 @@ pub struct Access<'a> {
     pub private_networks: &'a [String],
     pub trusted_proxies: &'a [String],
     pub unlimited_networks: &'a [String],
+    /// `Strict-Transport-Security` on every answer (wsctl.yaml `tls.hsts`).
+    pub hsts: bool,
 }
 
 pub fn render(
@@ -71,6 +73,7 @@ pub fn render_weighted(
         private_networks => access.private_networks,
         trusted_proxies => access.trusted_proxies,
         unlimited_networks => access.unlimited_networks,
+        hsts => access.hsts,
         rendered_at => crate::shared::time::now_rfc3339(),
     })?;
     anyhow::ensure!(
@@ -114,6 +117,7 @@ mod tests {
             private_networks: &networks,
             trusted_proxies: &proxies,
             unlimited_networks: &networks[1..],
+            hsts: false,
         };
         let text = render(
             DEFAULT_TEMPLATE,

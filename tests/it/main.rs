@@ -21,6 +21,7 @@ mod deploy_interrupt;
 mod deploy_lock;
 mod deploy_proxy;
 mod deploy_replicas;
+mod deploy_tls;
 mod docker_build;
 mod first_hour;
 mod hostile_clients;

@@ -16,8 +16,10 @@ use crate::shared::input::ConfigError;
 
 mod app;
 mod environment;
+mod tls;
 
 pub use app::{AppKind, AppProtocol};
+pub use tls::Tls;
 
 /// A deployment colour: the stack runs the service as `app_blue` and
 /// `app_green`, and Nginx routes to one of them. A typed value, so a wrong
@@ -81,8 +83,14 @@ pub struct StackConfig {
     /// Prepended to every container and network name.
     pub prefix: String,
     pub network: String,
-    /// Where Nginx listens on the host: `127.0.0.1:8080`.
+    /// Where Nginx listens on the host: `127.0.0.1:8080`. With `tls`, it
+    /// speaks HTTPS and `wss://` there.
     pub public_address: String,
+    /// TLS at Nginx: a certificate and its key (see `deploy::tls`).
+    pub tls: Option<Tls>,
+    /// With `tls`: where plain HTTP answers with a redirect to the
+    /// `https://` public address (default: nowhere).
+    pub http_address: Option<String>,
     pub images: Images,
     /// Port the service listens on inside its container.
     pub app_port: u16,
@@ -275,6 +283,9 @@ pub struct Host {
     /// Without it, the ssh client's own keys and agent.
     #[serde(default)]
     pub ssh_key: Option<std::path::PathBuf>,
+    /// This host's own certificate (default: the stack's `tls`).
+    #[serde(default)]
+    pub tls: Option<Tls>,
 }
 
 /// The most replicas a colour may have.
@@ -440,6 +451,8 @@ impl Default for StackConfig {
             prefix: String::new(),
             network: "wsctl".into(),
             public_address: "127.0.0.1:8080".into(),
+            tls: None,
+            http_address: None,
             images: Images::default(),
             app_port: 8000,
             app_env: BTreeMap::new(),
@@ -480,6 +493,13 @@ prefix: ""
 network: wsctl
 # Where Nginx publishes the service on the host.
 public_address: "127.0.0.1:8080"
+# TLS at Nginx: public_address then speaks https:// and wss://. PEM files
+# on this machine (relative to this file), a chain allowed:
+#   tls: {certificate: certs/fullchain.pem, key: certs/privkey.pem, hsts: false}
+# Rotate with `wsctl tls reload` (open sockets stay open).
+tls: null
+# With tls: where plain HTTP answers with a redirect to https://.
+http_address: null
 images:
   # The service image (`wsctl build --tag wsctl:local`); pulled when absent.
   app: "wsctl:local"
@@ -699,6 +719,24 @@ impl StackConfig {
                 *file = base.join(&*file);
             }
         }
+        for tls in config
+            .tls
+            .iter_mut()
+            .chain(config.hosts.iter_mut().filter_map(|host| host.tls.as_mut()))
+        {
+            tls.resolve_from(base);
+        }
+        let origin = path.display();
+        if let Some(tls) = &config.tls {
+            tls.check_files("")
+                .map_err(|why| ConfigError(format!("{origin}: {why}")))?;
+        }
+        for host in &config.hosts {
+            if let Some(tls) = &host.tls {
+                tls.check_files(&format!("host {}: ", host.name))
+                    .map_err(|why| ConfigError(format!("{origin}: {why}")))?;
+            }
+        }
         config.register_secrets();
         Ok(config)
     }
@@ -803,6 +841,24 @@ impl StackConfig {
                 self.public_address
             )));
         }
+        if let Some(http) = &self.http_address {
+            if self.tls.is_none() && self.hosts.iter().all(|host| host.tls.is_none()) {
+                return Err(ConfigError(format!(
+                    "{origin}: http_address redirects to https://, which needs tls"
+                )));
+            }
+            if http.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError(format!(
+                    "{origin}: http_address '{http}' is not IP:PORT"
+                )));
+            }
+            if *http == self.public_address {
+                return Err(ConfigError(format!(
+                    "{origin}: http_address and public_address are both {http}"
+                )));
+            }
+        }
+
         for (key, value) in [
             ("ready_timeout", self.ready_timeout),
             ("drain_timeout", self.drain_timeout),
@@ -989,6 +1045,7 @@ impl StackConfig {
     pub fn for_host(&self, host: &Host) -> StackConfig {
         StackConfig {
             public_address: host.public_address.clone(),
+            tls: host.tls.clone().or_else(|| self.tls.clone()),
             redis_url: host.redis_url.clone().or_else(|| self.redis_url.clone()),
             hosts: Vec::new(),
             ..self.clone()
@@ -1078,6 +1135,22 @@ impl StackConfig {
     }
 
     /// The host side of Nginx's published port.
+    /// `http://PUBLIC` or, with `tls:`, `https://PUBLIC`.
+    pub fn public_url(&self) -> String {
+        match self.tls {
+            Some(_) => format!("https://{}", self.public_address),
+            None => format!("http://{}", self.public_address),
+        }
+    }
+
+    /// `ws://PUBLIC` or, with `tls:`, `wss://PUBLIC`.
+    pub fn public_ws_url(&self) -> String {
+        match self.tls {
+            Some(_) => format!("wss://{}", self.public_address),
+            None => format!("ws://{}", self.public_address),
+        }
+    }
+
     pub fn public_socket(&self) -> std::net::SocketAddr {
         // Checked in `validate`.
         self.public_address

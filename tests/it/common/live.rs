@@ -45,9 +45,25 @@ pub struct LiveClients {
 
 impl LiveClients {
     pub fn start(url: &str, n: usize) -> LiveClients {
+        Self::start_trusting(url, n, None)
+    }
+
+    /// Like [`LiveClients::start`], over `wss://` trusting `tls`.
+    pub fn start_trusting(
+        url: &str,
+        n: usize,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> LiveClients {
         let stop = CancellationToken::new();
         let handles = (0..n)
-            .map(|_| tokio::spawn(session::run(url.to_string(), PACE, stop.clone())))
+            .map(|_| {
+                tokio::spawn(session::run_trusting(
+                    url.to_string(),
+                    PACE,
+                    stop.clone(),
+                    tls.clone(),
+                ))
+            })
             .collect();
         LiveClients { stop, handles }
     }

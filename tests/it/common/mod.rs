@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod certs;
 pub mod docker;
 pub mod live;
 pub mod proxy;
