@@ -117,6 +117,11 @@ pub trait Engine {
     async fn undersized(&self, replicas: usize) -> Option<String>;
 
     // The edge.
+    /// With `tls:`, gets Nginx ready to serve it: refuses an Nginx that
+    /// publishes other ports than wsctl.yaml wants (TLS turned on or off
+    /// since it was created: `deploy --proxy` replaces it), and puts in
+    /// the current certificate, reloading when it changed.
+    async fn prepare_edge(&self) -> anyhow::Result<()>;
     /// What the edge serves (loaded, on disk, who answered).
     async fn serving(&self) -> anyhow::Result<Serving>;
     /// Starts uploading the upstream that routes to `color`.
@@ -279,6 +284,10 @@ impl Engine for Stack {
 
     async fn undersized(&self, replicas: usize) -> Option<String> {
         nginx::undersized(self, replicas).await
+    }
+
+    async fn prepare_edge(&self) -> anyhow::Result<()> {
+        super::tls::prepare_edge(self).await
     }
 
     async fn serving(&self) -> anyhow::Result<Serving> {

@@ -184,6 +184,11 @@ async fn planned<E: Engine>(
         return (report, Ok(()));
     }
     let prepared = async {
+        // A deploy rotates a changed certificate as `wsctl tls reload`
+        // does; `deploy --proxy` is what replaces an Nginx that cannot.
+        if !matches!(operation, Operation::Proxy) {
+            engine.prepare_edge().await?;
+        }
         let serving = engine.serving().await?;
         if let Some(disagreement) = serving.disagreement() {
             return Err(DeployError::NeedsRecover(disagreement).into());

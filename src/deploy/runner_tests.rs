@@ -252,6 +252,9 @@ impl Engine for Model {
     async fn undersized(&self, _replicas: usize) -> Option<String> {
         None
     }
+    async fn prepare_edge(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
     async fn serving(&self) -> anyhow::Result<Serving> {
         let routes = self.routes();
         Ok(Serving {

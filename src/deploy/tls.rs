@@ -235,6 +235,7 @@ pub async fn reload(stack: &mut Stack) -> anyhow::Result<Reloaded> {
                 ))
                 .into());
             }
+            check_ports(stack).await?;
             stack.events.ok(&format!(
                 "certificate serial {}, expires {} ({} days)",
                 material.serial, material.not_after, material.days_left
@@ -264,4 +265,44 @@ pub async fn reload(stack: &mut Stack) -> anyhow::Result<Reloaded> {
     .await;
     super::runner::close_open_step(&mut stack.events, &reloaded);
     reloaded
+}
+
+/// The edge ready for `tls:` before a command that moves traffic (see
+/// `Engine::prepare_edge`); nothing to do without it.
+pub async fn prepare_edge(stack: &Stack) -> anyhow::Result<()> {
+    if stack.config.tls.is_none() {
+        return Ok(());
+    }
+    check_ports(stack).await?;
+    let nginx = stack.config.name("nginx");
+    if super::nginx::install_tls(stack, &nginx).await? == Some(Synced::Uploaded) {
+        super::nginx::reload(stack).await?;
+    }
+    Ok(())
+}
+
+/// Refuses an Nginx that publishes other ports than wsctl.yaml wants.
+async fn check_ports(stack: &Stack) -> anyhow::Result<()> {
+    let nginx = stack.config.name("nginx");
+    let Some(info) = docker::inspect(&stack.docker, &nginx).await? else {
+        return Ok(());
+    };
+    let wanted = docker::published(Some(super::proxy::published_ports(&stack.config)));
+    if info.published != wanted {
+        let show = |ports: &std::collections::BTreeMap<String, String>| {
+            ports
+                .iter()
+                .map(|(port, address)| format!("{address} -> {port}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(DeployError::Usage(format!(
+            "{nginx} publishes {}, wsctl.yaml wants {} (tls:, public_address, \
+             http_address): `wsctl deploy --proxy` replaces it",
+            show(&info.published),
+            show(&wanted)
+        ))
+        .into());
+    }
+    Ok(())
 }

@@ -77,10 +77,20 @@ async fn wss_rides_deploys_rotates_under_open_sockets_and_refuses_bad_files() {
     std::fs::write(&garbage, "this is not a certificate\n").expect("garbage");
     let trust = wsctl::client::tls::trusting(Some(&certs.path("ca.pem"))).expect("the test CA");
 
+    // A plain stack first: turning TLS on changes what Nginx publishes, so
+    // a deploy refuses (naming `deploy --proxy`) and --proxy replaces it.
     let stack = TestStack::new("");
+    stack.wsctl_ok(&["deploy"]);
     let http = format!("127.0.0.1:{}", free_port());
     stack.write_config(&tls_yaml(&cert_a, &key_a, &http));
-    stack.wsctl_ok(&["deploy"]);
+    let refused = stack.wsctl(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", explain(&refused));
+    assert!(
+        explain(&refused).contains("`wsctl deploy --proxy` replaces it"),
+        "{}",
+        explain(&refused)
+    );
+    stack.wsctl_ok(&["deploy", "--proxy"]);
     let status = stack.status_json();
     assert_eq!(status["live"], "blue", "{status}");
     assert_eq!(served_serial(&stack.public), "1001");
