@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// and report how long the move took.
     #[arg(long)]
     follow: bool,
+    /// For a wss:// URL: trust this CA (PEM) beside the public roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// Print one JSON object at the end instead of the summary.
     #[arg(long)]
     json: bool,
@@ -90,6 +93,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         connect_concurrency: args.connect_concurrency,
         progress: !args.json && std::io::stderr().is_terminal(),
         follow: args.follow,
+        ca: args.ca,
     };
     let per_process = bench::connections_per_process();
     let mut report = if options.mode == Mode::Hold && options.connections > per_process {
@@ -141,6 +145,12 @@ fn hold_in_children(options: &BenchOptions, per_process: usize) -> anyhow::Resul
             .args(["--duration", &options.duration.as_secs_f64().to_string()])
             .args(["--sources", &options.sources.to_string()])
             .args(options.follow.then_some("--follow"))
+            .args(
+                options
+                    .ca
+                    .iter()
+                    .flat_map(|ca| [std::ffi::OsStr::new("--ca"), ca.as_os_str()]),
+            )
             .args([
                 "--connect-concurrency",
                 &(options.connect_concurrency / children).max(1).to_string(),

@@ -1,7 +1,8 @@
 //! TLS at the edge against a real Nginx and certificates made with
 //! Debian's openssl: a deploy with `tls:`, 30 clients over `wss://` riding
 //! a deploy and a rollback, `http_address` redirecting, a certificate
-//! rotated under 30 open sockets with `wsctl tls reload`, and a mismatched
+//! rotated under 30 open sockets with `wsctl tls reload`, `smoke` and
+//! `bench` over TLS with `--ca`, and a mismatched
 //! key, an expired certificate and a garbage file each refused with
 //! nothing changed.
 
@@ -120,6 +121,26 @@ async fn wss_rides_deploys_rotates_under_open_sockets_and_refuses_bad_files() {
         &certs.path("ca.pem").display().to_string(),
     ]);
     assert_eq!(smoke.status.code(), Some(0), "{}", explain(&smoke));
+    let bench = common::wsctl()
+        .args([
+            "bench",
+            "hold",
+            "-n",
+            "50",
+            "--duration",
+            "1",
+            "--json",
+            "--url",
+        ])
+        .arg(format!("wss://{}/ws/chat/", stack.public))
+        .arg("--ca")
+        .arg(certs.path("ca.pem"))
+        .output()
+        .expect("wsctl bench");
+    assert_eq!(bench.status.code(), Some(0), "{}", explain(&bench));
+    let report: serde_json::Value =
+        serde_json::from_slice(&bench.stdout).unwrap_or_else(|_| panic!("{}", explain(&bench)));
+    assert_eq!(report["connections_opened"], 50, "{report}");
 
     // 30 clients over wss:// ride a deploy and a rollback.
     let url = format!("wss://{}/ws/chat/", stack.public);

@@ -12,9 +12,9 @@ use serde::Serialize;
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async_tls_with_config};
 
-pub type Client = WebSocketStream<TcpStream>;
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,13 +25,22 @@ pub struct Target {
     pub server: SocketAddr,
     /// Number of source addresses 127.0.0.1 .. 127.0.0.N (loopback targets only).
     pub sources: u8,
+    /// The trust for a `wss://` URL.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
-    pub async fn resolve(url: &str, sources: u8) -> anyhow::Result<Target> {
-        let without_scheme = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| anyhow::anyhow!("--url must start with ws:// (got {url})"))?;
+    /// `ca`: for a `wss://` URL, a CA to trust beside the public roots.
+    pub async fn resolve(
+        url: &str,
+        sources: u8,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Target> {
+        let (without_scheme, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, None),
+            (_, Some(rest)) => (rest, Some(crate::client::tls::trusting(ca)?)),
+            _ => anyhow::bail!("--url must start with ws:// or wss:// (got {url})"),
+        };
         let authority = without_scheme.split('/').next().unwrap_or_default();
         let server = lookup_host(authority)
             .await?
@@ -47,6 +56,7 @@ impl Target {
             url: url.to_string(),
             server,
             sources,
+            tls,
         })
     }
 
@@ -78,9 +88,11 @@ impl Target {
             let config = WebSocketConfig::default()
                 .read_buffer_size(4096)
                 .write_buffer_size(0);
-            let (mut client, _) = client_async_with_config(url, stream, Some(config))
-                .await
-                .map_err(Failure::from_ws)?;
+            let connector = self.tls.clone().map(crate::client::tls::connector);
+            let (mut client, _) =
+                client_async_tls_with_config(url, stream, Some(config), connector)
+                    .await
+                    .map_err(Failure::from_ws)?;
             let greeting = next_json(&mut client).await.ok_or(Failure::NoGreeting)?;
             Ok((client, greeting))
         };

@@ -63,6 +63,8 @@ pub struct BenchOptions {
     /// hold: follow each session through a drain (reconnect with its
     /// `session_uuid`, check it resumed and its count goes on).
     pub follow: bool,
+    /// For a `wss://` URL: a CA (PEM) to trust beside the public roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// The result of a run; `--json` prints it as one object.
@@ -185,7 +187,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
             options.connections
         );
     }
-    let target = Target::resolve(&options.url, options.sources).await?;
+    let target = Target::resolve(&options.url, options.sources, options.ca.as_deref()).await?;
     match options.mode {
         Mode::Hold => hold::run(&target, &options).await,
         Mode::Rtt | Mode::Flood => traffic::run(&target, &options).await,
