@@ -35,6 +35,9 @@ pub enum DeployError {
     /// A canary never got the traffic its analysis needs: rolled back.
     #[error("analysis inconclusive, rolled back: {0}")]
     Inconclusive(String),
+    /// A pre hook of wsctl.yaml failed: the run stopped before its first step.
+    #[error("{0}")]
+    Hook(String),
     /// The first SIGINT or SIGTERM: the run stopped at a safe point.
     #[error("interrupted by {signal}: {outcome}")]
     Interrupted { signal: Signal, outcome: String },
@@ -52,6 +55,7 @@ impl DeployError {
             DeployError::Undone(_) => 5,
             DeployError::Analysis(_) => 10,
             DeployError::Inconclusive(_) => 11,
+            DeployError::Hook(_) => 12,
             DeployError::NeedsRecover(_) => 9,
             DeployError::Interrupted { signal, .. } => signal.exit_code(),
         }

@@ -50,6 +50,22 @@ pub struct HostStack {
     pub stack: Stack,
 }
 
+/// A host's configuration; the hooks run once per command, on the run of
+/// the first host (the others get none), and know every host's name.
+fn for_host_with_hooks_once(
+    config: &StackConfig,
+    host: &crate::deploy::config::Host,
+    first: bool,
+    names: &str,
+) -> StackConfig {
+    let mut config = config.for_host(host);
+    if !first {
+        config.hooks = crate::deploy::config::Hooks::default();
+    }
+    config.hook_hosts = names.to_string();
+    config
+}
+
 impl Fleet {
     /// Connects to every host at once; an unreachable host is named.
     pub async fn connect(
@@ -65,15 +81,17 @@ impl Fleet {
                 .with_context(|| format!("host {}", host.name))
         }))
         .await?;
+        let names: Vec<&str> = config.hosts.iter().map(|host| host.name.as_str()).collect();
         let hosts = config
             .hosts
             .iter()
             .zip(engines)
-            .map(|(host, docker)| HostStack {
+            .enumerate()
+            .map(|(index, (host, docker))| HostStack {
                 name: host.name.clone(),
                 stack: Stack::new(
                     docker,
-                    config.for_host(host),
+                    for_host_with_hooks_once(config, host, index == 0, &names.join(",")),
                     Events::for_host(json, &host.name),
                     template.to_string(),
                     lock_wait,

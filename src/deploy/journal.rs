@@ -101,6 +101,9 @@ pub struct Run {
     /// Every Nginx reload the run made, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reloads: Vec<Reload>,
+    /// The hooks of wsctl.yaml that ran for it (`hooks:`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<super::hooks::HookRun>,
     /// Records written so far (the journal's sequence number).
     #[serde(default)]
     pub seq: u32,
@@ -150,6 +153,7 @@ impl Run {
             steps_ms: serde_json::Map::new(),
             analysis: None,
             reloads: Vec::new(),
+            hooks: Vec::new(),
             seq: 0,
         }
     }

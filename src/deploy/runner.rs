@@ -29,7 +29,7 @@ use super::journal::{Outcome, Run};
 use super::operations::Operation;
 use super::plan::{Plan, Start, State, Undo};
 use super::steps::{self, Work};
-use super::{DeployError, recover, reloads};
+use super::{DeployError, hooks, notify, recover, reloads};
 use crate::client::probe;
 use crate::shared::secrets::{say, say_err};
 use crate::shared::signal::Signal;
@@ -232,6 +232,15 @@ async fn execute<E: Engine>(
     if let Err(error) = engine.record(&mut run).await {
         return (Report::default(), Err(error));
     }
+    if let Some(refusal) = pre_hook(engine, &plan, &mut run, started).await {
+        notify_end(engine, &run).await;
+        return refusal;
+    }
+    // Told in the background: a slow receiver does not hold up the run.
+    let notified_start = {
+        let (config, run) = (engine.config().clone(), run.clone());
+        tokio::spawn(async move { notify::send(&config, &run, "started").await })
+    };
 
     let interrupt = engine.interrupt().clone();
     let mut work = Work::<E>::default();
@@ -341,17 +350,100 @@ async fn execute<E: Engine>(
         Err(error) => format!("{error:#}"),
         Ok(()) => plan.detail.clone(),
     };
+    // Only reported: a post hook never undoes what the run did.
+    if let Some((name, command)) = hooks::post(engine.config(), plan.action, outcome) {
+        let error = result.as_ref().err().map(|error| format!("{error:#}"));
+        let config = engine.config().clone();
+        let hook = hooks::run(
+            &config,
+            &config.hook_hosts,
+            name,
+            command,
+            &run,
+            error.as_deref(),
+        )
+        .await;
+        show_hook(engine.events(), &hook);
+        if !hook.ok() {
+            engine
+                .events()
+                .warn(&format!("{}; the run stands as it ended", hook.describe()));
+        }
+        run.hooks.push(hooks::kept(hook));
+    }
     // The run is done either way; a journal the engine would not take now
     // shows it in progress, and the next command recovers (a no-op then).
     if let Err(error) = engine.record(&mut run).await {
         say_err!("wsctl: recording the run's outcome failed: {error:#}");
     }
     summarize(engine.events_ref(), &run, continuity.as_ref());
+    for failure in notified_start.await.unwrap_or_default() {
+        engine.events().warn(&failure);
+    }
+    notify_end(engine, &run).await;
     let report = Report {
         run: Some(run),
         continuity,
     };
     (report, result)
+}
+
+/// Tells wsctl.yaml's webhooks how the run ended; failures are warnings.
+async fn notify_end<E: Engine>(engine: &mut E, run: &Run) {
+    let config = engine.config().clone();
+    for failure in notify::send(&config, run, notify::ended(run)).await {
+        engine.events().warn(&failure);
+    }
+}
+
+/// wsctl.yaml's pre hook for the run's action, after its plan is recorded
+/// and before its first step: `Some` with what the run returns when it
+/// failed (the run journaled as failed, nothing started).
+async fn pre_hook<E: Engine>(
+    engine: &mut E,
+    plan: &Plan,
+    run: &mut Run,
+    started: Instant,
+) -> Option<(Report, anyhow::Result<()>)> {
+    let config = engine.config().clone();
+    let (name, command) = hooks::pre(&config, plan.action)?;
+    let hook = hooks::run(&config, &config.hook_hosts, name, command, run, None).await;
+    show_hook(engine.events(), &hook);
+    let ok = hook.ok();
+    let line = hook.describe();
+    run.hooks.push(hooks::kept(hook));
+    if ok {
+        return None;
+    }
+    let error = DeployError::Hook(format!("{line}; nothing was started"));
+    run.enter(State::Recorded);
+    run.outcome = Outcome::Failed;
+    run.traffic = plan.from;
+    run.detail = error.to_string();
+    run.seconds = started.elapsed().as_secs_f64();
+    if let Err(error) = engine.record(run).await {
+        say_err!("wsctl: recording the run's outcome failed: {error:#}");
+    }
+    summarize(engine.events_ref(), run, None);
+    let report = Report {
+        run: Some(run.clone()),
+        continuity: None,
+    };
+    Some((report, Err(error.into())))
+}
+
+/// A hook's run for people (its output, indented) or as a `hook` event.
+fn show_hook(events: &mut super::Events, hook: &hooks::HookRun) {
+    if events.is_json() {
+        let mut event = serde_json::to_value(hook).unwrap_or_default();
+        event["event"] = "hook".into();
+        events.emit(event);
+        return;
+    }
+    say_err!("{}hook {}: {}", events.prefix(), hook.hook, hook.describe());
+    for line in hook.output.lines() {
+        say_err!("{}  | {line}", events.prefix());
+    }
 }
 
 /// A step's own failure, as opposed to an interrupt or an error of the

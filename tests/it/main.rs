@@ -16,6 +16,7 @@ mod deploy_chaos;
 mod deploy_external;
 mod deploy_faults;
 mod deploy_hardening;
+mod deploy_hooks;
 mod deploy_hosts;
 mod deploy_interrupt;
 mod deploy_lock;

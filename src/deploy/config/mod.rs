@@ -16,9 +16,11 @@ use crate::shared::input::ConfigError;
 
 mod app;
 mod environment;
+mod hooks;
 mod tls;
 
 pub use app::{AppKind, AppProtocol};
+pub use hooks::{HOOK_TIMEOUT, Hooks, NOTIFY_EVENTS, Notify};
 pub use tls::Tls;
 
 /// A deployment colour: the stack runs the service as `app_blue` and
@@ -137,6 +139,14 @@ pub struct StackConfig {
     pub registry: RegistrySettings,
     /// How many old Nginx workers a stack may carry after reloads.
     pub nginx: NginxSettings,
+    /// Commands run before and after a deploy or a rollback.
+    pub hooks: Hooks,
+    /// Webhooks told of each deploy and rollback.
+    pub notify: Vec<Notify>,
+    /// The hosts a fleet's command runs on (hooks' `WSCTL_HOSTS`); set by
+    /// the fleet, empty for one engine.
+    #[serde(skip)]
+    pub hook_hosts: String,
     /// `wsctl` (the bundled service) or `external` (any WebSocket app):
     /// the app contract of `config/app.rs`.
     pub app_kind: AppKind,
@@ -473,6 +483,9 @@ impl Default for StackConfig {
             env_file: Vec::new(),
             registry: RegistrySettings::default(),
             nginx: NginxSettings::default(),
+            hooks: Hooks::default(),
+            notify: Vec::new(),
+            hook_hosts: String::new(),
             app_kind: AppKind::Wsctl,
             health_path: None,
             ws_path: None,
@@ -500,6 +513,23 @@ public_address: "127.0.0.1:8080"
 tls: null
 # With tls: where plain HTTP answers with a redirect to https://.
 http_address: null
+# Commands run through sh -c on this machine around a deploy or rollback,
+# with WSCTL_RUN_ID, WSCTL_ACTION, WSCTL_FROM, WSCTL_TO, WSCTL_IMAGE,
+# WSCTL_HOSTS, WSCTL_PERFORMER (post hooks also WSCTL_OUTCOME, WSCTL_ERROR).
+# A failing pre hook stops the run before anything starts (exit 12); a
+# failing post hook is reported and recorded, never undoes anything.
+hooks:
+  timeout: null          # seconds each may run (default 300)
+  pre_deploy: null
+  post_deploy: null
+  on_failure: null
+  pre_rollback: null
+  post_rollback: null
+  on_rollback_failure: null
+# Webhooks POSTed the run record (JSON, with a one-line `text`) on events:
+# started, succeeded, failed, aborted, interrupted, rolled_back.
+#   notify: [{webhook: "https://hooks.example.com/T0/B0/XX", events: [failed]}]
+notify: []
 images:
   # The service image (`wsctl build --tag wsctl:local`); pulled when absent.
   app: "wsctl:local"
@@ -813,6 +843,15 @@ impl StackConfig {
         if let Some(password) = self.registry_password() {
             crate::shared::secrets::register(&password);
         }
+        // A chat webhook's path is its credential (Slack's, Discord's):
+        // shown as scheme and host only.
+        for notify in &self.notify {
+            if let Ok(url) = url::Url::parse(&notify.webhook)
+                && !matches!(url.path(), "" | "/")
+            {
+                crate::shared::secrets::register(url.path());
+            }
+        }
     }
 
     /// The app containers' environment from `env_file` and `app_env`, with
@@ -839,6 +878,31 @@ impl StackConfig {
             return Err(ConfigError(format!(
                 "{origin}: public_address '{}' is not IP:PORT",
                 self.public_address
+            )));
+        }
+        for (index, notify) in self.notify.iter().enumerate() {
+            if !(notify.webhook.starts_with("http://") || notify.webhook.starts_with("https://"))
+                || url::Url::parse(&notify.webhook).is_err()
+            {
+                return Err(ConfigError(format!(
+                    "{origin}: notify[{index}].webhook '{}' is not an http(s) URL",
+                    crate::shared::input::masked_url(&notify.webhook)
+                )));
+            }
+            if let Some(event) = notify
+                .events
+                .iter()
+                .find(|event| !NOTIFY_EVENTS.contains(&event.as_str()))
+            {
+                return Err(ConfigError(format!(
+                    "{origin}: notify[{index}].events: '{event}' is not one of {}",
+                    NOTIFY_EVENTS.join(", ")
+                )));
+            }
+        }
+        if self.hooks.timeout == Some(0) {
+            return Err(ConfigError(format!(
+                "{origin}: hooks.timeout must be at least 1 second"
             )));
         }
         if let Some(http) = &self.http_address {
