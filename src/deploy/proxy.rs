@@ -85,6 +85,29 @@ pub fn published_ports(config: &StackConfig) -> HashMap<String, Option<Vec<PortB
     bindings
 }
 
+/// How the ports an Nginx container publishes differ from what wsctl.yaml
+/// wants (TLS turned on or off, another address), in one line that says
+/// what fixes it; `None` when they agree.
+pub fn ports_drift(config: &StackConfig, nginx: &docker::ContainerInfo) -> Option<String> {
+    let wanted = docker::published(Some(published_ports(config)));
+    if nginx.published == wanted {
+        return None;
+    }
+    let show = |ports: &std::collections::BTreeMap<String, String>| {
+        ports
+            .iter()
+            .map(|(port, address)| format!("{address} -> {port}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "publishes {}, wsctl.yaml wants {} (tls:, public_address, http_address): \
+         `wsctl deploy --proxy` replaces it",
+        show(&nginx.published),
+        show(&wanted)
+    ))
+}
+
 /// A container of the stack besides the app (Nginx, Redis), as `status`
 /// shows it: `drift` says why it differs from wsctl.yaml (null: it does
 /// not).
@@ -116,22 +139,7 @@ pub async fn drift(stack: &Stack) -> anyhow::Result<(Component, RedisView)> {
     if nginx.drift.is_none()
         && let Some(info) = docker::inspect(&stack.docker, &config.name("nginx")).await?
     {
-        let wanted = docker::published(Some(published_ports(config)));
-        if info.published != wanted {
-            let show = |ports: &std::collections::BTreeMap<String, String>| {
-                ports
-                    .iter()
-                    .map(|(port, address)| format!("{address} -> {port}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            nginx.drift = Some(format!(
-                "publishes {}, wsctl.yaml wants {} (tls, public_address, http_address): \
-                 `wsctl deploy --proxy` replaces it",
-                show(&info.published),
-                show(&wanted)
-            ));
-        }
+        nginx.drift = ports_drift(config, &info);
     }
     if nginx.drift.is_none()
         && let Some(workers) = nginx::running_workers(stack).await

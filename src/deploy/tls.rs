@@ -287,22 +287,8 @@ async fn check_ports(stack: &Stack) -> anyhow::Result<()> {
     let Some(info) = docker::inspect(&stack.docker, &nginx).await? else {
         return Ok(());
     };
-    let wanted = docker::published(Some(super::proxy::published_ports(&stack.config)));
-    if info.published != wanted {
-        let show = |ports: &std::collections::BTreeMap<String, String>| {
-            ports
-                .iter()
-                .map(|(port, address)| format!("{address} -> {port}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(DeployError::Usage(format!(
-            "{nginx} publishes {}, wsctl.yaml wants {} (tls:, public_address, \
-             http_address): `wsctl deploy --proxy` replaces it",
-            show(&info.published),
-            show(&wanted)
-        ))
-        .into());
+    if let Some(drift) = super::proxy::ports_drift(&stack.config, &info) {
+        return Err(DeployError::Usage(format!("{nginx} {drift}")).into());
     }
     Ok(())
 }
