@@ -95,6 +95,27 @@ async fn wss_rides_deploys_rotates_under_open_sockets_and_refuses_bad_files() {
     let status = stack.status_json();
     assert_eq!(status["live"], "blue", "{status}");
     assert_eq!(served_serial(&stack.public), "1001");
+    // The key in the Nginx container is readable by root (Nginx's master) alone.
+    let copied = Command::new("docker")
+        .args([
+            "cp",
+            &format!("{}nginx:/etc/nginx/conf.d/tls-key.pem", stack.prefix),
+            "-",
+        ])
+        .output()
+        .expect("docker cp");
+    assert!(copied.status.success(), "{}", explain(&copied));
+    let mut archive = tar::Archive::new(copied.stdout.as_slice());
+    let mode = archive
+        .entries()
+        .expect("a tar stream")
+        .next()
+        .expect("the key")
+        .expect("an entry")
+        .header()
+        .mode()
+        .expect("a mode");
+    assert_eq!(mode & 0o777, 0o600, "the key's mode is {mode:o}");
 
     // Plain HTTP on http_address answers with a redirect to https://.
     let plain = reqwest::Client::builder()

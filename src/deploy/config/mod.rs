@@ -1228,6 +1228,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_host_gets_its_own_certificate_or_the_stacks_and_http_address_needs_tls() {
+        let yaml = "redis_url: \"redis://10.9.0.1:6379/0\"\n\
+            tls: {certificate: all.pem, key: all.key}\n\
+            hosts:\n\
+            \x20 - {name: a, docker_host: \"unix:///s\", public_address: \"127.0.0.1:443\"}\n\
+            \x20 - {name: b, docker_host: \"unix:///t\", public_address: \"127.0.0.2:443\", \
+            tls: {certificate: b.pem, key: b.key, hsts: true}}\n";
+        let config = StackConfig::parse(yaml, "w").unwrap();
+        let a = config.for_host(&config.hosts[0]);
+        let b = config.for_host(&config.hosts[1]);
+        assert_eq!(
+            a.tls.as_ref().map(|tls| tls.certificate.clone()),
+            Some("all.pem".into())
+        );
+        assert_eq!(
+            b.tls.as_ref().map(|tls| tls.certificate.clone()),
+            Some("b.pem".into())
+        );
+        assert!(b.tls.as_ref().is_some_and(|tls| tls.hsts));
+        assert_eq!(b.public_url(), "https://127.0.0.2:443");
+        let error = StackConfig::parse("http_address: \"127.0.0.1:80\"\n", "w")
+            .unwrap_err()
+            .0;
+        assert!(error.contains("needs tls"), "{error}");
+    }
+
+    #[test]
     fn no_file_means_defaults_and_the_init_file_is_the_defaults() {
         let defaults = StackConfig::default();
         let init = StackConfig::parse(INIT_FILE, "wsctl.yaml").unwrap();
