@@ -30,7 +30,7 @@ pub fn tls(args: TlsArgs) -> anyhow::Result<()> {
     let TlsCommand::Reload { lock_wait } = &args.command;
     let json = args.stack.json;
     on_each_stack(&args.stack, lock_wait.duration(), false, async |stack| {
-        let reloaded = deploy::tls::reload(stack).await?;
+        let reloaded = deploy::tls_reload::reload(stack).await?;
         if json {
             let mut event = serde_json::to_value(&reloaded)?;
             event["event"] = "tls".into();

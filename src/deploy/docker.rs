@@ -75,7 +75,7 @@ impl Endpoint {
                 )
             }
             Some("tcp") | Some("http") => Docker::connect_with_http(host, TIMEOUT_SECONDS, version),
-            Some("ssh") if ssh_port_given(host) => {
+            Some("ssh") if crate::deploy::config::ssh_port_given(host) => {
                 return Err(format!(
                     "{host} names a port, which bollard 0.21's ssh client drops; name it in \
                      ~/.ssh/config (Host NAME, HostName, Port) and use ssh://user@NAME"
@@ -88,20 +88,6 @@ impl Endpoint {
             _ => return Err("not a unix://, tcp:// or ssh:// address".into()),
         };
         made.map_err(|error| error.to_string())
-    }
-}
-
-/// `ssh://user@host:PORT`: bollard 0.21 hands `user@host:PORT` to `ssh` as
-/// a host name, which no ssh resolves (fixed upstream in bollard#730, not
-/// released yet). An IPv6 host in brackets without a port is fine.
-pub fn ssh_port_given(docker_host: &str) -> bool {
-    let authority = docker_host.trim_start_matches("ssh://");
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    match host.strip_prefix('[') {
-        Some(bracketed) => bracketed
-            .split_once(']')
-            .is_some_and(|(_, rest)| rest.starts_with(':')),
-        None => host.contains(':'),
     }
 }
 

@@ -287,7 +287,7 @@ impl Engine for Stack {
     }
 
     async fn prepare_edge(&self) -> anyhow::Result<()> {
-        super::tls::prepare_edge(self).await
+        proxy::prepare_edge(self).await
     }
 
     async fn serving(&self) -> anyhow::Result<Serving> {

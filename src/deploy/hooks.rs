@@ -9,46 +9,15 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use super::journal::{Outcome, Run};
+use super::journal::{HookRun, Outcome, Run};
 use super::state::Action;
 use crate::deploy::config::{HOOK_TIMEOUT, StackConfig};
 use crate::shared::secrets::mask;
 
 /// Lines of a hook's output kept in the journal (all of it is shown).
 const KEPT_LINES: usize = 20;
-
-/// One hook run, as the journal keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HookRun {
-    /// `pre_deploy`, `post_deploy`, `on_failure`, ...
-    pub hook: String,
-    /// `None` when it was killed at its timeout or could not start.
-    pub exit_code: Option<i32>,
-    pub seconds: f64,
-    #[serde(default)]
-    pub timed_out: bool,
-    /// Its last lines of output (stdout and stderr), secrets masked.
-    pub output: String,
-}
-
-impl HookRun {
-    pub fn ok(&self) -> bool {
-        self.exit_code == Some(0)
-    }
-
-    /// One line: `pre_deploy exited 3 after 0.1 s`.
-    pub fn describe(&self) -> String {
-        let how = match (self.timed_out, self.exit_code) {
-            (true, _) => "was killed at its timeout".to_string(),
-            (false, Some(code)) => format!("exited {code}"),
-            (false, None) => "could not run".to_string(),
-        };
-        format!("{} hook {how} after {:.1} s", self.hook, self.seconds)
-    }
-}
 
 /// The hook that runs before `action`, if wsctl.yaml names one.
 pub fn pre(config: &StackConfig, action: Action) -> Option<(&'static str, &str)> {

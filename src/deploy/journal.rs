@@ -103,7 +103,7 @@ pub struct Run {
     pub reloads: Vec<Reload>,
     /// The hooks of wsctl.yaml that ran for it (`hooks:`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<super::hooks::HookRun>,
+    pub hooks: Vec<HookRun>,
     /// Records written so far (the journal's sequence number).
     #[serde(default)]
     pub seq: u32,
@@ -122,6 +122,36 @@ pub struct Reload {
     /// old workers' clients with goodbye.
     #[serde(default)]
     pub moved: bool,
+}
+
+/// One hook run, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRun {
+    /// `pre_deploy`, `post_deploy`, `on_failure`, ...
+    pub hook: String,
+    /// `None` when it was killed at its timeout or could not start.
+    pub exit_code: Option<i32>,
+    pub seconds: f64,
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Its last lines of output (stdout and stderr), secrets masked.
+    pub output: String,
+}
+
+impl HookRun {
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// One line: `pre_deploy exited 3 after 0.1 s`.
+    pub fn describe(&self) -> String {
+        let how = match (self.timed_out, self.exit_code) {
+            (true, _) => "was killed at its timeout".to_string(),
+            (false, Some(code)) => format!("exited {code}"),
+            (false, None) => "could not run".to_string(),
+        };
+        format!("{} hook {how} after {:.1} s", self.hook, self.seconds)
+    }
 }
 
 impl Run {

@@ -71,6 +71,7 @@ mod state;
 mod status;
 mod steps;
 pub mod tls;
+pub mod tls_reload;
 mod upstream;
 mod wait;
 

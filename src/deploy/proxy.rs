@@ -285,3 +285,30 @@ pub async fn put_back(stack: &Stack) -> anyhow::Result<()> {
     docker::rename(&stack.docker, &old, &name).await?;
     docker::start(&stack.docker, &name).await
 }
+
+/// The edge ready for `tls:` before a command that moves traffic (see
+/// `Engine::prepare_edge`): the ports it publishes are the ones wsctl.yaml
+/// wants, and it holds the current certificate. Nothing to do without `tls:`.
+pub async fn prepare_edge(stack: &Stack) -> anyhow::Result<()> {
+    if stack.config.tls.is_none() {
+        return Ok(());
+    }
+    check_ports(stack).await?;
+    let nginx = stack.config.name("nginx");
+    if nginx::install_tls(stack, &nginx).await? == Some(super::tls::Synced::Uploaded) {
+        nginx::reload(stack).await?;
+    }
+    Ok(())
+}
+
+/// Refuses an Nginx that publishes other ports than wsctl.yaml wants.
+pub async fn check_ports(stack: &Stack) -> anyhow::Result<()> {
+    let nginx = stack.config.name("nginx");
+    let Some(info) = docker::inspect(&stack.docker, &nginx).await? else {
+        return Ok(());
+    };
+    if let Some(drift) = ports_drift(&stack.config, &info) {
+        return Err(DeployError::Usage(format!("{nginx} {drift}")).into());
+    }
+    Ok(())
+}

@@ -433,7 +433,7 @@ async fn pre_hook<E: Engine>(
 }
 
 /// A hook's run for people (its output, indented) or as a `hook` event.
-fn show_hook(events: &mut super::Events, hook: &hooks::HookRun) {
+fn show_hook(events: &mut super::Events, hook: &super::journal::HookRun) {
     if events.is_json() {
         let mut event = serde_json::to_value(hook).unwrap_or_default();
         event["event"] = "hook".into();

@@ -298,6 +298,20 @@ pub struct Host {
     pub tls: Option<Tls>,
 }
 
+/// `ssh://user@host:PORT`: bollard 0.21 hands `user@host:PORT` to `ssh` as
+/// a host name, which no ssh resolves (fixed upstream in bollard#730, not
+/// released yet). An IPv6 host in brackets without a port is fine.
+pub fn ssh_port_given(docker_host: &str) -> bool {
+    let authority = docker_host.trim_start_matches("ssh://");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    match host.strip_prefix('[') {
+        Some(bracketed) => bracketed
+            .split_once(']')
+            .is_some_and(|(_, rest)| rest.starts_with(':')),
+        None => host.contains(':'),
+    }
+}
+
 /// The most replicas a colour may have.
 pub const MAX_REPLICAS: usize = 64;
 
@@ -1153,7 +1167,7 @@ impl StackConfig {
                     host.docker_host
                 ));
             }
-            if scheme == "ssh" && crate::deploy::docker::ssh_port_given(&host.docker_host) {
+            if scheme == "ssh" && ssh_port_given(&host.docker_host) {
                 return fail(format!(
                     "{at}: docker_host '{}' names a port, which bollard 0.21's ssh client \
                      drops; name it in ~/.ssh/config (Host NAME, HostName, Port) and use \
