@@ -33,8 +33,12 @@
 //!   (bollard), one `connect()`; `image.rs`: `wsctl build`;
 //!   `registry.rs`: credentials for pulls and pushes.
 //! - `analysis.rs`: a canary's (and `--watch`'s) metric analysis.
-//! - `proxy.rs`: the Nginx container, drift from wsctl.yaml, and the steps
-//!   of `deploy --proxy`.
+//! - `proxy.rs`: the Nginx container, drift from wsctl.yaml (its image,
+//!   its ports), the edge's preflight, and the steps of `deploy --proxy`.
+//! - `tls.rs`: the certificate and key of `tls:`, checked and uploaded;
+//!   `tls_reload.rs`: `wsctl tls reload`.
+//! - `hooks.rs`: the commands of `hooks:` around a run; `notify.rs`: the
+//!   webhooks of `notify:`.
 //!
 //! This file holds the stack handle and the commands that do not move
 //! traffic (prune, history, the manual lock). Nothing here assumes the
@@ -350,22 +354,7 @@ async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<
     let mut created: Vec<String> = Vec::new();
     let network_existed = docker::network_exists(&stack.docker, &network).await?;
     docker::ensure_network(&stack.docker, &network).await?;
-    let mut started = start_components(stack, &network, &mut created).await;
-    // A TLS listener for a new Nginx, or new files for one that runs: a
-    // deploy rotates a changed certificate as `wsctl tls reload` does.
-    if started.is_ok()
-        && nginx::install_tls(stack, &config.name("nginx"))
-            .await
-            .map_or_else(
-                |error| {
-                    started = Err(error);
-                    false
-                },
-                |synced| synced == Some(tls::Synced::Uploaded),
-            )
-    {
-        started = nginx::reload(stack).await;
-    }
+    let started = start_components(stack, &network, &mut created).await;
     let Err(error) = started else {
         return Ok(());
     };

@@ -91,6 +91,16 @@ async fn wss_rides_deploys_rotates_under_open_sockets_and_refuses_bad_files() {
         "{}",
         explain(&refused)
     );
+    // Refused with nothing changed: the plain public address still serves.
+    let plain_answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("http://{}/healthz", stack.public))
+        .send()
+        .await
+        .expect("the plain public address answers");
+    assert_eq!(plain_answer.status(), 200, "the refusal changed Nginx");
     stack.wsctl_ok(&["deploy", "--proxy"]);
     let status = stack.status_json();
     assert_eq!(status["live"], "blue", "{status}");
