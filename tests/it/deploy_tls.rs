@@ -2,7 +2,7 @@
 //! Debian's openssl: a deploy with `tls:`, 30 clients over `wss://` riding
 //! a deploy and a rollback, `http_address` redirecting, a certificate
 //! rotated under 30 open sockets with `wsctl tls reload`, `smoke` and
-//! `bench` over TLS with `--ca`, and a mismatched
+//! `bench` over TLS with `--ca`, a deploy that rotates on its way, and a mismatched
 //! key, an expired certificate and a garbage file each refused with
 //! nothing changed.
 
@@ -239,4 +239,10 @@ async fn wss_rides_deploys_rotates_under_open_sockets_and_refuses_bad_files() {
         assert_eq!(containers(&stack), before, "a refusal changed the stack");
         assert_eq!(served_serial(&stack.public), "1002");
     }
+
+    // A deploy rotates on its way, as `tls reload` does.
+    stack.write_config(&tls_yaml(&cert_a, &key_a, &http));
+    stack.wsctl_ok(&["deploy"]);
+    assert_eq!(served_serial(&stack.public), "1001");
+    assert_eq!(stack.status_json()["live"], "green");
 }
