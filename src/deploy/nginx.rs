@@ -446,7 +446,6 @@ async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {
 pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Result<()> {
     let client = client(stack)?;
     let tally = std::cell::RefCell::new(VerifyTally::default());
-    let streak_since = std::cell::Cell::new(tokio::time::Instant::now());
     let verified = poll_until(VERIFY_TIMEOUT, VERIFY_INTERVAL, || async {
         let seen = look(stack, &client).await;
         let mut tally = tally.borrow_mut();
@@ -457,9 +456,6 @@ pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Re
             return Check::Pending(String::new());
         }
         let good = matches!(&seen, Some(Look { loaded: Some(loaded), answered_by: Some(by), .. }) if *loaded == color && *by == color);
-        if !good || tally.in_a_row == 0 {
-            streak_since.set(tokio::time::Instant::now());
-        }
         match seen {
             _ if good => tally.good(),
             Some(look) => tally.miss(format!(
@@ -469,7 +465,7 @@ pub async fn verify(stack: &Stack, color: Color, steady: Duration) -> anyhow::Re
             )),
             None => tally.miss("no answer".into()),
         }
-        if tally.in_a_row >= VERIFY_IN_A_ROW && streak_since.get().elapsed() >= steady {
+        if tally.in_a_row >= VERIFY_IN_A_ROW && tally.good_for(steady) {
             Check::Ready(())
         } else {
             Check::Pending(String::new())
@@ -495,6 +491,8 @@ struct VerifyTally {
     looks: u32,
     good: u32,
     in_a_row: u32,
+    /// When the current run of good looks began.
+    streak_since: Option<tokio::time::Instant>,
     longest_streak: u32,
     /// Looks that Nginx's per-address limits answered with 429.
     limited: u32,
@@ -503,6 +501,9 @@ struct VerifyTally {
 
 impl VerifyTally {
     fn good(&mut self) {
+        if self.in_a_row == 0 {
+            self.streak_since = Some(tokio::time::Instant::now());
+        }
         self.looks += 1;
         self.good += 1;
         self.in_a_row += 1;
@@ -512,7 +513,14 @@ impl VerifyTally {
     fn miss(&mut self, why: String) {
         self.looks += 1;
         self.in_a_row = 0;
+        self.streak_since = None;
         *self.misses.entry(why).or_default() += 1;
+    }
+
+    /// The current run of good looks has lasted `steady` (a miss ends it).
+    fn good_for(&self, steady: Duration) -> bool {
+        self.streak_since
+            .is_some_and(|since| since.elapsed() >= steady)
     }
 
     fn describe(&self, steady: Duration) -> String {
