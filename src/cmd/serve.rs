@@ -91,6 +91,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_SESSIONS", default_value = "100000",
           value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
     max_sessions: usize,
+    /// Seconds a message id is remembered after its first use in a session:
+    /// a frame repeating it within the window counts nothing.
+    #[arg(long, env = "DEDUPE_WINDOW", default_value = "300", value_name = "SECONDS",
+          value_parser = input::parse_seconds, allow_negative_numbers = true)]
+    dedupe_window: std::time::Duration,
+    /// Message ids one session keeps at most (the oldest are forgotten first).
+    #[arg(long, env = "DEDUPE_MAX_IDS", default_value = "1000",
+          value_parser = |raw: &str| input::parse_count(raw, 1), allow_negative_numbers = true)]
+    dedupe_max_ids: usize,
 }
 
 impl ServeArgs {
@@ -128,6 +137,10 @@ impl ServeArgs {
             broadcast_max_size: self.broadcast_max_size,
             broadcast_require_auth: self.broadcast_require_auth,
             max_sessions: self.max_sessions,
+            dedupe: config::Dedupe {
+                window: self.dedupe_window,
+                max_ids: self.dedupe_max_ids,
+            },
         }
         .validate()
     }

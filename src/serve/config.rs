@@ -64,6 +64,17 @@ pub struct ServeConfig {
     /// Sessions the embedded layer keeps; when full, the least recently
     /// active session without a live connection is evicted.
     pub max_sessions: usize,
+    /// How long message ids are remembered (`DEDUPE_WINDOW`) and how many
+    /// per session (`DEDUPE_MAX_IDS`).
+    pub dedupe: Dedupe,
+}
+
+/// How message ids are remembered: for `window` after their first use in a
+/// session, at most `max_ids` per session (the oldest are forgotten first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dedupe {
+    pub window: Duration,
+    pub max_ids: usize,
 }
 
 /// Broadcasts a connection may send at once after a quiet spell.
@@ -99,6 +110,10 @@ impl Default for ServeConfig {
             broadcast_max_size: 4096,
             broadcast_require_auth: false,
             max_sessions: 100_000,
+            dedupe: Dedupe {
+                window: Duration::from_secs(300),
+                max_ids: 1000,
+            },
         }
     }
 }

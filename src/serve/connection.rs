@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 use uuid::Uuid;
 
-use super::backend::OpenedSession;
+use super::backend::{Counted, OpenedSession, Unavailable};
 use super::frames::{
     ClientRequest, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame, seconds_number,
 };
@@ -127,6 +127,7 @@ impl ChatConnection {
             color: &config.color,
             version: VERSION,
             heartbeat_interval: seconds_number(config.heartbeat_interval),
+            dedupe_window: seconds_number(config.dedupe.window),
         };
         if self.send_frame(&greeting).await.is_err() {
             return;
@@ -207,28 +208,38 @@ impl ChatConnection {
             // tungstenite answers pings itself.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Flow::Continue,
         };
+        let request = match parse_client_frame(&text) {
+            Ok(request) => request,
+            Err(refusal) => {
+                if !self.bucket.try_take(received) {
+                    return self.rate_limited(refusal.id.as_deref()).await;
+                }
+                self.state.metrics.frame("invalid", "in");
+                return self
+                    .refuse(refusal.code, &refusal.detail, refusal.id.as_deref())
+                    .await;
+            }
+        };
+        let id = request.id();
         if !self.bucket.try_take(received) {
-            return self
-                .refuse(
-                    ErrorCode::RateLimited,
-                    "rate limit exceeded; message dropped",
-                )
-                .await;
+            return self.rate_limited(id).await;
         }
-        match parse_client_frame(&text) {
-            Ok(ClientRequest::Message(value)) => {
+        match &request {
+            ClientRequest::Message(counted) => {
                 self.state.metrics.message_in.inc();
-                let count = match self.state.backend.increment(self.session).await {
-                    Ok(count) => count,
-                    Err(error) => return self.unavailable(error).await,
+                let answer = match self.state.backend.increment(self.session, id, None).await {
+                    Ok(answer) => answer,
+                    Err(error) => return self.unavailable(error, id).await,
                 };
-                self.counted(count);
+                self.counted(answer);
                 let timestamp = crate::shared::time::now_rfc3339();
                 let reply = ServerFrame::MessageResponse {
-                    count,
-                    message: value,
+                    count: answer.count,
+                    message: counted.message,
                     connection_id: self.id,
                     timestamp: &timestamp,
+                    id,
+                    duplicate: id.map(|_| answer.duplicate),
                 };
                 if self.send_frame(&reply).await.is_err() {
                     return Flow::Stop;
@@ -240,43 +251,58 @@ impl ChatConnection {
                     .observe(received.elapsed().as_secs_f64());
                 Flow::Continue
             }
-            Ok(ClientRequest::Broadcast(value)) => {
+            ClientRequest::Broadcast(counted) => {
                 self.state.metrics.broadcast_in.inc();
-                if let Err((code, detail)) = self.broadcast_allowed(value, received) {
-                    return self.refuse(code, detail).await;
+                if let Err((code, detail)) = self.broadcast_allowed(counted.message, received) {
+                    return self.refuse(code, detail, id).await;
                 }
                 let timestamp = crate::shared::time::now_rfc3339();
                 let frame = ServerFrame::Broadcast {
                     from: self.id,
-                    message: value,
+                    message: counted.message,
                     timestamp: &timestamp,
+                    id,
                 };
-                let counted = self
+                let counted_broadcast = self
                     .state
                     .backend
-                    .increment_and_broadcast(self.session, frame.to_json())
+                    .increment(self.session, id, Some(frame.to_json()))
                     .await;
-                match counted {
-                    Ok(count) => self.counted(count),
-                    Err(error) => return self.unavailable(error).await,
-                }
+                let answer = match counted_broadcast {
+                    Ok(answer) => answer,
+                    Err(error) => return self.unavailable(error, id).await,
+                };
+                self.counted(answer);
                 // The sender's answer is its own copy of the broadcast,
-                // which arrives through the hub like everyone else's.
+                // which arrives through the hub like everyone else's. A
+                // frame with an id is also answered like a message, so that
+                // its sender learns the count (and, for a resend, that it
+                // was a duplicate and nobody got it twice).
+                if id.is_some() {
+                    let reply = ServerFrame::MessageResponse {
+                        count: answer.count,
+                        message: counted.message,
+                        connection_id: self.id,
+                        timestamp: &timestamp,
+                        id,
+                        duplicate: Some(answer.duplicate),
+                    };
+                    if self.send_frame(&reply).await.is_err() {
+                        return Flow::Stop;
+                    }
+                    self.state.metrics.message_response_out.inc();
+                }
                 self.state
                     .metrics
                     .message_duration
                     .observe(received.elapsed().as_secs_f64());
                 Flow::Continue
             }
-            Ok(ClientRequest::Bye) => {
+            ClientRequest::Bye => {
                 self.state.metrics.bye_in.inc();
                 self.goodbye(GoodbyeReason::ClientRequest, CloseCode::Normal)
                     .await;
                 Flow::Stop
-            }
-            Err(refusal) => {
-                self.state.metrics.frame("invalid", "in");
-                self.refuse(refusal.code, &refusal.detail).await
             }
         }
     }
@@ -311,9 +337,13 @@ impl ChatConnection {
         Ok(())
     }
 
-    fn counted(&mut self, count: u64) {
-        self.last_count = count;
-        self.state.metrics.counted_in.inc();
+    fn counted(&mut self, answer: Counted) {
+        self.last_count = self.last_count.max(answer.count);
+        if answer.duplicate {
+            self.state.metrics.duplicates_in.inc();
+        } else {
+            self.state.metrics.counted_in.inc();
+        }
     }
 
     /// A binary frame still spends a token, so that a flood of them is
@@ -325,29 +355,51 @@ impl ChatConnection {
         detail: &str,
     ) -> Flow {
         if !self.bucket.try_take(received) {
-            return self
-                .refuse(
-                    ErrorCode::RateLimited,
-                    "rate limit exceeded; message dropped",
-                )
-                .await;
+            return self.rate_limited(None).await;
         }
-        self.refuse(code, detail).await
+        self.refuse(code, detail, None).await
     }
 
-    async fn unavailable(&mut self, error: super::backend::Unavailable) -> Flow {
-        tracing::warn!(%error, "message not counted");
+    async fn rate_limited(&mut self, id: Option<&str>) -> Flow {
         self.refuse(
+            ErrorCode::RateLimited,
+            "rate limit exceeded; message dropped",
+            id,
+        )
+        .await
+    }
+
+    async fn unavailable(&mut self, error: Unavailable, id: Option<&str>) -> Flow {
+        tracing::warn!(%error, "message not counted");
+        self.send_error(
             ErrorCode::Unavailable,
             "the session store is unavailable; the message was not counted, send it again later",
+            id,
+            Some(true),
         )
         .await
     }
 
     /// Sends an `error` frame; the connection stays open.
-    async fn refuse(&mut self, code: ErrorCode, detail: &str) -> Flow {
+    async fn refuse(&mut self, code: ErrorCode, detail: &str, id: Option<&str>) -> Flow {
+        self.send_error(code, detail, id, None).await
+    }
+
+    async fn send_error(
+        &mut self,
+        code: ErrorCode,
+        detail: &str,
+        id: Option<&str>,
+        retry: Option<bool>,
+    ) -> Flow {
         self.state.metrics.error(code.as_str());
-        match self.send_frame(&ServerFrame::Error { code, detail }).await {
+        let frame = ServerFrame::Error {
+            code,
+            detail,
+            id,
+            retry,
+        };
+        match self.send_frame(&frame).await {
             Ok(()) => Flow::Continue,
             Err(()) => Flow::Stop,
         }

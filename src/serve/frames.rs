@@ -3,6 +3,13 @@
 //!
 //! The client's `message` value travels as a borrowed [`RawValue`]: it is
 //! echoed byte for byte ("unchanged") and never re-encoded.
+//!
+//! A `message` or `broadcast` frame may carry an `id` (1 to 64 characters)
+//! that makes a resend harmless: the backend stores it with the count, and
+//! every reply to a frame with an id echoes it. Replies to frames without
+//! one have no `id` and no `duplicate` field, exactly as before ids existed.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -21,17 +28,27 @@ pub enum ServerFrame<'a> {
         version: &'a str,
         /// Whole seconds as an integer, fractions as a float.
         heartbeat_interval: serde_json::Number,
+        /// Seconds a message id is remembered (`DEDUPE_WINDOW`).
+        dedupe_window: serde_json::Number,
     },
     MessageResponse {
         count: u64,
         message: &'a RawValue,
         connection_id: Uuid,
         timestamp: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        /// Present exactly when `id` is: the id was seen before, nothing
+        /// was counted, `count` is the original answer's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duplicate: Option<bool>,
     },
     Broadcast {
         from: Uuid,
         message: &'a RawValue,
         timestamp: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
     },
     Heartbeat {
         timestamp: &'a str,
@@ -45,6 +62,13 @@ pub enum ServerFrame<'a> {
     Error {
         code: ErrorCode,
         detail: &'a str,
+        /// The refused frame's id, when it had a valid one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        /// `true` on `unavailable`: nothing was counted, send the same
+        /// frame again (with its id, a resend can never count twice).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry: Option<bool>,
     },
 }
 
@@ -117,31 +141,72 @@ impl ErrorCode {
     }
 }
 
+/// The longest message id, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
 /// What a client text frame asks for.
 #[derive(Debug)]
 pub enum ClientRequest<'a> {
     /// `{"type": "message", "message": ...}` or the classic `{"message": ...}`.
-    Message(&'a RawValue),
+    Message(Counted<'a>),
     /// `{"type": "broadcast", "message": ...}`.
-    Broadcast(&'a RawValue),
+    Broadcast(Counted<'a>),
     /// `{"type": "bye"}`.
     Bye,
 }
 
-/// A refused client frame: the `error` code and a sentence for `detail`.
+impl ClientRequest<'_> {
+    /// The frame's message id, when it gave one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ClientRequest::Message(counted) | ClientRequest::Broadcast(counted) => {
+                counted.id.as_deref()
+            }
+            ClientRequest::Bye => None,
+        }
+    }
+}
+
+/// A frame that counts: its value, and the sender's id when it gave one.
+#[derive(Debug)]
+pub struct Counted<'a> {
+    pub message: &'a RawValue,
+    pub id: Option<Cow<'a, str>>,
+}
+
+/// A refused client frame: the `error` code, a sentence for `detail`, and
+/// the frame's id when it had a valid one (echoed in the `error`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub code: ErrorCode,
     pub detail: String,
+    pub id: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct RawClientFrame<'a> {
     #[serde(rename = "type", default, borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
     /// `Some` whenever the field is present, `null` included.
     #[serde(default, borrow, deserialize_with = "present")]
     message: Option<&'a RawValue>,
+    /// Any JSON value here: a wrong one is refused by name, not as a frame
+    /// that is no object.
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+}
+
+/// A message id: a JSON string of 1 to [`MAX_ID_CHARS`] characters.
+fn message_id(raw: &RawValue) -> Result<Cow<'_, str>, Refusal> {
+    let id: Result<Cow<str>, _> = serde_json::from_str(raw.get());
+    match id {
+        Ok(id) if (1..=MAX_ID_CHARS).contains(&id.chars().count()) => Ok(id),
+        _ => Err(Refusal {
+            code: ErrorCode::InvalidMessage,
+            detail: format!("\"id\" must be a string of 1 to {MAX_ID_CHARS} characters"),
+            id: None,
+        }),
+    }
 }
 
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -153,10 +218,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, Refusal> {
     let not_json = |error: serde_json::Error| Refusal {
         code: ErrorCode::InvalidJson,
         detail: format!("the frame is not valid JSON: {error}"),
+        id: None,
     };
     let not_an_object = || Refusal {
         code: ErrorCode::InvalidMessage,
         detail: "a frame must be a JSON object with a string \"type\"".into(),
+        id: None,
     };
     // serde would read `null` as an object of defaults, and stops at the
     // first data error without looking at the rest of the text: a frame
@@ -175,23 +242,25 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, Refusal> {
             not_json(error)
         }
     })?;
-    let missing_message = |kind: &str| Refusal {
-        code: ErrorCode::InvalidMessage,
-        detail: format!("a \"{kind}\" frame needs a \"message\" field"),
+    let counted = |kind: &str| {
+        let id = frame.id.map(message_id).transpose()?;
+        match frame.message {
+            Some(message) => Ok(Counted { message, id }),
+            None => Err(Refusal {
+                code: ErrorCode::InvalidMessage,
+                detail: format!("a \"{kind}\" frame needs a \"message\" field"),
+                id: id.map(Cow::into_owned),
+            }),
+        }
     };
     match frame.kind.as_deref() {
-        None | Some("message") => frame
-            .message
-            .map(ClientRequest::Message)
-            .ok_or_else(|| missing_message("message")),
-        Some("broadcast") => frame
-            .message
-            .map(ClientRequest::Broadcast)
-            .ok_or_else(|| missing_message("broadcast")),
+        None | Some("message") => counted("message").map(ClientRequest::Message),
+        Some("broadcast") => counted("broadcast").map(ClientRequest::Broadcast),
         Some("bye") => Ok(ClientRequest::Bye),
         Some(other) => Err(Refusal {
             code: ErrorCode::InvalidMessage,
             detail: format!("unknown frame type \"{other}\" (expected message, broadcast or bye)"),
+            id: None,
         }),
     }
 }
@@ -206,12 +275,13 @@ mod tests {
 
     #[test]
     fn message_keeps_its_value_byte_for_byte() {
-        let Ok(ClientRequest::Message(raw)) =
+        let Ok(ClientRequest::Message(counted)) =
             parse_client_frame(r#"{"type":"message","message":{"b": 1.50, "a":[1]}}"#)
         else {
             panic!("not a message");
         };
-        assert_eq!(raw.get(), r#"{"b": 1.50, "a":[1]}"#);
+        assert_eq!(counted.message.get(), r#"{"b": 1.50, "a":[1]}"#);
+        assert!(counted.id.is_none());
     }
 
     #[test]
@@ -226,7 +296,7 @@ mod tests {
     fn null_is_a_message_value_but_absence_is_not() {
         assert!(matches!(
             parse_client_frame(r#"{"type":"message","message":null}"#),
-            Ok(ClientRequest::Message(raw)) if raw.get() == "null"
+            Ok(ClientRequest::Message(counted)) if counted.message.get() == "null"
         ));
         assert_eq!(code(r#"{"type":"message"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"broadcast"}"#), ErrorCode::InvalidMessage);
@@ -255,6 +325,43 @@ mod tests {
             parse_client_frame(r#"{"type":"broadcast","message":[1]}"#),
             Ok(ClientRequest::Broadcast(_))
         ));
+    }
+
+    #[test]
+    fn an_id_is_a_string_of_1_to_64_characters() {
+        let id_of = |text: &str| match parse_client_frame(text) {
+            Ok(ClientRequest::Message(counted) | ClientRequest::Broadcast(counted)) => {
+                counted.id.map(Cow::into_owned)
+            }
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(id_of(r#"{"message":1,"id":"a-1"}"#).as_deref(), Some("a-1"));
+        assert_eq!(
+            id_of(r#"{"type":"broadcast","message":1,"id":"\u00e9t\u00e9"}"#).as_deref(),
+            Some("été")
+        );
+        // 64 characters of two bytes each: 128 bytes, still valid.
+        let long = "é".repeat(64);
+        assert!(id_of(&format!(r#"{{"message":1,"id":"{long}"}}"#)).is_some());
+        for bad in [
+            r#"{"message":1,"id":""}"#,
+            r#"{"message":1,"id":7}"#,
+            r#"{"message":1,"id":null}"#,
+            r#"{"message":1,"id":["a"]}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
+        let too_long = "x".repeat(65);
+        assert_eq!(
+            code(&format!(r#"{{"message":1,"id":"{too_long}"}}"#)),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn a_refusal_of_a_frame_with_a_valid_id_echoes_it() {
+        let refusal = parse_client_frame(r#"{"type":"broadcast","id":"k"}"#).unwrap_err();
+        assert_eq!(refusal.id.as_deref(), Some("k"));
     }
 
     #[test]
@@ -319,8 +426,8 @@ mod tests {
                 let kind = if broadcast { "broadcast" } else { "message" };
                 let text = serde_json::json!({"type": kind, "message": value}).to_string();
                 let carried = match parse_client_frame(&text) {
-                    Ok(ClientRequest::Message(raw)) if !broadcast => raw,
-                    Ok(ClientRequest::Broadcast(raw)) if broadcast => raw,
+                    Ok(ClientRequest::Message(counted)) if !broadcast => counted.message,
+                    Ok(ClientRequest::Broadcast(counted)) if broadcast => counted.message,
                     other => return Err(TestCaseError::fail(format!("{text}: {other:?}"))),
                 };
                 prop_assert_eq!(serde_json::from_str::<Value>(carried.get()).unwrap(), value.clone());

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub shutdown_time: Gauge,
     /// Accepted (counted) client messages; `/status` shows it.
     pub counted_in: IntCounter,
+    /// Frames whose id was seen before: answered, not counted.
+    pub duplicates_in: IntCounter,
     pub message_in: IntCounter,
     pub broadcast_in: IntCounter,
     pub bye_in: IntCounter,
@@ -106,6 +108,10 @@ impl Metrics {
             "websocket_counted_messages_total",
             "Client messages accepted and counted into a session",
         )?;
+        let duplicates_in = IntCounter::new(
+            "websocket_duplicate_messages_total",
+            "Client messages whose id the session had seen within DEDUPE_WINDOW: answered with the original count, not counted again",
+        )?;
         let redis_duration = HistogramVec::new(
             HistogramOpts::new(
                 "redis_command_duration_seconds",
@@ -141,6 +147,7 @@ impl Metrics {
         registry.register(Box::new(shutdown_time.clone()))?;
         registry.register(Box::new(app_info.clone()))?;
         registry.register(Box::new(counted_in.clone()))?;
+        registry.register(Box::new(duplicates_in.clone()))?;
         app_info.with_label_values(&[color, version]).set(1);
         // Every error code exists from the start at 0, so that queries and
         // alerts on websocket_errors_total see a series before the first error.
@@ -164,6 +171,7 @@ impl Metrics {
             startup_time,
             shutdown_time,
             counted_in,
+            duplicates_in,
             redis_duration,
             redis_errors,
             redis_clock_offset,

@@ -27,6 +27,7 @@ mod docker_build;
 mod first_hour;
 mod hostile_clients;
 mod image_pull;
+mod message_ids;
 mod monitoring;
 mod nginx_reloads;
 mod operate;

@@ -1,8 +1,8 @@
 //! The embedded backend: each session's message count kept in this process
-//! for `SESSION_TTL` after its last activity, and broadcasts straight into
-//! the local hub.
+//! for `SESSION_TTL` after its last activity, with the message ids it saw
+//! within `DEDUPE_WINDOW`, and broadcasts straight into the local hub.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{Backend, OpenedSession, Unavailable};
+use super::{Backend, Counted, OpenedSession, Unavailable};
+use crate::serve::config::Dedupe;
 use crate::serve::hub::{Hub, HubFrame, HubKind};
 
 /// Counts in this process, behind one mutex (each operation is a hash-map
@@ -25,6 +26,7 @@ use crate::serve::hub::{Hub, HubFrame, HubKind};
 /// whatever a connect/close loop with fresh `session_uuid`s does.
 pub struct MemoryBackend {
     ttl: Duration,
+    dedupe: Dedupe,
     sessions: Mutex<Sessions>,
     hub: Hub,
 }
@@ -38,7 +40,7 @@ struct Sessions {
     max: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Entry {
     count: u64,
     expires_at: Instant,
@@ -46,6 +48,50 @@ struct Entry {
     live: u32,
     /// Its key in `idle` while `live` is 0.
     idle_seq: Option<u64>,
+    /// Message ids, allocated at the session's first id (most clients of
+    /// the counter send none).
+    ids: Option<Box<SeenIds>>,
+}
+
+/// The ids a session used within the dedupe window, with the count each
+/// was answered with.
+#[derive(Debug, Default)]
+struct SeenIds {
+    by_id: HashMap<Arc<str>, (u64, Instant)>,
+    /// First uses, oldest first: the order in which ids are forgotten. An
+    /// id used again after its window has a second, newer record here; the
+    /// older one no longer matches `by_id` and is skipped when it leaves.
+    order: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl SeenIds {
+    /// The count `id` was answered with, if it was first used within the
+    /// window.
+    fn seen(&self, id: &str, now: Instant, window: Duration) -> Option<u64> {
+        self.by_id
+            .get(id)
+            .filter(|(_, first)| now.saturating_duration_since(*first) < window)
+            .map(|(count, _)| *count)
+    }
+
+    /// Records `id` as first used now, answered with `count`, and forgets
+    /// what left the window or exceeds `dedupe.max_ids`.
+    fn remember(&mut self, id: &str, count: u64, now: Instant, dedupe: Dedupe) {
+        let id: Arc<str> = id.into();
+        self.by_id.insert(id.clone(), (count, now));
+        self.order.push_back((now, id));
+        while let Some((first, _)) = self.order.front() {
+            let expired = now.saturating_duration_since(*first) >= dedupe.window;
+            if !expired && self.order.len() <= dedupe.max_ids {
+                break;
+            }
+            if let Some((first, id)) = self.order.pop_front()
+                && self.by_id.get(&id).is_some_and(|(_, at)| *at == first)
+            {
+                self.by_id.remove(&id);
+            }
+        }
+    }
 }
 
 impl Sessions {
@@ -86,10 +132,12 @@ impl Sessions {
             expires_at: now,
             live: 0,
             idle_seq: None,
+            ids: None,
         });
         let known = entry.expires_at > now;
         if !known {
             entry.count = 0;
+            entry.ids = None;
         }
         entry.expires_at = now + ttl;
         (entry, known)
@@ -97,9 +145,10 @@ impl Sessions {
 }
 
 impl MemoryBackend {
-    pub fn new(ttl: Duration, max_sessions: usize, hub: Hub) -> Self {
+    pub fn new(ttl: Duration, max_sessions: usize, dedupe: Dedupe, hub: Hub) -> Self {
         MemoryBackend {
             ttl,
+            dedupe,
             hub,
             sessions: Mutex::new(Sessions {
                 entries: HashMap::new(),
@@ -155,14 +204,34 @@ impl MemoryBackend {
         })
     }
 
-    fn increment_at(&self, session: Uuid, now: Instant) -> u64 {
+    fn increment_at(&self, session: Uuid, id: Option<&str>, now: Instant) -> Counted {
+        let dedupe = self.dedupe;
         self.with_sessions(|sessions| {
             let (entry, _) = sessions.fresh_or_live(session, now, self.ttl);
-            entry.count += 1;
-            let count = entry.count;
+            let original = id.and_then(|id| {
+                let ids = entry.ids.as_ref()?;
+                ids.seen(id, now, dedupe.window)
+            });
+            let counted = match original {
+                Some(count) => Counted {
+                    count,
+                    duplicate: true,
+                },
+                None => {
+                    entry.count += 1;
+                    if let Some(id) = id {
+                        let ids = entry.ids.get_or_insert_with(Box::default);
+                        ids.remember(id, entry.count, now, dedupe);
+                    }
+                    Counted {
+                        count: entry.count,
+                        duplicate: false,
+                    }
+                }
+            };
             sessions.touch(session);
             sessions.enforce_cap();
-            count
+            counted
         })
     }
 
@@ -194,22 +263,23 @@ impl Backend for MemoryBackend {
         Ok(self.open_at(session, Instant::now()))
     }
 
-    async fn increment(&self, session: Uuid) -> Result<u64, Unavailable> {
-        Ok(self.increment_at(session, Instant::now()))
-    }
-
-    async fn increment_and_broadcast(
+    async fn increment(
         &self,
         session: Uuid,
-        frame: String,
-    ) -> Result<u64, Unavailable> {
-        let count = self.increment_at(session, Instant::now());
-        // An error only means no connection is listening right now.
-        let _ = self.hub.send(HubFrame {
-            kind: HubKind::Broadcast,
-            text: frame.into(),
-        });
-        Ok(count)
+        id: Option<&str>,
+        broadcast: Option<String>,
+    ) -> Result<Counted, Unavailable> {
+        let counted = self.increment_at(session, id, Instant::now());
+        if let Some(frame) = broadcast
+            && !counted.duplicate
+        {
+            // An error only means no connection is listening right now.
+            let _ = self.hub.send(HubFrame {
+                kind: HubKind::Broadcast,
+                text: frame.into(),
+            });
+        }
+        Ok(counted)
     }
 
     async fn count(&self, session: Uuid) -> Result<u64, Unavailable> {
@@ -255,9 +325,23 @@ mod tests {
         tokio::sync::broadcast::channel(16).0
     }
 
+    const DEDUPE: Dedupe = Dedupe {
+        window: Duration::from_secs(300),
+        max_ids: 1000,
+    };
+
+    fn store(ttl: Duration, max_sessions: usize) -> MemoryBackend {
+        MemoryBackend::new(ttl, max_sessions, DEDUPE, test_hub())
+    }
+
+    /// Counts a message without an id; its new count.
+    fn bump(store: &MemoryBackend, id: Uuid, now: Instant) -> u64 {
+        store.increment_at(id, None, now).count
+    }
+
     #[test]
     fn a_new_session_starts_at_zero_and_resumes_with_its_count() {
-        let store = MemoryBackend::new(Duration::from_secs(60), 100, test_hub());
+        let store = store(Duration::from_secs(60), 100);
         let id = Uuid::new_v4();
         let now = Instant::now();
         assert_eq!(
@@ -267,8 +351,8 @@ mod tests {
                 resumed: false
             }
         );
-        assert_eq!(store.increment_at(id, now), 1);
-        assert_eq!(store.increment_at(id, now), 2);
+        assert_eq!(bump(&store, id, now), 1);
+        assert_eq!(bump(&store, id, now), 2);
         assert_eq!(
             store.open_at(id, now),
             OpenedSession {
@@ -280,11 +364,11 @@ mod tests {
 
     #[test]
     fn an_expired_session_starts_again() {
-        let store = MemoryBackend::new(Duration::from_secs(60), 100, test_hub());
+        let store = store(Duration::from_secs(60), 100);
         let id = Uuid::new_v4();
         let now = Instant::now();
         store.open_at(id, now);
-        store.increment_at(id, now);
+        bump(&store, id, now);
         let later = now + Duration::from_secs(61);
         assert_eq!(
             store.open_at(id, later),
@@ -297,18 +381,18 @@ mod tests {
 
     #[test]
     fn activity_refreshes_the_ttl() {
-        let store = MemoryBackend::new(Duration::from_secs(60), 100, test_hub());
+        let store = store(Duration::from_secs(60), 100);
         let id = Uuid::new_v4();
         let now = Instant::now();
         store.open_at(id, now);
-        store.increment_at(id, now + Duration::from_secs(50));
+        bump(&store, id, now + Duration::from_secs(50));
         let after_first_ttl = now + Duration::from_secs(100);
         assert_eq!(store.open_at(id, after_first_ttl).count, 1);
     }
 
     #[test]
     fn expiry_evicts_closed_sessions_and_keeps_connected_ones() {
-        let store = MemoryBackend::new(Duration::from_secs(1), 10_000, test_hub());
+        let store = store(Duration::from_secs(1), 10_000);
         let now = Instant::now();
         for _ in 0..1000 {
             let closed = Uuid::new_v4();
@@ -325,18 +409,18 @@ mod tests {
 
     #[test]
     fn a_full_store_evicts_the_least_recently_active_idle_session() {
-        let store = MemoryBackend::new(Duration::from_secs(60), 3, test_hub());
+        let store = store(Duration::from_secs(60), 3);
         let now = Instant::now();
         let [connected, old, young] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
         // `connected` is the oldest but keeps a live connection.
         store.open_at(connected, now);
-        store.increment_at(connected, now);
+        bump(&store, connected, now);
         for id in [old, young] {
             store.open_at(id, now);
-            store.increment_at(id, now);
+            bump(&store, id, now);
             store.release_at(id);
         }
-        store.increment_at(young, now);
+        bump(&store, young, now);
         let newcomer = Uuid::new_v4();
         store.open_at(newcomer, now);
         assert_eq!(store.len(), 3);
@@ -355,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_store_of_live_sessions_grows_past_the_cap_rather_than_drop_one() {
-        let store = MemoryBackend::new(Duration::from_secs(60), 2, test_hub());
+        let store = store(Duration::from_secs(60), 2);
         let now = Instant::now();
         let live: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
         for id in &live {
@@ -371,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_connect_close_loop_stays_within_the_cap() {
-        let store = MemoryBackend::new(Duration::from_secs(3600), 1000, test_hub());
+        let store = store(Duration::from_secs(3600), 1000);
         let now = Instant::now();
         for _ in 0..20_000 {
             let id = Uuid::new_v4();
@@ -379,5 +463,89 @@ mod tests {
             store.release_at(id);
         }
         assert_eq!(store.len(), 1000);
+    }
+
+    #[test]
+    fn a_repeated_id_is_a_duplicate_with_the_original_count_until_its_window_ends() {
+        let window = Duration::from_secs(10);
+        let store = MemoryBackend::new(
+            Duration::from_secs(3600),
+            100,
+            Dedupe {
+                window,
+                max_ids: 100,
+            },
+            test_hub(),
+        );
+        let session = Uuid::new_v4();
+        let now = Instant::now();
+        let first = store.increment_at(session, Some("a"), now);
+        assert_eq!(
+            first,
+            Counted {
+                count: 1,
+                duplicate: false
+            }
+        );
+        assert_eq!(bump(&store, session, now), 2);
+        let again = store.increment_at(session, Some("a"), now + Duration::from_secs(9));
+        assert_eq!(
+            again,
+            Counted {
+                count: 1,
+                duplicate: true
+            }
+        );
+        // Another session's "a" is its own.
+        let other = store.increment_at(Uuid::new_v4(), Some("a"), now);
+        assert_eq!(
+            other,
+            Counted {
+                count: 1,
+                duplicate: false
+            }
+        );
+        // After the window the id counts again, and is remembered anew.
+        let later = now + window;
+        assert_eq!(store.increment_at(session, Some("a"), later).count, 3);
+        let resent = store.increment_at(session, Some("a"), later + Duration::from_secs(1));
+        assert_eq!(
+            resent,
+            Counted {
+                count: 3,
+                duplicate: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_session_keeps_at_most_max_ids_and_forgets_the_oldest() {
+        let store = MemoryBackend::new(
+            Duration::from_secs(3600),
+            100,
+            Dedupe {
+                window: Duration::from_secs(300),
+                max_ids: 3,
+            },
+            test_hub(),
+        );
+        let session = Uuid::new_v4();
+        let now = Instant::now();
+        for id in ["a", "b", "c", "d"] {
+            store.increment_at(session, Some(id), now);
+        }
+        assert!(
+            !store.increment_at(session, Some("a"), now).duplicate,
+            "forgotten"
+        );
+        assert!(
+            store.increment_at(session, Some("d"), now).duplicate,
+            "kept"
+        );
+        let held = store.with_sessions(|sessions| {
+            let ids = sessions.entries[&session].ids.as_ref().unwrap();
+            (ids.by_id.len(), ids.order.len())
+        });
+        assert_eq!(held, (3, 3));
     }
 }

@@ -33,6 +33,17 @@ pub struct OpenedSession {
     pub resumed: bool,
 }
 
+/// What counting a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// The session's count after the message; for a duplicate, the count
+    /// its first use was answered with.
+    pub count: u64,
+    /// Its id was seen in the session within the dedupe window: nothing
+    /// was counted and no broadcast was sent.
+    pub duplicate: bool,
+}
+
 /// The backend could not be reached; the message was not counted.
 #[derive(Debug, thiserror::Error)]
 #[error("session store unavailable: {0}")]
@@ -51,15 +62,19 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Finds the session (refreshing its TTL) or starts it at 0.
     async fn open(&self, session: Uuid) -> Result<OpenedSession, Unavailable>;
-    /// Counts one accepted message, exactly once, and returns the new count.
-    async fn increment(&self, session: Uuid) -> Result<u64, Unavailable>;
-    /// Counts a `broadcast` and sends its frame to every connection of every
-    /// instance, the sender's own included: both or neither.
-    async fn increment_and_broadcast(
+    /// Counts one accepted message exactly once and, for a `broadcast`,
+    /// sends `broadcast` to every connection of every instance, the
+    /// sender's own included: both or neither. With an `id` already used in
+    /// the session within the dedupe window nothing changes: the answer is
+    /// the original count, marked duplicate. The id is stored with the
+    /// count in the same atomic step, so a resend after an answer that was
+    /// lost (or came too late) can never count twice.
+    async fn increment(
         &self,
         session: Uuid,
-        frame: String,
-    ) -> Result<u64, Unavailable>;
+        id: Option<&str>,
+        broadcast: Option<String>,
+    ) -> Result<Counted, Unavailable>;
     /// The session's count now (0 when it is unknown).
     async fn count(&self, session: Uuid) -> Result<u64, Unavailable>;
     /// A connection that opened `session` ended (a backend that bounds its
@@ -79,11 +94,18 @@ pub fn start(
         None => Arc::new(memory::MemoryBackend::new(
             config.session_ttl,
             config.max_sessions,
+            config.dedupe,
             hub.clone(),
         )),
         Some(url) => Arc::new(
-            redis::RedisBackend::new(url, config.redis_cluster, config.session_ttl, metrics)
-                .map_err(|error| ConfigError(format!("REDIS_URL: {error}")))?,
+            redis::RedisBackend::new(
+                url,
+                config.redis_cluster,
+                config.session_ttl,
+                config.dedupe,
+                metrics,
+            )
+            .map_err(|error| ConfigError(format!("REDIS_URL: {error}")))?,
         ),
     };
     backend

@@ -5,6 +5,14 @@
 //! - `wsctl:session:{session_uuid}`: the session's count (a string holding
 //!   an integer), with a TTL of `SESSION_TTL`, refreshed on every open and
 //!   every counted message.
+//! - `{wsctl:session:{session_uuid}}:ids` (a hash: message id to the count
+//!   it was answered with) and `{wsctl:session:{session_uuid}}:id_times` (a
+//!   sorted set: message id by its first use, Redis clock ms): the ids a
+//!   session used within `DEDUPE_WINDOW`, at most `DEDUPE_MAX_IDS`. Their
+//!   hash tag is the whole count key, so on a cluster all three keys live
+//!   in the count key's slot and one script touches them together (the
+//!   count key itself keeps its name: sessions carry on across a deploy
+//!   from a version without ids).
 //! - `wsctl:broadcast`: the pub/sub channel that carries serialized
 //!   `broadcast` frames to every instance.
 //!
@@ -68,7 +76,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{Backend, OpenedSession, Unavailable};
+use super::{Backend, Counted, OpenedSession, Unavailable};
+use crate::serve::config::Dedupe;
 use crate::serve::hub::{Hub, HubFrame, HubKind};
 use crate::serve::metrics::Metrics;
 
@@ -91,6 +100,14 @@ fn session_key(session: Uuid) -> String {
     format!("wsctl:session:{session}")
 }
 
+/// The keys of a session's message ids, in the count key's slot.
+fn id_keys(session: Uuid) -> [String; 2] {
+    [
+        format!("{{wsctl:session:{session}}}:ids"),
+        format!("{{wsctl:session:{session}}}:id_times"),
+    ]
+}
+
 /// KEYS[1] session; ARGV[1] TTL ms. Returns {resumed, count}.
 const OPEN: &str = r"
 local count = redis.call('GET', KEYS[1])
@@ -102,21 +119,51 @@ redis.call('SET', KEYS[1], 0, 'PX', ARGV[1])
 return {0, 0}
 ";
 
-/// KEYS[1] session; ARGV[1] TTL ms, ARGV[2] deadline (Unix ms), ARGV[3]
-/// optional frame to publish on ARGV[4]. Returns the new count, or -1 when
-/// the deadline has passed (nothing changed).
+/// KEYS[1] session, KEYS[2] and KEYS[3] its ids (only with an id); ARGV[1]
+/// TTL ms, ARGV[2] deadline (Unix ms), ARGV[3] the message id or '',
+/// ARGV[4] dedupe window ms, ARGV[5] most ids kept, ARGV[6] optional frame
+/// to publish on ARGV[7]. Returns {count, duplicate}; {-1, 0} when the
+/// deadline has passed (nothing changed).
 const INCREMENT: &str = r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if now_ms > tonumber(ARGV[2]) then
-  return -1
+  return {-1, 0}
+end
+local id = ARGV[3]
+local window = tonumber(ARGV[4])
+if id ~= '' then
+  local first = redis.call('ZSCORE', KEYS[3], id)
+  if first and now_ms - tonumber(first) < window then
+    local original = redis.call('HGET', KEYS[2], id)
+    if original then
+      return {tonumber(original), 1}
+    end
+  end
 end
 local count = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if ARGV[3] then
-  redis.call('PUBLISH', ARGV[4], ARGV[3])
+if id ~= '' then
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms - window, 'LIMIT', 0, 64)
+  if #expired > 0 then
+    redis.call('ZREM', KEYS[3], unpack(expired))
+    redis.call('HDEL', KEYS[2], unpack(expired))
+  end
+  redis.call('HSET', KEYS[2], id, count)
+  redis.call('ZADD', KEYS[3], now_ms, id)
+  local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+  if excess > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, excess - 1)
+    redis.call('ZREM', KEYS[3], unpack(oldest))
+    redis.call('HDEL', KEYS[2], unpack(oldest))
+  end
+  redis.call('PEXPIRE', KEYS[2], window)
+  redis.call('PEXPIRE', KEYS[3], window)
 end
-return count
+if ARGV[6] then
+  redis.call('PUBLISH', ARGV[7], ARGV[6])
+end
+return {count, 0}
 ";
 
 /// The command connection.
@@ -175,6 +222,7 @@ pub struct RedisBackend {
     /// cluster's seed nodes, tried in turn.
     subscribers: Vec<redis::Client>,
     ttl_ms: u64,
+    dedupe: Dedupe,
     up: Arc<AtomicBool>,
     /// The subscription is live (readiness needs it too).
     subscribed: Arc<AtomicBool>,
@@ -194,6 +242,7 @@ impl RedisBackend {
         url: &str,
         cluster: bool,
         session_ttl: Duration,
+        dedupe: Dedupe,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let urls: Vec<&str> = if cluster {
@@ -233,6 +282,7 @@ impl RedisBackend {
             commands,
             subscribers,
             ttl_ms: session_ttl.as_millis().max(1) as u64,
+            dedupe,
             up: Arc::new(AtomicBool::new(false)),
             subscribed: Arc::new(AtomicBool::new(false)),
             clock_offset_ms: AtomicI64::new(0),
@@ -331,20 +381,37 @@ impl RedisBackend {
         })
     }
 
-    async fn count_once(&self, session: Uuid, publish: Option<String>) -> Result<u64, Unavailable> {
+    async fn count_once(
+        &self,
+        session: Uuid,
+        id: Option<&str>,
+        publish: Option<String>,
+    ) -> Result<Counted, Unavailable> {
         let deadline = self.redis_now_ms() + COMMIT_WINDOW.as_millis() as u64;
         let mut invocation = self.increment.prepare_invoke();
+        invocation.key(session_key(session));
+        if id.is_some() {
+            for key in id_keys(session) {
+                invocation.key(key);
+            }
+        }
         invocation
-            .key(session_key(session))
             .arg(self.ttl_ms)
-            .arg(deadline);
+            .arg(deadline)
+            .arg(id.unwrap_or(""))
+            .arg(self.dedupe.window.as_millis().max(1) as u64)
+            .arg(self.dedupe.max_ids);
         if let Some(frame) = &publish {
             invocation.arg(frame).arg(BROADCAST_CHANNEL);
         }
-        let count: i64 = self.invoke("increment", invocation).await?;
-        u64::try_from(count).map_err(|_| {
+        let (count, duplicate): (i64, i64) = self.invoke("increment", invocation).await?;
+        let count = u64::try_from(count).map_err(|_| {
             self.metrics.redis_error("late");
             Unavailable("redis ran the command after its deadline; nothing was counted".into())
+        })?;
+        Ok(Counted {
+            count,
+            duplicate: duplicate == 1,
         })
     }
 
@@ -510,18 +577,15 @@ impl Backend for RedisBackend {
         })
     }
 
-    async fn increment(&self, session: Uuid) -> Result<u64, Unavailable> {
-        self.count_once(session, None).await
-    }
-
-    /// Counting and publishing in one script: a broadcast is either counted
-    /// and sent, or neither.
-    async fn increment_and_broadcast(
+    /// Counting, remembering the id and publishing in one script: a
+    /// broadcast is either counted and sent, or neither.
+    async fn increment(
         &self,
         session: Uuid,
-        frame: String,
-    ) -> Result<u64, Unavailable> {
-        self.count_once(session, Some(frame)).await
+        id: Option<&str>,
+        broadcast: Option<String>,
+    ) -> Result<Counted, Unavailable> {
+        self.count_once(session, id, broadcast).await
     }
 
     async fn count(&self, session: Uuid) -> Result<u64, Unavailable> {

@@ -2,6 +2,11 @@
 //! connections: they stay open, and nothing more passes either way. A
 //! killed connection is noticed by its reader; a hung one only by a ping
 //! that goes unanswered, which is what this proxy lets a test prove.
+//!
+//! It can also *hold replies* on the command connections: requests reach
+//! Redis at once and run, their replies wait in the proxy until released.
+//! That is the late-reply window of a counting script (run within its
+//! deadline, answered after wsctl gave up on it), made certain.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,8 @@ struct Link {
 pub struct HangingProxy {
     pub addr: String,
     links: Arc<Mutex<Vec<Arc<Link>>>>,
+    /// Replies to command connections wait while this is set.
+    hold_replies: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -29,8 +36,10 @@ impl HangingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address").to_string();
         let links: Arc<Mutex<Vec<Arc<Link>>>> = Arc::default();
+        let hold_replies: Arc<AtomicBool> = Arc::default();
         let upstream = upstream.to_string();
         let registry = links.clone();
+        let hold = hold_replies.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -40,15 +49,28 @@ impl HangingProxy {
                 registry.lock().expect("links").push(link.clone());
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pump(client_read, server_write, link.clone(), true));
-                tokio::spawn(pump(server_read, client_write, link, false));
+                let held = hold.clone();
+                tokio::spawn(pump(client_read, server_write, link.clone(), None));
+                tokio::spawn(pump(server_read, client_write, link, Some(held)));
             }
         });
         HangingProxy {
             addr,
             links,
+            hold_replies,
             accept,
         }
+    }
+
+    /// From now on, replies on connections that have not subscribed wait
+    /// in the proxy (requests still pass and run) until [`Self::release_replies`].
+    pub fn hold_replies(&self) {
+        self.hold_replies.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets the held replies through, in order.
+    pub fn release_replies(&self) {
+        self.hold_replies.store(false, Ordering::Relaxed);
     }
 
     /// Hangs every connection that has subscribed so far; returns how many.
@@ -78,13 +100,16 @@ impl Drop for HangingProxy {
 }
 
 /// Copies one direction until either side closes; once the link is hung,
-/// what is read is dropped, so the peer waits forever.
+/// what is read is dropped, so the peer waits forever. `hold` is given for
+/// the direction of replies: while it is set, a reply to a command
+/// connection waits before it is written.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     link: Arc<Link>,
-    from_client: bool,
+    hold: Option<Arc<AtomicBool>>,
 ) {
+    let from_client = hold.is_none();
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buffer).await {
@@ -101,6 +126,15 @@ async fn pump(
         }
         if link.hung.load(Ordering::Relaxed) {
             continue;
+        }
+        if let Some(hold) = &hold {
+            // Bounded: a test that forgets to release fails, it does not hang.
+            for _ in 0..3000 {
+                if !hold.load(Ordering::Relaxed) || link.subscriber.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
         }
         if to.write_all(bytes).await.is_err() {
             return;
