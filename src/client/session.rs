@@ -4,6 +4,10 @@
 //! `goodbye`, a close or a broken connection it reconnects with its
 //! `session_uuid` and resends what was not answered; a message answered
 //! `unavailable` or `rate_limited` was not counted and is sent again.
+//! Every message carries an id (its number in the session), so a resend of
+//! one that counted after all (its answer lost in a cut, or too late from
+//! Redis) is answered as a duplicate with the count it got, never counted
+//! twice (docs/protocol.md, "Message ids").
 //!
 //! It records every count it was answered, so whoever runs it can check
 //! the contract's promise: counts run 1, 2, 3, ... without a repeat or a
@@ -48,6 +52,9 @@ pub struct Outcome {
     pub unavailable: u64,
     /// Messages answered `rate_limited` (dropped uncounted, sent again).
     pub rate_limited: u64,
+    /// Resends answered as duplicates: the message had counted, its first
+    /// answer was lost.
+    pub duplicates: u64,
     /// Greetings after a reconnect that did not resume the session with
     /// its last count: each as the greeting said it.
     pub broken_resumes: Vec<String>,
@@ -100,6 +107,8 @@ pub async fn run_trusting(
     let mut outcome = Outcome::default();
     let mut session: Option<String> = None;
     let mut next = 0u64; // the message to send (resent until answered)
+    // `next` went out at least once: it may have counted unanswered.
+    let mut in_flight = false;
     let mut last_answer = Instant::now();
     let hard_stop = Instant::now() + HARD_STOP;
     let mut stopped_at: Option<Instant> = None;
@@ -144,8 +153,13 @@ pub async fn run_trusting(
         match &session {
             None => session = greeting["session_uuid"].as_str().map(str::to_string),
             Some(_) => {
+                // The count we last saw, or one more when the message in
+                // flight counted before its answer was lost (its resend
+                // will say duplicate).
                 let last = outcome.counts.last().copied().unwrap_or(0);
-                if greeting["resumed"] != true || greeting["count"] != last {
+                let count = greeting["count"].as_u64();
+                let expected = count == Some(last) || (in_flight && count == Some(last + 1));
+                if greeting["resumed"] != true || !expected {
                     outcome.broken_resumes.push(greeting.to_string());
                 }
             }
@@ -155,7 +169,9 @@ pub async fn run_trusting(
                 let _ = ws.close(None).await;
                 return outcome;
             }
-            let frame = json!({"type": "message", "message": next}).to_string();
+            let id = next.to_string();
+            let frame = json!({"type": "message", "message": next, "id": id}).to_string();
+            in_flight = true;
             if ws.send(Message::text(frame)).await.is_err() {
                 outcome.reconnects += 1;
                 outcome.abnormal_closes += 1;
@@ -184,6 +200,10 @@ pub async fn run_trusting(
                     Some("message_response") if reply["message"] == next => {
                         outcome.counts.push(reply["count"].as_u64().unwrap_or(0));
                         outcome.answered += 1;
+                        if reply["duplicate"] == true {
+                            outcome.duplicates += 1;
+                        }
+                        in_flight = false;
                         outcome.longest_gap = outcome.longest_gap.max(last_answer.elapsed());
                         last_answer = Instant::now();
                         next += 1;
