@@ -19,12 +19,17 @@ command -v ssh >/dev/null || need_apt+=(openssh-client)
 # The external-app tests' Node service (tests/apps/node-ws).
 command -v node >/dev/null || need_apt+=(nodejs)
 [ -f /usr/share/nodejs/ws/index.js ] || need_apt+=(node-ws)
+# The official JavaScript client's tests in a real browser (tests/it/clients.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# The official Python client and its tests (clients/python), from PyPI.
+python3 -c 'import websockets, pytest' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check 'websockets>=13' 'pytest>=7'
 if [ "${CI:-}" = true ] && ! docker version >/dev/null 2>&1; then
   echo "CI=true and the Docker Engine is unreachable: the Docker tests will fail" >&2
 fi

@@ -107,8 +107,6 @@ pub async fn run_trusting(
     let mut outcome = Outcome::default();
     let mut session: Option<String> = None;
     let mut next = 0u64; // the message to send (resent until answered)
-    // `next` went out at least once: it may have counted unanswered.
-    let mut in_flight = false;
     let mut last_answer = Instant::now();
     let hard_stop = Instant::now() + HARD_STOP;
     let mut stopped_at: Option<Instant> = None;
@@ -154,11 +152,13 @@ pub async fn run_trusting(
             None => session = greeting["session_uuid"].as_str().map(str::to_string),
             Some(_) => {
                 // The count we last saw, or one more when the message in
-                // flight counted before its answer was lost (its resend
-                // will say duplicate).
+                // flight (a reconnect always has one: the loop finds a
+                // broken connection by sending or awaiting an answer)
+                // counted before its answer was lost: its resend will say
+                // duplicate.
                 let last = outcome.counts.last().copied().unwrap_or(0);
                 let count = greeting["count"].as_u64();
-                let expected = count == Some(last) || (in_flight && count == Some(last + 1));
+                let expected = count == Some(last) || count == Some(last + 1);
                 if greeting["resumed"] != true || !expected {
                     outcome.broken_resumes.push(greeting.to_string());
                 }
@@ -171,7 +171,6 @@ pub async fn run_trusting(
             }
             let id = next.to_string();
             let frame = json!({"type": "message", "message": next, "id": id}).to_string();
-            in_flight = true;
             if ws.send(Message::text(frame)).await.is_err() {
                 outcome.reconnects += 1;
                 outcome.abnormal_closes += 1;
@@ -203,7 +202,6 @@ pub async fn run_trusting(
                         if reply["duplicate"] == true {
                             outcome.duplicates += 1;
                         }
-                        in_flight = false;
                         outcome.longest_gap = outcome.longest_gap.max(last_answer.elapsed());
                         last_answer = Instant::now();
                         next += 1;

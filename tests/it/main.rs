@@ -9,6 +9,7 @@ mod bench_cli;
 mod bench_scripts;
 mod ci_recipes;
 mod cli_docs;
+mod clients;
 mod compose;
 mod deploy;
 mod deploy_canary;
