@@ -156,7 +156,10 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -185,12 +188,13 @@ fn ok(output: Output, what: &str) {
 /// Every rider of `report`: counts 1, 2, 3, ... with no gap or repeat, its
 /// last count the session's, no error, back after every phase (an answer
 /// between each phase's end and the next phase's start), and moved at
-/// least three times (deploy, rollback, kill).
+/// least three times (deploy, rollback, kill); and some answered
+/// `unavailable` (and resent) while Redis was paused.
 fn check(report: &Value, phases: &[(&str, u64, u64)]) -> String {
     let kind = report["kind"].as_str().unwrap_or("?");
     let riders = report["clients"].as_array().expect("clients");
     assert_eq!(riders.len(), CLIENTS, "{kind}: {report}");
-    let (mut answered, mut reconnects, mut duplicates) = (0, 0, 0);
+    let (mut answered, mut reconnects, mut duplicates, mut unavailable) = (0, 0, 0, 0);
     for (i, rider) in riders.iter().enumerate() {
         let counts: Vec<u64> = serde_json::from_value(rider["counts"].clone()).expect("counts");
         let times: Vec<u64> = serde_json::from_value(rider["times"].clone()).expect("times");
@@ -212,9 +216,12 @@ fn check(report: &Value, phases: &[(&str, u64, u64)]) -> String {
         answered += counts.len();
         reconnects += moved;
         duplicates += rider["duplicates"].as_u64().unwrap_or(0);
+        unavailable += rider["unavailable"].as_u64().unwrap_or(0);
     }
+    assert!(unavailable > 0, "{kind}: no client felt the Redis pause");
     format!(
-        "{kind}: {answered} answered, {reconnects} reconnects, {duplicates} resends answered as duplicates"
+        "{kind}: {answered} answered, {reconnects} reconnects, {unavailable} answered \
+         unavailable and resent, {duplicates} resends answered as duplicates"
     )
 }
 

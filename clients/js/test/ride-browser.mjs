@@ -71,5 +71,6 @@ if (report === null) {
   console.error(`chromium gave no report; its last output:\n${chromiumLog}`);
   process.exit(1);
 }
-console.log(report);
-process.exit(0);
+// Exit only once the whole line is written: stdout is a pipe, and
+// process.exit would cut a long report at 64 KiB.
+process.stdout.write(`${report}\n`, () => process.exit(0));

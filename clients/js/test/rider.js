@@ -9,7 +9,10 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function rider(url, { pace, WebSocket, stopped, onFirstAnswer }) {
   const client = connect(url, { WebSocket, backoff: { base: 100, cap: 2000 } });
-  const record = { counts: [], times: [], duplicates: 0, errors: [], reconnects: 0, session: null };
+  const record = { counts: [], times: [], duplicates: 0, unavailable: 0, errors: [], reconnects: 0, session: null };
+  client.addEventListener("error", (event) => {
+    if (event.detail.code === "unavailable") record.unavailable += 1;
+  });
   let n = 0;
   try {
     while (!stopped()) {

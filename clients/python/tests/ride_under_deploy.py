@@ -22,7 +22,13 @@ from wsctl_client import connect
 
 async def rider(url, stopped, on_first):
     client = await connect(url, backoff_base=0.1, backoff_cap=2.0)
-    record = {"counts": [], "times": [], "duplicates": 0, "errors": []}
+    record = {"counts": [], "times": [], "duplicates": 0, "unavailable": 0, "errors": []}
+
+    def refused(frame):
+        if frame.get("code") == "unavailable":
+            record["unavailable"] += 1
+
+    client.on("error", refused)
     n = 0
     try:
         while not stopped():
