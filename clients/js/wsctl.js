@@ -107,6 +107,16 @@ export class WsctlClient extends EventTarget {
     return this.submit("broadcast", message);
   }
 
+  /**
+   * Calls `listener(detail)` on each `type` event (the same as
+   * addEventListener, with the event's detail); returns the unsubscriber.
+   */
+  on(type, listener) {
+    const handler = (event) => listener(event.detail);
+    this.addEventListener(type, handler);
+    return () => this.removeEventListener(type, handler);
+  }
+
   /** Says `bye`; resolves once the server's goodbye and close came. */
   close() {
     if (this.state === "closed") return Promise.resolve();
@@ -156,7 +166,7 @@ export class WsctlClient extends EventTarget {
     try {
       socket = new this.WebSocket(target);
     } catch (error) {
-      this.emit("error", { error });
+      this.emit("error", { code: "connect", detail: String(error) });
       this.scheduleReconnect(false);
       return;
     }
@@ -282,12 +292,12 @@ export class WsctlClient extends EventTarget {
       this.end(new WsctlError("closed", `the server closed the connection (${code})`));
       return;
     }
-    this.scheduleReconnect(saidGoodbye);
+    this.scheduleReconnect(saidGoodbye, code);
   }
 
-  scheduleReconnect(atOnce) {
+  scheduleReconnect(atOnce, code = 1006) {
     if (this.state === "closing" || this.state === "closed") return;
-    this.setState("reconnecting");
+    this.setState("reconnecting", { code });
     // After a goodbye the server asked us to move: go at once (the server
     // already spread its goodbyes); after that, and after a drop, back off.
     const wait = atOnce ? 0 : backoffDelay(this.attempt, this.backoff);
@@ -349,10 +359,11 @@ export class WsctlClient extends EventTarget {
     for (const resolve of this.closeWaiters.splice(0)) resolve();
   }
 
-  setState(state) {
+  /** `why`: `{code}`, the close code that ended the last connection. */
+  setState(state, why = {}) {
     if (this.state === state) return;
     this.state = state;
-    this.emit("state", { state });
+    this.emit("state", { state, ...why });
   }
 
   emit(type, detail) {

@@ -1,4 +1,4 @@
-//! The official clients (clients/js/wsctl.js, clients/python/wsctl_client):
+//! The official clients (clients/js/wsctl.js, clients/python/wsctl):
 //! their own suites against the real binary, and 20 clients of each kind
 //! (JavaScript in Node, JavaScript in headless Chromium, Python) riding a
 //! real deploy, a rollback, a 2 s Redis pause, and a `docker kill` of the
@@ -213,6 +213,13 @@ fn check(report: &Value, phases: &[(&str, u64, u64)]) -> String {
         }
         let moved = rider["reconnects"].as_u64().unwrap_or(0);
         assert!(moved >= 3, "{kind} client {i} moved {moved} times");
+        // Moved with goodbye (1001) by the deploy and the rollback, cut
+        // (1006) by the kill.
+        let codes: Vec<u64> = serde_json::from_value(rider["closeCodes"].clone()).expect("codes");
+        assert!(
+            codes.contains(&1001) && codes.contains(&1006),
+            "{kind} client {i} closed with {codes:?}"
+        );
         answered += counts.len();
         reconnects += moved;
         duplicates += rider["duplicates"].as_u64().unwrap_or(0);

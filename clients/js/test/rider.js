@@ -10,8 +10,12 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function rider(url, { pace, WebSocket, stopped, onFirstAnswer }) {
   const client = connect(url, { WebSocket, backoff: { base: 100, cap: 2000 } });
   const record = { counts: [], times: [], duplicates: 0, unavailable: 0, errors: [], reconnects: 0, session: null };
-  client.addEventListener("error", (event) => {
-    if (event.detail.code === "unavailable") record.unavailable += 1;
+  record.closeCodes = [];
+  client.on("error", (detail) => {
+    if (detail.code === "unavailable") record.unavailable += 1;
+  });
+  client.on("state", (detail) => {
+    if (detail.state === "reconnecting") record.closeCodes.push(detail.code);
   });
   let n = 0;
   try {

@@ -1,4 +1,4 @@
-"""Riders of wsctl_client under a real deploy, driven by the Rust test
+"""Riders of wsctl under a real deploy, driven by the Rust test
 tests/it/clients.rs (not collected by a plain `pytest` run; that test runs
 `pytest -s tests/ride_under_deploy.py`):
 
@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from wsctl_client import connect
+from wsctl import connect
 
 
 async def rider(url, stopped, on_first):
@@ -29,6 +29,11 @@ async def rider(url, stopped, on_first):
             record["unavailable"] += 1
 
     client.on("error", refused)
+    record["closeCodes"] = []
+    client.on(
+        "state",
+        lambda d: d["state"] == "reconnecting" and record["closeCodes"].append(d.get("code")),
+    )
     n = 0
     try:
         while not stopped():

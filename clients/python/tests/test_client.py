@@ -1,4 +1,4 @@
-"""wsctl_client against a real `wsctl serve`: answers, ids, refusals, the
+"""wsctl against a real `wsctl serve`: answers, ids, refusals, the
 close codes, a cut link and a frozen one."""
 
 import asyncio
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import Proxy
-from wsctl_client import WsctlError, backoff_delay, connect
+from wsctl import WsctlError, backoff_delay, connect
 
 
 def test_full_jitter_backoff_stays_under_its_cap():

@@ -3,7 +3,7 @@
 asyncio and the ``websockets`` package::
 
     import asyncio
-    from wsctl_client import connect
+    from wsctl import connect
 
     async def main():
         client = await connect("wss://chat.example.com/ws/chat/")
@@ -244,7 +244,7 @@ class WsctlClient:
                 return
             if greeted:
                 attempt = 0
-            self._set_state("reconnecting")
+            self._set_state("reconnecting", code)
             # After a goodbye the server asked us to move: go at once (it
             # already spread its goodbyes); after that, and after a drop,
             # back off.
@@ -376,10 +376,12 @@ class WsctlClient:
         self._set_state("closed")
         self._closed.set()
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, code: Optional[int] = None) -> None:
+        """``code``: the close code that ended the last connection."""
         if self.state != state:
             self.state = state
-            self._emit("state", {"state": state})
+            detail = {"state": state} if code is None else {"state": state, "code": code}
+            self._emit("state", detail)
 
     def _emit(self, event: str, detail: Any) -> None:
         for listener in self._listeners.get(event, []):
