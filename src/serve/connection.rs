@@ -22,9 +22,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 use uuid::Uuid;
 
-use super::backend::{Counted, OpenedSession, Unavailable};
+use super::backend::{Answer, OpenedSession, Unavailable};
 use super::frames::{
-    ClientRequest, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame, seconds_number,
+    ClientRequest, Counted, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame,
+    seconds_number,
 };
 use super::hub::{HubFrame, HubKind};
 use super::moves;
@@ -227,29 +228,7 @@ impl ChatConnection {
         match &request {
             ClientRequest::Message(counted) => {
                 self.state.metrics.message_in.inc();
-                let answer = match self.state.backend.increment(self.session, id, None).await {
-                    Ok(answer) => answer,
-                    Err(error) => return self.unavailable(error, id).await,
-                };
-                self.counted(answer);
-                let timestamp = crate::shared::time::now_rfc3339();
-                let reply = ServerFrame::MessageResponse {
-                    count: answer.count,
-                    message: counted.message,
-                    connection_id: self.id,
-                    timestamp: &timestamp,
-                    id,
-                    duplicate: id.map(|_| answer.duplicate),
-                };
-                if self.send_frame(&reply).await.is_err() {
-                    return Flow::Stop;
-                }
-                self.state.metrics.message_response_out.inc();
-                self.state
-                    .metrics
-                    .message_duration
-                    .observe(received.elapsed().as_secs_f64());
-                Flow::Continue
+                self.count_and_answer(counted, None, received).await
             }
             ClientRequest::Broadcast(counted) => {
                 self.state.metrics.broadcast_in.inc();
@@ -263,40 +242,8 @@ impl ChatConnection {
                     timestamp: &timestamp,
                     id,
                 };
-                let counted_broadcast = self
-                    .state
-                    .backend
-                    .increment(self.session, id, Some(frame.to_json()))
-                    .await;
-                let answer = match counted_broadcast {
-                    Ok(answer) => answer,
-                    Err(error) => return self.unavailable(error, id).await,
-                };
-                self.counted(answer);
-                // The sender's answer is its own copy of the broadcast,
-                // which arrives through the hub like everyone else's. A
-                // frame with an id is also answered like a message, so that
-                // its sender learns the count (and, for a resend, that it
-                // was a duplicate and nobody got it twice).
-                if id.is_some() {
-                    let reply = ServerFrame::MessageResponse {
-                        count: answer.count,
-                        message: counted.message,
-                        connection_id: self.id,
-                        timestamp: &timestamp,
-                        id,
-                        duplicate: Some(answer.duplicate),
-                    };
-                    if self.send_frame(&reply).await.is_err() {
-                        return Flow::Stop;
-                    }
-                    self.state.metrics.message_response_out.inc();
-                }
-                self.state
-                    .metrics
-                    .message_duration
-                    .observe(received.elapsed().as_secs_f64());
-                Flow::Continue
+                self.count_and_answer(counted, Some(frame.to_json()), received)
+                    .await
             }
             ClientRequest::Bye => {
                 self.state.metrics.bye_in.inc();
@@ -305,6 +252,52 @@ impl ChatConnection {
                 Flow::Stop
             }
         }
+    }
+
+    /// Counts a message, or a broadcast with its `broadcast` frame to send,
+    /// and answers it with a `message_response`. A broadcast without an
+    /// id gets no such answer: its own copy, which arrives through the hub
+    /// like everyone else's, is its answer. With an id it is answered too,
+    /// so that its sender learns the count (and, for a resend, that it was
+    /// a duplicate that nobody got twice).
+    async fn count_and_answer(
+        &mut self,
+        counted: &Counted<'_>,
+        broadcast: Option<String>,
+        received: Instant,
+    ) -> Flow {
+        let id = counted.id.as_deref();
+        let answers = broadcast.is_none() || id.is_some();
+        let answer = match self
+            .state
+            .backend
+            .increment(self.session, id, broadcast)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => return self.unavailable(error, id).await,
+        };
+        self.counted(answer);
+        if answers {
+            let timestamp = crate::shared::time::now_rfc3339();
+            let reply = ServerFrame::MessageResponse {
+                count: answer.count,
+                message: counted.message,
+                connection_id: self.id,
+                timestamp: &timestamp,
+                id,
+                duplicate: id.map(|_| answer.duplicate),
+            };
+            if self.send_frame(&reply).await.is_err() {
+                return Flow::Stop;
+            }
+            self.state.metrics.message_response_out.inc();
+        }
+        self.state
+            .metrics
+            .message_duration
+            .observe(received.elapsed().as_secs_f64());
+        Flow::Continue
     }
 
     /// The broadcast budget, checked before anything is counted or sent:
@@ -337,7 +330,7 @@ impl ChatConnection {
         Ok(())
     }
 
-    fn counted(&mut self, answer: Counted) {
+    fn counted(&mut self, answer: Answer) {
         self.last_count = self.last_count.max(answer.count);
         if answer.duplicate {
             self.state.metrics.duplicates_in.inc();

@@ -36,6 +36,7 @@ async fn connection_established_is_the_first_frame_with_every_field() {
     assert_eq!(greeting["color"], "green");
     assert_eq!(greeting["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(greeting["heartbeat_interval"], 7);
+    assert_eq!(greeting["dedupe_window"], 300);
 }
 
 #[tokio::test]

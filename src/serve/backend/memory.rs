@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{Backend, Counted, OpenedSession, Unavailable};
+use super::{Answer, Backend, OpenedSession, Unavailable};
 use crate::serve::config::Dedupe;
 use crate::serve::hub::{Hub, HubFrame, HubKind};
 
@@ -204,7 +204,7 @@ impl MemoryBackend {
         })
     }
 
-    fn increment_at(&self, session: Uuid, id: Option<&str>, now: Instant) -> Counted {
+    fn increment_at(&self, session: Uuid, id: Option<&str>, now: Instant) -> Answer {
         let dedupe = self.dedupe;
         self.with_sessions(|sessions| {
             let (entry, _) = sessions.fresh_or_live(session, now, self.ttl);
@@ -213,7 +213,7 @@ impl MemoryBackend {
                 ids.seen(id, now, dedupe.window)
             });
             let counted = match original {
-                Some(count) => Counted {
+                Some(count) => Answer {
                     count,
                     duplicate: true,
                 },
@@ -223,7 +223,7 @@ impl MemoryBackend {
                         let ids = entry.ids.get_or_insert_with(Box::default);
                         ids.remember(id, entry.count, now, dedupe);
                     }
-                    Counted {
+                    Answer {
                         count: entry.count,
                         duplicate: false,
                     }
@@ -268,7 +268,7 @@ impl Backend for MemoryBackend {
         session: Uuid,
         id: Option<&str>,
         broadcast: Option<String>,
-    ) -> Result<Counted, Unavailable> {
+    ) -> Result<Answer, Unavailable> {
         let counted = self.increment_at(session, id, Instant::now());
         if let Some(frame) = broadcast
             && !counted.duplicate
@@ -482,7 +482,7 @@ mod tests {
         let first = store.increment_at(session, Some("a"), now);
         assert_eq!(
             first,
-            Counted {
+            Answer {
                 count: 1,
                 duplicate: false
             }
@@ -491,7 +491,7 @@ mod tests {
         let again = store.increment_at(session, Some("a"), now + Duration::from_secs(9));
         assert_eq!(
             again,
-            Counted {
+            Answer {
                 count: 1,
                 duplicate: true
             }
@@ -500,7 +500,7 @@ mod tests {
         let other = store.increment_at(Uuid::new_v4(), Some("a"), now);
         assert_eq!(
             other,
-            Counted {
+            Answer {
                 count: 1,
                 duplicate: false
             }
@@ -511,7 +511,7 @@ mod tests {
         let resent = store.increment_at(session, Some("a"), later + Duration::from_secs(1));
         assert_eq!(
             resent,
-            Counted {
+            Answer {
                 count: 3,
                 duplicate: true
             }

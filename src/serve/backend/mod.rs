@@ -33,9 +33,9 @@ pub struct OpenedSession {
     pub resumed: bool,
 }
 
-/// What counting a message did.
+/// What counting a message did: what its sender is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counted {
+pub struct Answer {
     /// The session's count after the message; for a duplicate, the count
     /// its first use was answered with.
     pub count: u64,
@@ -74,7 +74,7 @@ pub trait Backend: Send + Sync + 'static {
         session: Uuid,
         id: Option<&str>,
         broadcast: Option<String>,
-    ) -> Result<Counted, Unavailable>;
+    ) -> Result<Answer, Unavailable>;
     /// The session's count now (0 when it is unknown).
     async fn count(&self, session: Uuid) -> Result<u64, Unavailable>;
     /// A connection that opened `session` ended (a backend that bounds its

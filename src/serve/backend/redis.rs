@@ -76,7 +76,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{Backend, Counted, OpenedSession, Unavailable};
+use super::{Answer, Backend, OpenedSession, Unavailable};
 use crate::serve::config::Dedupe;
 use crate::serve::hub::{Hub, HubFrame, HubKind};
 use crate::serve::metrics::Metrics;
@@ -385,8 +385,8 @@ impl RedisBackend {
         &self,
         session: Uuid,
         id: Option<&str>,
-        publish: Option<String>,
-    ) -> Result<Counted, Unavailable> {
+        publish: Option<&str>,
+    ) -> Result<Answer, Unavailable> {
         let deadline = self.redis_now_ms() + COMMIT_WINDOW.as_millis() as u64;
         let mut invocation = self.increment.prepare_invoke();
         invocation.key(session_key(session));
@@ -401,7 +401,7 @@ impl RedisBackend {
             .arg(id.unwrap_or(""))
             .arg(self.dedupe.window.as_millis().max(1) as u64)
             .arg(self.dedupe.max_ids);
-        if let Some(frame) = &publish {
+        if let Some(frame) = publish {
             invocation.arg(frame).arg(BROADCAST_CHANNEL);
         }
         let (count, duplicate): (i64, i64) = self.invoke("increment", invocation).await?;
@@ -409,7 +409,7 @@ impl RedisBackend {
             self.metrics.redis_error("late");
             Unavailable("redis ran the command after its deadline; nothing was counted".into())
         })?;
-        Ok(Counted {
+        Ok(Answer {
             count,
             duplicate: duplicate == 1,
         })
@@ -584,8 +584,8 @@ impl Backend for RedisBackend {
         session: Uuid,
         id: Option<&str>,
         broadcast: Option<String>,
-    ) -> Result<Counted, Unavailable> {
-        self.count_once(session, id, broadcast).await
+    ) -> Result<Answer, Unavailable> {
+        self.count_once(session, id, broadcast.as_deref()).await
     }
 
     async fn count(&self, session: Uuid) -> Result<u64, Unavailable> {
