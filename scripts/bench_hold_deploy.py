@@ -13,7 +13,8 @@ the local images). Steps:
    container (Docker's userland proxy on the published port gives up at
    about 3,000 connections here), which splits itself into processes of
    19,900 connections at most;
-3. memory of every container (`docker stats`) before and while holding;
+3. memory of every container (`docker stats`) before and while holding,
+   and per held connection in Nginx and in each app replica;
 4. `wsctl deploy` while every connection is held: each session must come
    back resumed with its count (`follow` in the bench report);
 5. everything removed, and the ephemeral port range restored.
@@ -73,6 +74,19 @@ def memory(prefix):
     return usage
 
 
+def per_connection(before, holding, held, replicas):
+    """KiB per held WebSocket: Nginx (two sockets each), and each app replica
+    (its share of them), from the `docker stats` figures."""
+    if not held:
+        return {}
+    figures = {}
+    for name, mib_now in holding.items():
+        share = held / replicas if name.startswith("app_") else held
+        if name == "nginx" or name.startswith("app_"):
+            figures[name] = round((mib_now - before.get(name, 0)) * 1024 / share, 1)
+    return figures
+
+
 def connections(config, colour):
     status = json.loads(run(WSCTL, "status", "--json", "--config", config))
     return status["colors"][colour].get("connections") or 0
@@ -128,6 +142,8 @@ def main():
         time.sleep(5)
         holding = memory(prefix)
         print(f"held {held} after {opened_in:.0f} s; memory while holding: {holding}", flush=True)
+        print(f"memory per held connection: {per_connection(before, holding, held, REPLICAS)}",
+              flush=True)
         deploy_started = time.monotonic()
         deploy = subprocess.run([WSCTL, "deploy", "--json", "--config", config],
                                 capture_output=True, text=True)

@@ -45,6 +45,38 @@ async fn assert_resources(
     assert!(env.contains(&expected), "{name}: {env:?}");
 }
 
+/// Nginx gives an upgraded connection 1 KiB buffers (nginx.conf,
+/// `proxy_buffer_size` in `/ws/`): a frame of `MAX_MESSAGE_SIZE` (64 KiB)
+/// still passes whole, to the service and back in its echo.
+async fn a_message_of_max_message_size_passes_nginx_both_ways(stack: &TestStack) {
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade through Nginx");
+    let greeting = common::recv_json(&mut ws).await;
+    assert_eq!(greeting["type"], "connection_established");
+    let envelope = r#"{"type":"message","message":""}"#.len();
+    let payload = "x".repeat(65536 - envelope);
+    let frame = serde_json::json!({"type": "message", "message": payload}).to_string();
+    assert_eq!(frame.len(), 65536);
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(frame))
+        .await
+        .expect("send");
+    let reply = common::recv_non_heartbeat(&mut ws).await;
+    assert_eq!(
+        reply["type"],
+        "message_response",
+        "{}",
+        &reply.to_string()[..200]
+    );
+    assert_eq!(reply["message"].as_str().map(str::len), Some(payload.len()));
+    assert!(
+        reply.to_string().len() > 65536,
+        "the echo is larger than the frame"
+    );
+}
+
 #[tokio::test]
 async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let Some(docker) = docker_or_skip().await else {
@@ -55,6 +87,7 @@ async fn deploy_switch_status_and_rollback_move_traffic_between_colours() {
     let first = stack.wsctl(&["deploy", "--json"]);
     assert_eq!(code(&first), Some(0), "{}", explain(&first));
     assert_eq!(stack.public_status().await["color"], "blue");
+    a_message_of_max_message_size_passes_nginx_both_ways(&stack).await;
     let summary: Value = serde_json::from_str(
         String::from_utf8_lossy(&first.stdout)
             .lines()
