@@ -12,6 +12,7 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod second_engine;
 pub mod sshd;
+pub mod swarm;
 pub mod test_log;
 
 use std::io::{BufRead, BufReader};

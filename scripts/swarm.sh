@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# A real Docker Swarm of several nodes on this machine, for the Swarm tests
+# (issue 25): one Docker Engine per network namespace, joined through a
+# bridge of their own.
+#
+#   scripts/swarm.sh start NAME [NODES]  # NODES in 2..5 (default 3): node 0 manages
+#   scripts/swarm.sh stop NAME           # removes everything `start` made
+#
+# NAME is 1-6 lower-case letters or digits: it names the namespaces
+# (NAMEn0, NAMEn1, ...), the bridge (NAMEbr) and the root /tmp/wsw-NAME, so
+# that tests running at once do not meet. `start` prints shell assignments:
+# MANAGER (the manager engine's socket, for DOCKER_HOST), NODES (every
+# node's socket), ADDRESSES (every node's address on the bridge; node n is
+# 10.215.X.(n+1), the host is 10.215.X.254), and copies the stack's images
+# into every node (no registry here: `docker save | docker load`).
+#
+# Node n's host name is NAMEnN. The namespaces have no default route: a
+# pull (there is no registry here) fails at once instead of waiting for DNS
+# (a task started in 3 s instead of 14). What works on this machine (../shared/recipes/swarm-on-one-machine.md):
+# dockerd started with `nsenter --net=...` (`ip netns exec` fails with
+# "Devices cgroup isn't mounted"), each with its own config file, data and
+# exec roots; VXLAN overlays work; the routing mesh does not (no IPVS), so
+# services use `--endpoint-mode dnsrr` and host-mode ports. Inside its
+# namespace each dockerd keeps its own docker0 and iptables, which never
+# touch the host's. Load and fault tests reach the nodes only at the
+# addresses made here.
+set -euo pipefail
+
+action=${1:?usage: swarm.sh start|stop NAME [NODES]}
+name=${2:?usage: swarm.sh start|stop NAME [NODES]}
+nodes=${3:-3}
+if ! [[ $name =~ ^[a-z0-9]{1,6}$ ]]; then
+    echo "swarm.sh: NAME must be 1-6 of a-z0-9, not '$name'" >&2
+    exit 2
+fi
+if ! [[ $nodes =~ ^[0-9]+$ ]] || ((nodes < 2 || nodes > 5)); then
+    echo "swarm.sh: NODES must be 2..5, not '$nodes'" >&2
+    exit 2
+fi
+root=/tmp/wsw-$name
+bridge=${name}br
+# A /24 of its own per NAME, from a hash of it: 10.215.X.0/24.
+subnet=$((16#$(printf '%s' "$name" | sha256sum | cut -c1-2)))
+net=10.215.$subnet
+images=${SWARM_IMAGES:-"wsctl:local wsctl-nginx:local wsctl-redis:local"}
+
+node_socket() { echo "$root/$1/docker.sock"; }
+
+stop() {
+    local i pid
+    for dir in "$root"/[0-9]; do
+        [[ -d $dir ]] || continue
+        i=${dir##*/}
+        if [[ -S $(node_socket "$i") ]]; then
+            docker -H "unix://$(node_socket "$i")" swarm leave --force >/dev/null 2>&1 || true
+        fi
+        if [[ -f $dir/dockerd.pid ]]; then
+            pid=$(cat "$dir/dockerd.pid")
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    done
+    # containerd and shims that outlived their dockerd.
+    pkill -f "$root/" 2>/dev/null || true
+    grep -o " $root[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    for ns in $(ip netns list 2>/dev/null | grep -o "^${name}n[0-9]" || true); do
+        ip netns delete "$ns" 2>/dev/null || true
+    done
+    while iptables -D FORWARD -i "$bridge" -o "$bridge" -j ACCEPT 2>/dev/null; do :; done
+    if ip link show "$bridge" >/dev/null 2>&1; then
+        ip link delete "$bridge" || true
+    fi
+    rm -rf "$root"
+}
+
+start() {
+    stop
+    mkdir -p "$root"
+    echo '{}' >"$root/empty.json"
+    ip link add "$bridge" type bridge
+    ip addr add "$net.254/24" dev "$bridge"
+    ip link set "$bridge" up
+    # The host forwards bridged traffic through iptables (DROP policy).
+    iptables -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
+    local driver=()
+    if docker info --format '{{.Driver}}' 2>/dev/null | grep -q fuse-overlayfs; then
+        driver=(--storage-driver fuse-overlayfs)
+    fi
+    local i ns sockets=() addresses=()
+    for ((i = 0; i < nodes; i++)); do
+        ns=${name}n$i
+        ip netns add "$ns"
+        ip link add "${name}v$i" type veth peer name eth0 netns "$ns"
+        ip link set "${name}v$i" master "$bridge" up
+        ip -n "$ns" addr add "$net.$((i + 1))/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+        mkdir -p "$root/$i"
+        # A host name of its own too (a UTS namespace): Swarm names nodes
+        # by it, and `docker node ls` should tell them apart.
+        nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$ns" \
+            dockerd --config-file "$root/empty.json" \
+            --data-root "$root/$i/data" --exec-root "$root/$i/exec" \
+            --pidfile "$root/$i/dockerd.pid" -H "unix://$(node_socket "$i")" \
+            "${driver[@]}" >"$root/$i/dockerd.log" 2>&1 &
+        sockets+=("unix://$(node_socket "$i")")
+        addresses+=("$net.$((i + 1))")
+    done
+    for ((i = 0; i < nodes; i++)); do
+        for _ in $(seq 1 300); do
+            docker -H "${sockets[$i]}" version >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        if ! docker -H "${sockets[$i]}" version >/dev/null 2>&1; then
+            echo "swarm.sh: node $i did not start; its log:" >&2
+            tail -20 "$root/$i/dockerd.log" >&2
+            exit 1
+        fi
+    done
+    docker -H "${sockets[0]}" swarm init --advertise-addr "$net.1" \
+        --default-addr-pool 10.217.0.0/16 >/dev/null
+    local token
+    token=$(docker -H "${sockets[0]}" swarm join-token -q worker)
+    for ((i = 1; i < nodes; i++)); do
+        docker -H "${sockets[$i]}" swarm join --token "$token" "$net.1:2377" >/dev/null
+    done
+    # Every node Ready before anyone uses the swarm.
+    for _ in $(seq 1 300); do
+        ready=$(docker -H "${sockets[0]}" node ls --format '{{.Status}}' | grep -c Ready || true)
+        ((ready == nodes)) && break
+        sleep 0.1
+    done
+    if ((ready != nodes)); then
+        echo "swarm.sh: $ready of $nodes nodes ready" >&2
+        exit 1
+    fi
+    for image in $images; do
+        if docker image inspect "$image" >/dev/null 2>&1; then
+            for socket in "${sockets[@]}"; do
+                docker save "$image" | docker -H "$socket" load >/dev/null
+            done
+        fi
+    done
+    echo "MANAGER=${sockets[0]}"
+    echo "NODES=\"${sockets[*]}\""
+    echo "ADDRESSES=\"${addresses[*]}\""
+}
+
+case $action in
+start) start ;;
+stop) stop ;;
+*)
+    echo "swarm.sh: unknown action '$action' (start or stop)" >&2
+    exit 2
+    ;;
+esac
