@@ -38,8 +38,8 @@ pub enum ServerFrame<'a> {
         timestamp: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a str>,
-        /// Present exactly when `id` is: the id was seen before, nothing
-        /// was counted, `count` is the original answer's.
+        /// Present exactly when `id` is: `true` when the id was seen
+        /// before (nothing was counted; `count` is the original answer's).
         #[serde(skip_serializing_if = "Option::is_none")]
         duplicate: Option<bool>,
     },
