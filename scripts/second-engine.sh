@@ -21,6 +21,8 @@
 # pins the first engine's data root. Load and fault tests reach this engine
 # only over loopback and the addresses made here.
 set -euo pipefail
+# shellcheck source=lib/dockerd.sh
+source "$(dirname "$0")/lib/dockerd.sh"
 
 action=${1:?usage: second-engine.sh start|stop N}
 n=${2:?usage: second-engine.sh start|stop N}
@@ -45,26 +47,14 @@ stop() {
         fi
         docker -H "unix://$socket" network prune -f >/dev/null 2>&1 || true
     fi
-    if [[ -f $root/dockerd.pid ]]; then
-        local pid
-        pid=$(cat "$root/dockerd.pid")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    # dockerd's own containerd and shims, if any outlived it.
-    pkill -f "$root/exec" 2>/dev/null || true
+    stop_dockerd "$root/dockerd.pid"
     while iptables -D FORWARD -i "$bridge+" -o "$bridge+" -j ACCEPT 2>/dev/null; do :; done
     if ip link show "$bridge" >/dev/null 2>&1; then
         ip link delete "$bridge" || true
     fi
     # Network bridges the engine made for its networks (br-<id>) go with
-    # the engine; unmount what overlay/fuse left before removing the root.
-    grep -o " $root[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$root"
+    # the engine; its containerd, mounts and root go here.
+    remove_root "$root"
 }
 
 # A CA, a server certificate for 127.0.0.1 and a client certificate.

@@ -25,6 +25,8 @@
 # touch the host's. Load and fault tests reach the nodes only at the
 # addresses made here.
 set -euo pipefail
+# shellcheck source=lib/dockerd.sh
+source "$(dirname "$0")/lib/dockerd.sh"
 
 action=${1:?usage: swarm.sh start|stop NAME [NODES]}
 name=${2:?usage: swarm.sh start|stop NAME [NODES]}
@@ -47,26 +49,15 @@ images=${SWARM_IMAGES:-"wsctl:local wsctl-nginx:local wsctl-redis:local"}
 node_socket() { echo "$root/$1/docker.sock"; }
 
 stop() {
-    local i pid
+    local i
     for dir in "$root"/[0-9]; do
         [[ -d $dir ]] || continue
         i=${dir##*/}
         if [[ -S $(node_socket "$i") ]]; then
             docker -H "unix://$(node_socket "$i")" swarm leave --force >/dev/null 2>&1 || true
         fi
-        if [[ -f $dir/dockerd.pid ]]; then
-            pid=$(cat "$dir/dockerd.pid")
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 100); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -9 "$pid" 2>/dev/null || true
-        fi
+        stop_dockerd "$dir/dockerd.pid"
     done
-    # containerd and shims that outlived their dockerd.
-    pkill -f "$root/" 2>/dev/null || true
-    grep -o " $root[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     for ns in $(ip netns list 2>/dev/null | grep -o "^${name}n[0-9]" || true); do
         ip netns delete "$ns" 2>/dev/null || true
     done
@@ -74,7 +65,7 @@ stop() {
     if ip link show "$bridge" >/dev/null 2>&1; then
         ip link delete "$bridge" || true
     fi
-    rm -rf "$root"
+    remove_root "$root"
 }
 
 start() {

@@ -81,7 +81,7 @@ const events = (client, type) => {
   return seen;
 };
 
-test("full-jitter backoff stays under its cap and below base * 2^attempt", () => {
+test("full-jitter backoff stays under its cap and below base * 2^attempt", { timeout: 30_000 }, () => {
   for (let attempt = 0; attempt < 40; attempt += 1) {
     const ceiling = Math.min(5000, 100 * 2 ** attempt);
     assert.equal(backoffDelay(attempt, { random: () => 0 }), 0);
@@ -93,7 +93,7 @@ test("full-jitter backoff stays under its cap and below base * 2^attempt", () =>
   assert.ok(draws.size > 100, `only ${draws.size} distinct delays`);
 });
 
-test("send answers with the count, ids make every frame once, close says bye", async () => {
+test("send answers with the count, ids make every frame once, close says bye", { timeout: 30_000 }, async () => {
   const { port } = await serve({ BROADCAST_RATE: "100" });
   const client = connect(`ws://127.0.0.1:${port}/ws/chat/`, { WebSocket });
   const counts = events(client, "count");
@@ -119,7 +119,7 @@ test("send answers with the count, ids make every frame once, close says bye", a
   await again.close();
 });
 
-test("a refused frame rejects its promise and the client stays open", async () => {
+test("a refused frame rejects its promise and the client stays open", { timeout: 30_000 }, async () => {
   const { port } = await serve({ BROADCAST_MAX_SIZE: "10" });
   const client = connect(`ws://127.0.0.1:${port}/ws/chat/`, { WebSocket });
   await assert.rejects(client.broadcast("x".repeat(100)), (error) => error.code === "message_too_large");
@@ -127,7 +127,7 @@ test("a refused frame rejects its promise and the client stays open", async () =
   await client.close();
 });
 
-test("a message over MAX_MESSAGE_SIZE ends the client (close 1009), its promise rejected", async () => {
+test("a message over MAX_MESSAGE_SIZE ends the client (close 1009), its promise rejected", { timeout: 30_000 }, async () => {
   const { port } = await serve({ MAX_MESSAGE_SIZE: "1000" });
   const client = connect(`ws://127.0.0.1:${port}/ws/chat/`, { WebSocket });
   await client.send("small");
@@ -135,7 +135,7 @@ test("a message over MAX_MESSAGE_SIZE ends the client (close 1009), its promise 
   assert.equal(client.state, "closed");
 });
 
-test("a cut link (1006) reconnects, resumes and loses nothing", async () => {
+test("a cut link (1006) reconnects, resumes and loses nothing", { timeout: 30_000 }, async () => {
   const { port } = await serve();
   const link = await proxy(port);
   const client = connect(link.url, { WebSocket, backoff: { base: 50, cap: 500 } });
@@ -160,7 +160,7 @@ test("a cut link (1006) reconnects, resumes and loses nothing", async () => {
   link.close();
 });
 
-test("the watchdog drops a frozen link after twice heartbeat_interval and resends", async () => {
+test("the watchdog drops a frozen link after twice heartbeat_interval and resends", { timeout: 30_000 }, async () => {
   const { port } = await serve({ HEARTBEAT_INTERVAL: "0.5" });
   const link = await proxy(port);
   const client = connect(link.url, { WebSocket, backoff: { base: 50, cap: 200 } });

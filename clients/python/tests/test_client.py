@@ -49,7 +49,7 @@ def test_answers_ids_and_a_bye(serve):
         assert (await again.send("four")).count == 4
         await again.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_a_refused_frame_raises_and_the_client_stays_open(serve):
@@ -63,7 +63,7 @@ def test_a_refused_frame_raises_and_the_client_stays_open(serve):
         assert (await client.send("fine")).count == 1
         await client.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_close_1009_ends_the_client(serve):
@@ -76,7 +76,7 @@ def test_close_1009_ends_the_client(serve):
             await client.send("x" * 5000)
         assert client.state == "closed"
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_a_cut_link_reconnects_resumes_and_loses_nothing(serve):
@@ -102,7 +102,7 @@ def test_a_cut_link_reconnects_resumes_and_loses_nothing(serve):
         await client.close()
         proxy.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_the_watchdog_drops_a_frozen_link_and_resends(serve):
@@ -126,4 +126,4 @@ def test_the_watchdog_drops_a_frozen_link_and_resends(serve):
         await client.close()
         proxy.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 30))
