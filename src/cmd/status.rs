@@ -129,6 +129,9 @@ fn print_status(status: &Status) {
     if let Some(disagreement) = &status.disagreement {
         say!("WARNING: {disagreement}: run `wsctl recover`");
     }
+    for warning in &status.warnings {
+        say!("WARNING: {warning}");
+    }
     if let Some(held) = &status.lock {
         let stale = if held.stale {
             " (stale: the next run breaks it)"

@@ -77,6 +77,7 @@ mod steps;
 pub mod tls;
 pub mod tls_reload;
 mod upstream;
+mod userland_proxy;
 mod wait;
 
 use std::time::Duration;

@@ -38,6 +38,10 @@ pub struct Status {
     pub unfinished: Vec<Unfinished>,
     pub colors: BTreeMap<Color, Colour>,
     pub history: Vec<RunSummary>,
+    /// Things about the stack worth acting on that are not drift: the
+    /// public address behind Docker's userland proxy while the stack holds
+    /// more sockets than it can carry (`userland_proxy.rs`).
+    pub warnings: Vec<String>,
 }
 
 /// The last analysis sample any run of the journal recorded.
@@ -227,6 +231,20 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         })
     });
     let (nginx, redis) = super::proxy::drift(stack).await?;
+    let live_connections =
+        serving
+            .live()
+            .and_then(|live| colors.get(&live))
+            .map_or(0, |colour: &Colour| {
+                colour
+                    .replicas
+                    .iter()
+                    .filter_map(|replica| replica.details()?.connections)
+                    .sum()
+            });
+    let warnings = super::userland_proxy::warning(stack.config.public_socket(), live_connections)
+        .into_iter()
+        .collect();
     Ok(Status {
         host: None,
         live: serving.live(),
@@ -240,6 +258,7 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         unfinished,
         colors,
         history,
+        warnings,
     })
 }
 

@@ -166,3 +166,92 @@ async fn prune_removes_old_images_but_never_either_colours() {
     let rollback = stack.wsctl(&["rollback"]);
     assert_eq!(rollback.status.code(), Some(0), "{}", explain(&rollback));
 }
+
+/// Docker's userland proxy serves a loopback public address, and gives out
+/// near 3,000 connections: `status` says so once the stack holds more than
+/// 2,000 sockets (held here straight at the Nginx container, as the hold
+/// benchmark does), and says nothing below that or when no docker-proxy
+/// serves the address (an engine with `userland-proxy: false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_warns_of_docker_proxy_in_front_of_a_public_address_holding_thousands() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new(
+        "unlimited_networks: [\"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\"]\n",
+    );
+    stack.wsctl_ok(&["deploy"]);
+    let status = stack.status_json();
+    assert_eq!(status["warnings"], serde_json::json!([]), "{status}");
+
+    let port = stack
+        .public
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let proxied = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|process| {
+            std::fs::read(process.path().join("cmdline")).is_ok_and(|cmdline| {
+                let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                text.contains("docker-proxy") && text.contains(&format!("-host-port {port} "))
+            })
+        });
+    let nginx_ip = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        ])
+        .arg(format!("{}nginx", stack.prefix))
+        .output()
+        .expect("docker inspect");
+    let nginx_ip = String::from_utf8_lossy(&nginx_ip.stdout).trim().to_string();
+    let mut hold = common::wsctl()
+        .args(["bench", "hold", "-n", "2100", "--duration", "30", "--url"])
+        .arg(format!("ws://{nginx_ip}:80/ws/chat/"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("wsctl bench hold");
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = stack.status_json();
+        let held = status["colors"]["blue"]["connections"]
+            .as_i64()
+            .unwrap_or(0);
+        if held >= 2100 {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "only {held} sockets held: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let text = stack.wsctl(&["status"]);
+    let _ = hold.kill();
+    let _ = hold.wait();
+    let warnings = status["warnings"].as_array().expect("warnings").clone();
+    if proxied {
+        assert_eq!(warnings.len(), 1, "{status}");
+        let warning = warnings[0].as_str().unwrap_or_default();
+        assert!(warning.contains(&stack.public), "{warning}");
+        assert!(warning.contains("\"userland-proxy\": false"), "{warning}");
+        println!("status warned: {warning}");
+    } else {
+        assert!(
+            warnings.is_empty(),
+            "no docker-proxy serves {}: {status}",
+            stack.public
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&text.stdout).contains("WARNING: public_address"),
+        proxied,
+        "{}",
+        explain(&text)
+    );
+}
