@@ -90,6 +90,8 @@ export class WsctlClient extends EventTarget {
     this.pending = new Map();
     this.socket = null;
     this.greeted = false;
+    /** The server's goodbye on the current connection, if it said one. */
+    this.goodbye = null;
     this.attempt = 0;
     this.timers = new Set();
     this.watchdogTimer = null;
@@ -283,7 +285,7 @@ export class WsctlClient extends EventTarget {
     this.stopWatchdog();
     this.socket = null;
     this.greeted = false;
-    const saidGoodbye = this.goodbye !== null && this.goodbye !== undefined;
+    const saidGoodbye = this.goodbye !== null;
     if (this.state === "closing") {
       this.end(new WsctlError("closed", "the client closed"));
       return;

@@ -231,17 +231,11 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         })
     });
     let (nginx, redis) = super::proxy::drift(stack).await?;
-    let live_connections =
-        serving
-            .live()
-            .and_then(|live| colors.get(&live))
-            .map_or(0, |colour: &Colour| {
-                colour
-                    .replicas
-                    .iter()
-                    .filter_map(|replica| replica.details()?.connections)
-                    .sum()
-            });
+    // `colour` already sums the connections of every replica.
+    let live_connections = serving
+        .live()
+        .and_then(|live| colors.get(&live)?.first.details()?.connections)
+        .unwrap_or(0);
     let warnings = super::userland_proxy::warning(stack.config.public_socket(), live_connections)
         .into_iter()
         .collect();
