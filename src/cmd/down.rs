@@ -47,6 +47,9 @@ pub fn down(args: DownArgs) -> anyhow::Result<()> {
         }
         if !json {
             let verb = if args.yes { "removing" } else { "would remove" };
+            for name in &teardown.services {
+                say!("{label}{verb} service {name}");
+            }
             for name in &teardown.containers {
                 say!("{label}{verb} container {name}");
             }

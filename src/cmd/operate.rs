@@ -76,7 +76,6 @@ pub struct HistoryArgs {
 pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
     let readable = !args.stack.json && std::io::stdout().is_terminal();
     on_each_stack(&args.stack, Duration::ZERO, false, async |stack| {
-        let name = deploy::container_of(stack, args.pick.color, args.pick.replica).await?;
         let since = args.since.map(|since| {
             (chrono::Utc::now() - chrono::Duration::from_std(since).unwrap_or_default()).timestamp()
                 as i32
@@ -90,7 +89,19 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<()> {
         if let Some(since) = since {
             options = options.since(since);
         }
-        let mut stream = stack.docker.logs(&name, Some(options.build()));
+        // On Swarm, every task of the colour's service, through the manager.
+        let mut stream = match stack.config.is_swarm() {
+            true => {
+                let service = deploy::service_of(stack, args.pick.color).await?;
+                futures_util::StreamExt::boxed(
+                    stack.docker.service_logs(&service, Some(options.build())),
+                )
+            }
+            false => {
+                let name = deploy::container_of(stack, args.pick.color, args.pick.replica).await?;
+                futures_util::StreamExt::boxed(stack.docker.logs(&name, Some(options.build())))
+            }
+        };
         let mut pending = String::new();
         while let Some(chunk) = stream.next().await {
             pending.push_str(&chunk?.to_string());

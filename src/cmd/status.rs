@@ -157,15 +157,20 @@ fn print_status(status: &Status) {
     }
     for (color, colour) in &status.colors {
         // One line per container, named when the colour has several.
-        let several = colour.replicas.len() > 1;
+        let several = colour.replicas.len() > 1 || colour.first.node.is_some();
         let lines = match several {
             true => colour.replicas.iter().collect(),
             false => vec![&colour.first],
         };
         for container in lines {
-            let label = match several {
-                true => container.container.clone(),
-                false => color.to_string(),
+            let label = match (&container.node, several) {
+                (Some(node), _) => format!(
+                    "{} on {node} ({})",
+                    container.container,
+                    container.address.as_deref().unwrap_or("no address")
+                ),
+                (None, true) => container.container.clone(),
+                (None, false) => color.to_string(),
             };
             let details = container.details();
             let text = |field: Option<&str>| field.unwrap_or("-").to_string();
@@ -180,6 +185,13 @@ fn print_status(status: &Status) {
                 number(details.and_then(|d| d.connections)),
             );
         }
+    }
+    if let Some(nodes) = &status.nodes {
+        let nodes: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("{} {}", node.name, node.state))
+            .collect();
+        say!("swarm nodes: {}", nodes.join(", "));
     }
     for run in &status.history {
         say!("{}", run_line(run));

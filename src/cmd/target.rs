@@ -119,7 +119,26 @@ pub fn with_target(
             let fleet = Fleet::connect(&config, &template, args.json, lock_wait, interrupt).await?;
             return body(Target::Hosts(fleet)).await;
         }
-        let docker = crate::deploy::docker::connect().await?;
+        // `platform: swarm` talks to a manager: swarm.manager, else the
+        // engine DOCKER_HOST names.
+        let docker = match config
+            .swarm
+            .manager
+            .as_deref()
+            .filter(|_| config.is_swarm())
+        {
+            Some(manager) => {
+                let endpoint = crate::deploy::docker::Endpoint {
+                    docker_host: manager.to_string(),
+                    ..crate::deploy::docker::Endpoint::from_env()
+                };
+                crate::deploy::docker::connect_to(&endpoint).await?
+            }
+            None => crate::deploy::docker::connect().await?,
+        };
+        if config.is_swarm() {
+            deploy::ensure_swarm_manager(&docker).await?;
+        }
         let events = Events::new(args.json);
         let stack = Stack::new(docker, config, events, template, lock_wait, interrupt);
         body(Target::One(Box::new(stack))).await

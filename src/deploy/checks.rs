@@ -7,7 +7,10 @@
 //!   check runs inside the replica, at `127.0.0.1:app_port`;
 //! - an external app has nothing of ours: the check runs in the stack's
 //!   checker container (`{prefix}checker`, `images.checker`, on the stack's
-//!   network), at `REPLICA:app_port`, by the engine's DNS.
+//!   network), at `REPLICA:app_port`, by the engine's DNS;
+//! - on `platform: swarm` every check runs from the checker too (a task
+//!   may run on a node whose engine wsctl does not reach), at the task's
+//!   overlay address.
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 
@@ -31,7 +34,7 @@ pub fn checker(config: &StackConfig) -> String {
 }
 
 pub fn target(config: &StackConfig, replica: &str) -> Target {
-    if config.is_external() {
+    if config.checks_from_checker() {
         Target {
             container: checker(config),
             base: format!("http://{replica}:{}", config.app_port),
@@ -98,7 +101,7 @@ pub async fn ready(docker: &bollard::Docker, config: &StackConfig, replica: &str
             failed_to_run(&format!("{error:#}"))
         }
         Err(error) => {
-            if config.is_external() && !running(docker, &target.container).await {
+            if config.checks_from_checker() && !running(docker, &target.container).await {
                 return Check::Failed(format!(
                     "the checker container {} is not running",
                     target.container

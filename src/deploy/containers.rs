@@ -6,6 +6,10 @@
 //! A colour is one container per replica (`app_blue`, or `app_blue_1` ...
 //! `app_blue_N`); every operation on a colour runs on all of its replicas
 //! in parallel, and fails when one of them fails.
+//!
+//! On `platform: swarm` a colour is a service instead: each public function
+//! here that acts on a colour hands it to `swarm/services.rs`, and a
+//! replica is named by its task's overlay address.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -17,6 +21,8 @@ use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 
 use super::checks;
+use super::engine::Presence;
+use super::swarm::services;
 use super::wait::{Check, WaitError, poll_until};
 use super::{DeployError, Stack};
 use crate::deploy::config::{Color, StackConfig};
@@ -31,6 +37,13 @@ const READY_INTERVAL: Duration = Duration::from_millis(20);
 /// `app_blue`, or `app_blue_1` ... `app_blue_N`. When it has none, the
 /// single-replica name, so that what follows names what is missing.
 pub async fn replicas(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
+    if stack.config.is_swarm() {
+        let found = services::addresses(stack, color).await?;
+        if found.is_empty() {
+            return Ok(vec![services::service(&stack.config, color)]);
+        }
+        return Ok(found);
+    }
     let found = existing_replicas(&stack.docker, &stack.config, color).await?;
     if found.is_empty() {
         return Ok(vec![stack.config.app(color)]);
@@ -70,8 +83,31 @@ pub async fn inspect_all(
     Ok(names.into_iter().zip(infos).collect())
 }
 
+/// The colour's containers (or tasks) as the platform has them.
+pub async fn presence(stack: &Stack, color: Color) -> anyhow::Result<Presence> {
+    if stack.config.is_swarm() {
+        let (names, exists, running) = services::presence(stack, color).await?;
+        return Ok(Presence {
+            names,
+            exists,
+            running,
+        });
+    }
+    let all = inspect_all(stack, color).await?;
+    Ok(Presence {
+        names: all.iter().map(|(name, _)| name.clone()).collect(),
+        exists: all.iter().any(|(_, info)| info.is_some()),
+        running: all
+            .iter()
+            .any(|(_, info)| info.as_ref().is_some_and(|info| info.running)),
+    })
+}
+
 /// The image the colour's (first) container runs; empty when it has none.
 pub async fn image_of(stack: &Stack, color: Color) -> anyhow::Result<String> {
+    if stack.config.is_swarm() {
+        return services::image_of(stack, color).await;
+    }
     let all = inspect_all(stack, color).await?;
     Ok(all
         .into_iter()
@@ -89,6 +125,9 @@ pub async fn start_fresh(
     count: usize,
     extra_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
+    if stack.config.is_swarm() {
+        return services::start_fresh(stack, color, image, count, extra_env).await;
+    }
     // Resolved once for every replica (env files read once), and before
     // the old containers go, so an unreadable env file changes nothing.
     let mut app_env = stack.config.app_environment()?;
@@ -105,6 +144,9 @@ pub async fn start_fresh(
 
 /// Starts the colour's kept containers again (a rollback).
 pub async fn start_kept(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
+    if stack.config.is_swarm() {
+        return services::start_kept(stack, color).await;
+    }
     let names = replicas(stack, color).await?;
     try_join_all(names.iter().map(|name| docker::start(&stack.docker, name))).await?;
     Ok(names)
@@ -188,6 +230,9 @@ async fn create(
 /// Stops a colour Nginx no longer routes to, gracefully (SIGTERM: its
 /// clients get goodbye and reconnect elsewhere), and removes it if asked.
 pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result<()> {
+    if stack.config.is_swarm() {
+        return services::retire(stack, color, remove).await;
+    }
     let names = replicas(stack, color).await?;
     try_join_all(names.into_iter().map(|name| async move {
         stop_gracefully(
@@ -212,6 +257,9 @@ pub async fn retire(stack: &Stack, color: Color, remove: bool) -> anyhow::Result
 /// engine's HEALTHCHECK (every 2 s) stays for `status` and restarts; this
 /// loop is what lets a deploy or rollback move on within 60 ms of ready.
 pub async fn wait_ready(stack: &Stack, color: Color) -> Result<(), DeployError> {
+    if stack.config.is_swarm() {
+        return services::wait_ready(stack, color).await;
+    }
     let names = replicas(stack, color)
         .await
         .map_err(|error| DeployError::Health(format!("{error:#}")))?;
@@ -251,6 +299,9 @@ async fn ready_check(stack: &Stack, name: &str) -> Check<()> {
 /// Every replica ready right now (one probe each), for `switch` and
 /// `recover`.
 pub async fn ready_now(stack: &Stack, color: Color) -> bool {
+    if stack.config.is_swarm() {
+        return services::ready_now(stack, color).await;
+    }
     let Ok(names) = replicas(stack, color).await else {
         return false;
     };
@@ -292,6 +343,9 @@ async fn smoke_replica(stack: &Stack, name: &str, named: bool) -> anyhow::Result
 /// Prints (or emits) the last log lines of each of the colour's containers
 /// after a failed step.
 pub async fn report_logs(stack: &Stack, color: Color) {
+    if stack.config.is_swarm() {
+        return services::report_tasks(stack, color).await;
+    }
     let names = replicas(stack, color)
         .await
         .unwrap_or_else(|_| vec![stack.config.app(color)]);
@@ -324,6 +378,9 @@ pub enum Drained {
 /// parallel, showing how many connections they still hold; the stopped
 /// containers stay for rollback.
 pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
+    if stack.config.is_swarm() {
+        return services::drain(stack, color).await;
+    }
     let grace = stack.config.drain_timeout();
     let mut running = Vec::new();
     let mut stopped = Vec::new();

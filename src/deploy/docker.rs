@@ -252,14 +252,17 @@ pub fn parse_time(stamp: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .filter(|at| chrono::Datelike::year(at) > 1)
 }
 
-/// Creates the network unless it exists.
-pub async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<()> {
+/// Creates the network unless it exists: a bridge, or (`overlay`, on a
+/// swarm manager) an attachable overlay that services' tasks and the
+/// manager's own containers share.
+pub async fn ensure_network(docker: &Docker, name: &str, overlay: bool) -> anyhow::Result<()> {
     match docker.inspect_network(name, None).await {
         Ok(_) => Ok(()),
         Err(error) if status_of(&error) == Some(404) => {
             let request = bollard::models::NetworkCreateRequest {
                 name: name.to_string(),
-                driver: Some("bridge".into()),
+                driver: Some(if overlay { "overlay" } else { "bridge" }.into()),
+                attachable: overlay.then_some(true),
                 ..Default::default()
             };
             match docker.create_network(request).await {

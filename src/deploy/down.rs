@@ -5,12 +5,19 @@
 
 use serde::Serialize;
 
-use super::{DeployError, Stack, containers, docker, lock};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{DeployError, Stack, containers, docker, lock, wait};
 use crate::deploy::config::Color;
 
 /// What taking the stack down removes.
 #[derive(Debug, Default, Serialize)]
 pub struct Teardown {
+    /// `platform: swarm`: the colours' services.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
     pub containers: Vec<String>,
     pub network: Option<String>,
     /// Journal records (volumes), with `--volumes` only.
@@ -19,7 +26,10 @@ pub struct Teardown {
 
 impl Teardown {
     pub fn is_empty(&self) -> bool {
-        self.containers.is_empty() && self.network.is_none() && self.volumes.is_empty()
+        self.services.is_empty()
+            && self.containers.is_empty()
+            && self.network.is_none()
+            && self.volumes.is_empty()
     }
 }
 
@@ -35,9 +45,13 @@ pub async fn plan(stack: &Stack, volumes: bool) -> anyhow::Result<Teardown> {
         }
         .into());
     }
+    let mut teardown = Teardown::default();
     let mut names = Vec::new();
     for color in Color::ALL {
         names.extend(containers::existing_replicas(&stack.docker, config, color).await?);
+        if config.is_swarm() && !containers::image_of(stack, color).await?.is_empty() {
+            teardown.services.push(config.app(color));
+        }
     }
     for base in ["nginx", "nginx_next", "nginx_old", "checker", "wsctl_lock"] {
         names.push(config.name(base));
@@ -45,7 +59,6 @@ pub async fn plan(stack: &Stack, volumes: bool) -> anyhow::Result<Teardown> {
     if config.owns_redis() {
         names.push(config.name("redis"));
     }
-    let mut teardown = Teardown::default();
     for name in names {
         if docker::inspect(&stack.docker, &name).await?.is_some() {
             teardown.containers.push(name);
@@ -64,11 +77,33 @@ pub async fn plan(stack: &Stack, volumes: bool) -> anyhow::Result<Teardown> {
 /// Removes what `plan` listed: containers first (the network cannot go
 /// while one is attached), then the network and the records.
 pub async fn apply(stack: &Stack, teardown: &Teardown) -> anyhow::Result<()> {
+    for service in &teardown.services {
+        match stack.docker.delete_service(service).await {
+            Err(error) if docker::status_of(&error) != Some(404) => {
+                return Err(error).with_context(|| format!("removing the service {service}"));
+            }
+            _ => {}
+        }
+    }
     for name in &teardown.containers {
         docker::remove(&stack.docker, name).await?;
     }
     if let Some(network) = &teardown.network {
-        docker::remove_network(&stack.docker, network).await?;
+        // A removed service's tasks leave the overlay within seconds.
+        let removed = wait::poll_until(
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || async {
+                match docker::remove_network(&stack.docker, network).await {
+                    Ok(()) => wait::Check::Ready(()),
+                    Err(error) => wait::Check::Pending(format!("{error:#}")),
+                }
+            },
+        )
+        .await;
+        if let Err(wait::WaitError::Failed(why) | wait::WaitError::TimedOut(why)) = removed {
+            anyhow::bail!("removing network {network}: {why}");
+        }
     }
     if !teardown.volumes.is_empty() {
         stack.journal.remove_all(&stack.docker).await?;

@@ -225,14 +225,7 @@ impl Engine for Stack {
     }
 
     async fn presence(&self, color: Color) -> anyhow::Result<Presence> {
-        let all = containers::inspect_all(self, color).await?;
-        Ok(Presence {
-            names: all.iter().map(|(name, _)| name.clone()).collect(),
-            exists: all.iter().any(|(_, info)| info.is_some()),
-            running: all
-                .iter()
-                .any(|(_, info)| info.as_ref().is_some_and(|info| info.running)),
-        })
+        containers::presence(self, color).await
     }
 
     async fn image_of(&self, color: Color) -> anyhow::Result<String> {
@@ -247,7 +240,10 @@ impl Engine for Stack {
         env: &BTreeMap<String, String>,
     ) -> anyhow::Result<String> {
         containers::start_fresh(self, color, image, count, env).await?;
-        Ok(self.config.app_replicas(color, count).join(", "))
+        Ok(match self.config.is_swarm() {
+            true => format!("{} ({count} tasks)", self.config.app(color)),
+            false => self.config.app_replicas(color, count).join(", "),
+        })
     }
 
     async fn start_kept(&self, color: Color) -> anyhow::Result<String> {

@@ -12,6 +12,10 @@
 //! write, five of them on the path to a switched rollback. The volumes hold
 //! no data and are never mounted. The Nginx container is not used: it may be
 //! recreated, and the journal must survive that.
+//!
+//! On `platform: swarm` the records are Swarm configs with the same names
+//! and labels (`swarm/configs.rs`): in the cluster's Raft store, so every
+//! machine that reaches a manager reads the same journal.
 
 use std::collections::HashMap;
 
@@ -24,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{Action, State};
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::docker;
+use crate::deploy::swarm::configs;
 
 const STACK: &str = "wsctl.journal.stack";
 const RUN: &str = "wsctl.journal.run";
@@ -286,6 +291,15 @@ pub struct Journal {
     /// The label value that marks this stack's records.
     stack: String,
     prefix: String,
+    /// Where records live: Docker volumes on the engine, or Swarm configs
+    /// in the cluster (`platform: swarm`: every manager sees them).
+    store: Store,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Volumes,
+    SwarmConfigs,
 }
 
 impl Journal {
@@ -293,31 +307,48 @@ impl Journal {
         Journal {
             stack: config.name("wsctl"),
             prefix: config.name("wsctl_run_"),
+            store: match config.is_swarm() {
+                true => Store::SwarmConfigs,
+                false => Store::Volumes,
+            },
         }
     }
 
-    fn volume(&self, run: &str, seq: u32) -> String {
+    fn record_name(&self, run: &str, seq: u32) -> String {
         format!("{}{run}_{seq:05}", self.prefix)
     }
 
     /// Records `run` as its next record, then drops the previous one.
     pub async fn write(&self, docker: &Docker, run: &mut Run) -> anyhow::Result<()> {
         run.seq += 1;
-        let request = VolumeCreateRequest {
-            name: Some(self.volume(&run.id, run.seq)),
-            labels: Some(HashMap::from([
-                (STACK.to_string(), self.stack.clone()),
-                (RUN.to_string(), run.id.clone()),
-                (RECORD.to_string(), serde_json::to_string(run)?),
-            ])),
-            ..Default::default()
-        };
-        docker
-            .create_volume(request)
-            .await
-            .context("writing the journal")?;
+        let name = self.record_name(&run.id, run.seq);
+        let labels = HashMap::from([
+            (STACK.to_string(), self.stack.clone()),
+            (RUN.to_string(), run.id.clone()),
+            (RECORD.to_string(), serde_json::to_string(run)?),
+        ]);
+        match self.store {
+            Store::Volumes => {
+                let request = VolumeCreateRequest {
+                    name: Some(name),
+                    labels: Some(labels),
+                    ..Default::default()
+                };
+                docker
+                    .create_volume(request)
+                    .await
+                    .context("writing the journal")?;
+            }
+            Store::SwarmConfigs => {
+                let created = configs::create(docker, &name, labels)
+                    .await
+                    .context("writing the journal")?;
+                anyhow::ensure!(created.is_some(), "writing the journal: {name} exists");
+            }
+        }
         if run.seq > 1 {
-            remove_volume(docker, &self.volume(&run.id, run.seq - 1)).await;
+            self.remove_record(docker, &self.record_name(&run.id, run.seq - 1))
+                .await;
         } else {
             self.prune(docker).await;
         }
@@ -340,29 +371,42 @@ impl Journal {
         Ok(runs)
     }
 
-    /// `(volume name, run)` for every record of this stack.
+    /// `(record name, run)` for every record of this stack.
     async fn records(&self, docker: &Docker) -> anyhow::Result<Vec<(String, Run)>> {
-        let filters = HashMap::from([("label", vec![format!("{STACK}={}", self.stack)])]);
-        let options = ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let listed = docker
-            .list_volumes(Some(options))
-            .await
-            .context("reading the journal")?;
-        Ok(listed
-            .volumes
-            .unwrap_or_default()
+        let labelled: Vec<(String, HashMap<String, String>)> = match self.store {
+            Store::Volumes => {
+                let filters = HashMap::from([("label", vec![format!("{STACK}={}", self.stack)])]);
+                let options = ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build();
+                docker
+                    .list_volumes(Some(options))
+                    .await
+                    .context("reading the journal")?
+                    .volumes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|volume| (volume.name, volume.labels))
+                    .collect()
+            }
+            Store::SwarmConfigs => configs::labelled(docker, STACK, &self.stack)
+                .await
+                .context("reading the journal")?
+                .into_iter()
+                .map(|record| (record.name, record.labels))
+                .collect(),
+        };
+        Ok(labelled
             .into_iter()
-            .filter_map(|volume| {
-                let run = serde_json::from_str(volume.labels.get(RECORD)?).ok()?;
-                Some((volume.name, run))
+            .filter_map(|(name, labels)| {
+                let run = serde_json::from_str(labels.get(RECORD)?).ok()?;
+                Some((name, run))
             })
             .collect())
     }
 
-    /// The names of every record's volume (what `wsctl down --volumes`
-    /// removes).
+    /// The names of every record (the volumes `wsctl down --volumes`
+    /// removes, or the Swarm configs).
     pub async fn volumes(&self, docker: &Docker) -> anyhow::Result<Vec<String>> {
         let mut names: Vec<String> = self
             .records(docker)
@@ -377,13 +421,16 @@ impl Journal {
     /// Removes every record (`wsctl down --volumes`).
     pub async fn remove_all(&self, docker: &Docker) -> anyhow::Result<()> {
         for name in self.volumes(docker).await? {
-            docker
-                .remove_volume(
-                    &name,
-                    None::<bollard::query_parameters::RemoveVolumeOptions>,
-                )
-                .await
-                .with_context(|| format!("removing the journal record {name}"))?;
+            match self.store {
+                Store::Volumes => docker
+                    .remove_volume(
+                        &name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                    .with_context(|| format!("removing the journal record {name}"))?,
+                Store::SwarmConfigs => configs::remove(docker, &name).await?,
+            }
         }
         Ok(())
     }
@@ -399,21 +446,29 @@ impl Journal {
         let Some(&keep_from) = ids.len().checked_sub(KEEP).and_then(|cut| ids.get(cut)) else {
             return;
         };
-        for (volume, run) in &records {
+        for (name, run) in &records {
             if run.id.as_str() < keep_from {
-                remove_volume(docker, volume).await;
+                self.remove_record(docker, name).await;
             }
         }
     }
-}
 
-async fn remove_volume(docker: &Docker, name: &str) {
-    if let Err(error) = docker
-        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
-        .await
-        && docker::status_of(&error) != Some(404)
-    {
-        tracing::warn!(%error, volume = name, "removing an old journal record");
+    /// Removes one record (best effort: a failure leaves an old record,
+    /// which readers skip for the newer one).
+    async fn remove_record(&self, docker: &Docker, name: &str) {
+        let removed = match self.store {
+            Store::Volumes => match docker
+                .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            {
+                Err(error) if docker::status_of(&error) != Some(404) => Err(error.into()),
+                _ => Ok(()),
+            },
+            Store::SwarmConfigs => configs::remove(docker, name).await,
+        };
+        if let Err(error) = removed {
+            tracing::warn!(error = %format!("{error:#}"), record = name, "removing an old journal record");
+        }
     }
 }
 

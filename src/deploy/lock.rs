@@ -17,6 +17,12 @@
 //!   compare-and-swap: a lock taken again in between has another id).
 //! - `wsctl lock acquire -m MESSAGE` takes a manual lock that never expires
 //!   (nobody renews it) and `wsctl lock release` lets it go.
+//!
+//! On `platform: swarm` the lock is a Swarm config of the same name and
+//! labels (`swarm/configs.rs`), created in the cluster's Raft store (409
+//! when it exists, on every manager); the holder renews it by rewriting
+//! its labels, which moves its `UpdatedAt` on the manager's clock. The same
+//! rules follow: release and breaking go by the config's id.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,6 +37,7 @@ use super::DeployError;
 use super::wait::{Check, WaitError, poll_until};
 use crate::deploy::config::StackConfig;
 use crate::deploy::docker::{self, status_of};
+use crate::deploy::swarm::configs;
 use crate::shared::secrets::say_err;
 
 const HOLDER: &str = "wsctl.lock.holder";
@@ -40,6 +47,8 @@ const TTL: &str = "wsctl.lock.ttl";
 const HOST: &str = "wsctl.lock.host";
 const PID: &str = "wsctl.lock.pid";
 const MESSAGE: &str = "wsctl.lock.message";
+/// A Swarm config lock's last renewal (its `UpdatedAt` is what counts).
+const RENEWED: &str = "wsctl.lock.renewed";
 /// What `nginx -v` needs: the Nginx image is always present in a stack.
 const RENEW_COMMAND: [&str; 2] = ["/usr/sbin/nginx", "-v"];
 /// How often a waiter looks at the lock again.
@@ -68,7 +77,42 @@ pub struct Holder {
 pub struct Lock {
     id: String,
     name: String,
+    swarm: bool,
     renewer: Option<JoinHandle<()>>,
+}
+
+/// The lock object as read: its id, labels and times on the engine's clock.
+struct Object {
+    id: String,
+    labels: HashMap<String, String>,
+    created: Option<DateTime<Utc>>,
+    renewed: Option<DateTime<Utc>>,
+}
+
+/// Reads the lock object: the container, or the Swarm config.
+async fn read(docker: &Docker, config: &StackConfig, name: &str) -> anyhow::Result<Option<Object>> {
+    if config.is_swarm() {
+        return Ok(configs::find(docker, name).await?.map(|record| Object {
+            id: record.id,
+            labels: record.labels,
+            created: record.created,
+            renewed: record.updated,
+        }));
+    }
+    Ok(docker::inspect(docker, name).await?.map(|info| Object {
+        id: info.id,
+        created: info.created.as_deref().and_then(docker::parse_time),
+        renewed: info.started_at.as_deref().and_then(docker::parse_time),
+        labels: info.labels,
+    }))
+}
+
+/// Removes the lock object `id` (absent: fine).
+async fn remove_object(docker: &Docker, swarm: bool, id: &str) -> anyhow::Result<()> {
+    match swarm {
+        true => configs::remove(docker, id).await,
+        false => docker::remove(docker, id).await,
+    }
 }
 
 /// When a lease granted or renewed at `renewed` for `ttl` ends.
@@ -99,16 +143,12 @@ fn holder_process_gone(host: &str, pid: Option<u32>) -> bool {
 /// Reads the lock; `None` when nobody holds it.
 pub async fn holder(docker: &Docker, config: &StackConfig) -> anyhow::Result<Option<Holder>> {
     let name = config.name("wsctl_lock");
-    let Some(info) = docker::inspect(docker, &name).await? else {
+    let Some(info) = read(docker, config, &name).await? else {
         return Ok(None);
     };
     let label = |key: &str| info.labels.get(key).cloned().unwrap_or_default();
     let ttl: u64 = label(TTL).parse().unwrap_or(0);
-    let renewed = [info.created.as_deref(), info.started_at.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter_map(docker::parse_time)
-        .max();
+    let renewed = [info.created, info.renewed].into_iter().flatten().max();
     let expires = renewed.and_then(|at| lease_end(at, ttl));
     let expired = match expires {
         Some(end) => docker::engine_time(docker).await? >= end,
@@ -200,39 +240,56 @@ async fn try_take(
     let body = ContainerCreateBody {
         image: Some(config.images.nginx.clone()),
         entrypoint: Some(RENEW_COMMAND.iter().map(|part| part.to_string()).collect()),
-        labels: Some(labels),
+        labels: Some(labels.clone()),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
             ..Default::default()
         }),
         ..Default::default()
     };
+    let swarm = config.is_swarm();
     // Again right after breaking a stale lock, and while the lock is
     // between two holders (one removing it, the other not yet created).
     for _ in 0..20 {
-        match docker::create(docker, name, body.clone()).await {
-            Ok(docker::Created::New(id)) => {
+        let created =
+            match swarm {
+                true => configs::create(docker, name, labels.clone()).await,
+                false => docker::create(docker, name, body.clone())
+                    .await
+                    .map(|created| match created {
+                        docker::Created::New(id) => Some(id),
+                        docker::Created::NameTaken => None,
+                    }),
+            };
+        match created {
+            Ok(Some(id)) => {
                 let renewer = (request.ttl > 0).then(|| {
-                    tokio::spawn(renew(
-                        docker.clone(),
-                        id.clone(),
-                        renew_interval(request.ttl),
-                    ))
+                    let interval = renew_interval(request.ttl);
+                    match swarm {
+                        true => tokio::spawn(renew_config(
+                            docker.clone(),
+                            name.to_string(),
+                            id.clone(),
+                            interval,
+                        )),
+                        false => tokio::spawn(renew(docker.clone(), id.clone(), interval)),
+                    }
                 });
                 return Check::Ready(Lock {
                     id,
                     name: name.to_string(),
+                    swarm,
                     renewer,
                 });
             }
-            Ok(docker::Created::NameTaken) => {}
+            Ok(None) => {}
             Err(error) => return Check::Failed(format!("{error:#}")),
         }
         match holder(docker, config).await {
             Ok(Some(held)) if held.stale => {
                 tracing::warn!(holder = %held.holder, id = %held.id, "breaking a stale lock");
                 say_err!("wsctl: breaking the stale lock of {}", held.holder);
-                if let Err(why) = break_stale(docker, &held.id).await {
+                if let Err(why) = break_stale(docker, swarm, &held.id).await {
                     return Check::Failed(why);
                 }
             }
@@ -247,7 +304,12 @@ async fn try_take(
 /// Removes the stale lock container `id`. By id: if someone else broke it
 /// and took the lock meanwhile, this is a 404 (or a 409 while their removal
 /// runs), and their lock stays.
-async fn break_stale(docker: &Docker, id: &str) -> Result<(), String> {
+async fn break_stale(docker: &Docker, swarm: bool, id: &str) -> Result<(), String> {
+    if swarm {
+        return configs::remove(docker, id)
+            .await
+            .map_err(|error| format!("breaking a stale lock: {error:#}"));
+    }
     let options = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
         .force(true)
         .build();
@@ -274,14 +336,38 @@ async fn renew(docker: Docker, id: String, interval: Duration) {
     }
 }
 
+/// Renews a Swarm config lock every `interval` until aborted: rewrites its
+/// labels (with the version read), which moves its `UpdatedAt`.
+async fn renew_config(docker: Docker, name: String, id: String, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let record = match configs::find(&docker, &name).await {
+            Ok(Some(record)) if record.id == id => record,
+            Ok(_) => {
+                say_err!("wsctl: the deploy lock was broken by someone else");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "renewing the deploy lock failed");
+                continue;
+            }
+        };
+        let mut labels = record.labels.clone();
+        labels.insert(RENEWED.to_string(), crate::shared::time::now_rfc3339());
+        if let Err(error) = configs::relabel(&docker, &record, labels).await {
+            tracing::warn!(error = %format!("{error:#}"), "renewing the deploy lock failed");
+        }
+    }
+}
+
 impl Lock {
-    /// Lets go: removes the container this holder created (by its id, so a
+    /// Lets go: removes the lock this holder created (by its id, so a
     /// lock someone else took after breaking ours is left alone).
     pub async fn release(mut self, docker: &Docker) -> anyhow::Result<()> {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
         }
-        docker::remove(docker, &self.id).await
+        remove_object(docker, self.swarm, &self.id).await
     }
 
     /// Keeps the lock held after this process exits (`wsctl lock acquire`).
@@ -320,7 +406,7 @@ pub async fn release_manual(
         }
         .into());
     }
-    docker::remove(docker, &held.id).await?;
+    remove_object(docker, config.is_swarm(), &held.id).await?;
     Ok(Some(held))
 }
 
@@ -328,7 +414,7 @@ pub async fn release_manual(
 pub async fn force_unlock(docker: &Docker, config: &StackConfig) -> anyhow::Result<Option<String>> {
     let held = holder(docker, config).await?;
     if let Some(held) = &held {
-        docker::remove(docker, &held.id).await?;
+        remove_object(docker, config.is_swarm(), &held.id).await?;
     }
     Ok(held.map(|held| held.holder))
 }

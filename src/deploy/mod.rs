@@ -39,6 +39,9 @@
 //!   `tls_reload.rs`: `wsctl tls reload`.
 //! - `hooks.rs`: the commands of `hooks:` around a run; `notify.rs`: the
 //!   webhooks of `notify:`.
+//! - `swarm/`: `platform: swarm`: a colour as a Swarm service
+//!   (`containers.rs` hands each colour operation to it), the journal and
+//!   the lock as Swarm configs.
 //!
 //! This file holds the stack handle and the commands that do not move
 //! traffic (prune, history, the manual lock). Nothing here assumes the
@@ -74,6 +77,7 @@ mod runner;
 mod state;
 mod status;
 mod steps;
+mod swarm;
 pub mod tls;
 pub mod tls_reload;
 mod upstream;
@@ -96,6 +100,7 @@ pub use operations::{DeployRequest, Operation};
 pub use plan::Canary;
 pub use proxy::RedisView;
 pub use status::{RunSummary, Status, status};
+pub use swarm::services::ensure_manager as ensure_swarm_manager;
 pub use upstream::DEFAULT_TEMPLATE;
 
 use crate::deploy::config::{Color, StackConfig};
@@ -300,6 +305,23 @@ pub async fn history(stack: &Stack, count: usize) -> anyhow::Result<Vec<RunSumma
         .collect())
 }
 
+/// The colour `logs` and `exec` work on: `color`, or the live one.
+async fn colour_or_live(stack: &Stack, color: Option<Color>) -> anyhow::Result<Color> {
+    match color {
+        Some(color) => Ok(color),
+        None => Ok(nginx::serving(stack).await?.live().ok_or_else(|| {
+            DeployError::Usage("no colour is live: name one with --color".into())
+        })?),
+    }
+}
+
+/// `platform: swarm`: the service whose logs `wsctl logs` shows (every
+/// task's lines, through the manager), `color` or the live colour's.
+pub async fn service_of(stack: &Stack, color: Option<Color>) -> anyhow::Result<String> {
+    let color = colour_or_live(stack, color).await?;
+    Ok(swarm::services::service(&stack.config, color))
+}
+
 /// The container `logs` and `exec` work on: replica `replica` (1-based;
 /// default the first) of `color` (default the live colour).
 pub async fn container_of(
@@ -307,13 +329,15 @@ pub async fn container_of(
     color: Option<Color>,
     replica: Option<usize>,
 ) -> anyhow::Result<String> {
-    let color = match color {
-        Some(color) => color,
-        None => nginx::serving(stack)
-            .await?
-            .live()
-            .ok_or_else(|| DeployError::Usage("no colour is live: name one with --color".into()))?,
-    };
+    if stack.config.is_swarm() {
+        return Err(DeployError::Usage(
+            "on platform: swarm a task's container is on its node's engine: run `docker exec` \
+             there (`wsctl status` names the node)"
+                .into(),
+        )
+        .into());
+    }
+    let color = colour_or_live(stack, color).await?;
     let names = containers::replicas(stack, color).await?;
     let index = replica.unwrap_or(1);
     let Some(name) = names.get(index.saturating_sub(1)).filter(|_| index >= 1) else {
@@ -339,7 +363,7 @@ async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<
         if config.owns_redis() {
             names.push(config.name("redis"));
         }
-        if config.is_external() {
+        if config.checks_from_checker() {
             names.push(checks::checker(config));
         }
         for name in names {
@@ -354,7 +378,7 @@ async fn bootstrap(stack: &mut Stack, create: engine::Create) -> anyhow::Result<
     // deploy that cannot start Nginx leaves nothing behind.
     let mut created: Vec<String> = Vec::new();
     let network_existed = docker::network_exists(&stack.docker, &network).await?;
-    docker::ensure_network(&stack.docker, &network).await?;
+    docker::ensure_network(&stack.docker, &network, config.is_swarm()).await?;
     let started = start_components(stack, &network, &mut created).await;
     let Err(error) = started else {
         return Ok(());
@@ -410,7 +434,7 @@ async fn start_components(
     let nginx = proxy::container_body(config);
     ensure_running(&stack.docker, &config.name("nginx"), nginx, created).await?;
     // An external app's checks run beside it, from the checker.
-    if config.is_external() {
+    if config.checks_from_checker() {
         let checker = checks::checker_body(config);
         ensure_running(&stack.docker, &checks::checker(config), checker, created).await?;
     }

@@ -13,6 +13,7 @@ use super::lock::Holder;
 use super::nginx::Serving;
 use super::plan::{Action, State};
 use super::proxy::{Component, RedisView};
+use super::swarm::services;
 use super::{Stack, checks, containers, lock, nginx};
 use crate::deploy::config::Color;
 use crate::deploy::docker;
@@ -42,6 +43,17 @@ pub struct Status {
     /// public address behind Docker's userland proxy while the stack holds
     /// more sockets than it can carry (`userland_proxy.rs`).
     pub warnings: Vec<String>,
+    /// `platform: swarm`: every node and whether it is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<SwarmNode>>,
+}
+
+/// A node of the swarm, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmNode {
+    pub name: String,
+    /// `ready`, or `down` (down, unknown or disconnected).
+    pub state: String,
 }
 
 /// The last analysis sample any run of the journal recorded.
@@ -119,6 +131,11 @@ pub struct Container {
     pub container: String,
     /// The engine's state, or `absent`.
     pub state: String,
+    /// `platform: swarm`: the node the task runs on, and its overlay address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Absent for a container that does not exist.
     #[serde(flatten)]
     pub details: Option<Details>,
@@ -219,10 +236,26 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         .take(RECENT)
         .map(RunSummary::from)
         .collect();
+    // Which colour an upstream server is: by container name, or on Swarm
+    // by the task addresses each colour's service has now.
+    let mut addresses = std::collections::HashMap::new();
+    if stack.config.is_swarm() {
+        for color in Color::ALL {
+            for address in services::addresses(stack, color).await? {
+                addresses.insert(address, color);
+            }
+        }
+    }
+    let colour_of = |host: &str| match stack.config.is_swarm() {
+        true => addresses.get(host).copied(),
+        false => Color::ALL
+            .into_iter()
+            .find(|color| stack.config.replica_index(*color, host).is_some()),
+    };
     let weights = serving
         .upstream
         .as_deref()
-        .and_then(|upstream| weights(stack, upstream));
+        .and_then(|upstream| weights(upstream, colour_of));
     let last_analysis = runs.iter().rev().find_map(|run| {
         Some(LastAnalysis {
             run_id: run.id.clone(),
@@ -236,9 +269,20 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         .live()
         .and_then(|live| colors.get(&live)?.first.details()?.connections)
         .unwrap_or(0);
-    let warnings = super::userland_proxy::warning(stack.config.public_socket(), live_connections)
-        .into_iter()
-        .collect();
+    let mut warnings: Vec<String> =
+        super::userland_proxy::warning(stack.config.public_socket(), live_connections)
+            .into_iter()
+            .collect();
+    let nodes = match stack.config.is_swarm() {
+        true => Some(swarm_nodes(stack).await?),
+        false => None,
+    };
+    for node in nodes.iter().flatten().filter(|node| node.state != "ready") {
+        warnings.push(format!(
+            "swarm node {} is {}: its tasks run elsewhere once Swarm reschedules them",
+            node.name, node.state
+        ));
+    }
     Ok(Status {
         host: None,
         live: serving.live(),
@@ -253,12 +297,30 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         colors,
         history,
         warnings,
+        nodes,
     })
+}
+
+/// Every node of the swarm with its state (`ready`, `down`, ...).
+async fn swarm_nodes(stack: &Stack) -> anyhow::Result<Vec<SwarmNode>> {
+    let mut nodes: Vec<SwarmNode> = services::nodes(stack)
+        .await?
+        .into_values()
+        .map(|(name, ready)| SwarmNode {
+            name,
+            state: if ready { "ready" } else { "down" }.to_string(),
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nodes)
 }
 
 /// Each colour's share of new connections in percent, when the upstream
 /// on disk weighs both (a canary in progress); `None` otherwise.
-fn weights(stack: &Stack, upstream: &str) -> Option<BTreeMap<Color, f64>> {
+fn weights(
+    upstream: &str,
+    colour_of: impl Fn(&str) -> Option<Color>,
+) -> Option<BTreeMap<Color, f64>> {
     let mut totals = [0u64; 2];
     for line in upstream.lines() {
         let Some(rest) = line.trim().strip_prefix("server ") else {
@@ -271,7 +333,7 @@ fn weights(stack: &Stack, upstream: &str) -> Option<BTreeMap<Color, f64>> {
             .and_then(|weight| weight.parse().ok())
             .unwrap_or(1);
         for (index, color) in Color::ALL.into_iter().enumerate() {
-            if stack.config.replica_index(color, host).is_some() {
+            if colour_of(host) == Some(color) {
                 totals[index] += weight;
             }
         }
@@ -295,12 +357,39 @@ fn weights(stack: &Stack, upstream: &str) -> Option<BTreeMap<Color, f64>> {
 /// theirs.
 async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Colour> {
     let mut replicas = Vec::new();
-    for (name, info) in containers::inspect_all(stack, color).await? {
-        replicas.push(container(stack, name, info).await);
+    if stack.config.is_swarm() {
+        for task in services::tasks(stack, color).await? {
+            if task.wanted || task.running {
+                replicas.push(task_row(stack, task).await);
+            }
+        }
+        // Drained: the service is kept at 0 tasks for a rollback.
+        let image = services::image_of(stack, color).await?;
+        if replicas.is_empty() && !image.is_empty() {
+            replicas.push(Container {
+                container: stack.config.app(color),
+                state: "scaled to 0".into(),
+                node: None,
+                address: None,
+                details: Some(Details {
+                    health: "-".into(),
+                    image,
+                    version: None,
+                    uptime_seconds: None,
+                    connections: None,
+                }),
+            });
+        }
+    } else {
+        for (name, info) in containers::inspect_all(stack, color).await? {
+            replicas.push(container(stack, name, info).await);
+        }
     }
     let mut first = replicas.first().cloned().unwrap_or(Container {
         container: stack.config.app(color),
         state: "absent".into(),
+        node: None,
+        address: None,
         details: None,
     });
     let connections: Vec<i64> = replicas
@@ -315,11 +404,54 @@ async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Colour> {
     Ok(Colour { first, replicas })
 }
 
+/// One task of a colour on `platform: swarm`: its health from the
+/// checker, its connections from the service's `/status`.
+async fn task_row(stack: &Stack, task: services::TaskView) -> Container {
+    let (health, connections) = match (&task.address, task.running) {
+        (Some(address), true) => {
+            let health = match checks::ready(&stack.docker, &stack.config, address).await {
+                super::wait::Check::Ready(()) => "healthy",
+                _ => "unhealthy",
+            };
+            (
+                health.to_string(),
+                containers::connections(stack, address).await,
+            )
+        }
+        _ => ("-".to_string(), None),
+    };
+    let uptime = task
+        .since
+        .as_deref()
+        .filter(|_| task.running)
+        .and_then(docker::parse_time)
+        .map(|at| (chrono::Utc::now() - at).num_seconds());
+    let node = match task.node_ready {
+        true => task.node,
+        false => format!("{} (node down)", task.node),
+    };
+    Container {
+        container: task.name,
+        state: task.state,
+        node: Some(node),
+        address: task.address,
+        details: Some(Details {
+            health,
+            image: task.image,
+            version: None,
+            uptime_seconds: uptime,
+            connections,
+        }),
+    }
+}
+
 async fn container(stack: &Stack, name: String, info: Option<docker::ContainerInfo>) -> Container {
     let Some(info) = info else {
         return Container {
             container: name,
             state: "absent".into(),
+            node: None,
+            address: None,
             details: None,
         };
     };
@@ -346,6 +478,8 @@ async fn container(stack: &Stack, name: String, info: Option<docker::ContainerIn
     };
     Container {
         container: name,
+        node: None,
+        address: None,
         details: Some(Details {
             health,
             image: info.image.clone(),
@@ -366,6 +500,8 @@ mod tests {
         let absent = Container {
             container: "app_green".into(),
             state: "absent".into(),
+            node: None,
+            address: None,
             details: None,
         };
         assert_eq!(
@@ -375,6 +511,8 @@ mod tests {
         let stopped = Container {
             container: "app_blue".into(),
             state: "exited".into(),
+            node: None,
+            address: None,
             details: Some(Details {
                 health: "-".into(),
                 image: "wsctl:1".into(),

@@ -71,10 +71,18 @@ pub fn mask(text: &str) -> Cow<'_, str> {
     masked
 }
 
-/// `println!` with every registered secret masked.
+/// Writes one line to stdout. A closed stdout (`wsctl status | head -1`)
+/// drops the line instead of panicking as `println!` does: a deploy whose
+/// reader went away must still finish (or undo) its run.
+pub fn print_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// `println!` with every registered secret masked (see [`print_line`]).
 macro_rules! say {
-    () => { println!() };
-    ($($arg:tt)*) => { println!("{}", $crate::shared::secrets::mask(&format!($($arg)*))) };
+    () => { $crate::shared::secrets::print_line("") };
+    ($($arg:tt)*) => { $crate::shared::secrets::print_line(&$crate::shared::secrets::mask(&format!($($arg)*))) };
 }
 
 /// `eprintln!` with every registered secret masked.

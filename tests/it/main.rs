@@ -38,6 +38,7 @@ mod secrets;
 mod serve_contract;
 mod serve_process;
 mod smoke_cli;
+mod swarm_deploy;
 mod swarm_harness;
 mod websocket_protocol;
 mod zero_loss;

@@ -94,9 +94,15 @@ impl StackConfig {
         self.stop_signal.as_deref().unwrap_or("SIGTERM")
     }
 
-    /// The image of the checker container (external apps only).
+    /// The image of the checker container (external apps, and every app
+    /// on `platform: swarm`): `images.checker`, else the bundled service's
+    /// own image (it has wsctl), else `wsctl:local`.
     pub fn checker_image(&self) -> &str {
-        self.images.checker.as_deref().unwrap_or(CHECKER_IMAGE)
+        match (&self.images.checker, self.is_external()) {
+            (Some(image), _) => image,
+            (None, false) => &self.images.app,
+            (None, true) => CHECKER_IMAGE,
+        }
     }
 
     /// The smoke checks of an external app: wsctl.yaml's `smoke`, else the

@@ -17,10 +17,12 @@ use crate::shared::input::ConfigError;
 mod app;
 mod environment;
 mod hooks;
+mod platform;
 mod tls;
 
 pub use app::{AppKind, AppProtocol};
 pub use hooks::{HOOK_TIMEOUT, Hooks, NOTIFY_EVENTS, Notify};
+pub use platform::{Platform, SwarmSettings};
 pub use tls::Tls;
 
 /// A deployment colour: the stack runs the service as `app_blue` and
@@ -96,6 +98,10 @@ pub struct StackConfig {
     pub images: Images,
     /// Port the service listens on inside its container.
     pub app_port: u16,
+    /// `docker` (containers on the engine) or `swarm` (a service per colour).
+    pub platform: Platform,
+    /// With `platform: swarm`: the manager and the tasks' placement.
+    pub swarm: SwarmSettings,
     /// Extra environment for both colours (`COLOR` and `REDIS_URL` are set by wsctl).
     pub app_env: BTreeMap<String, String>,
     /// Seconds the standby may take to become healthy.
@@ -479,6 +485,8 @@ impl Default for StackConfig {
             http_address: None,
             images: Images::default(),
             app_port: 8000,
+            platform: Platform::Docker,
+            swarm: SwarmSettings::default(),
             app_env: BTreeMap::new(),
             ready_timeout: 30,
             drain_timeout: 15,
@@ -571,6 +579,15 @@ app_protocol: null
 metrics_path: null
 # Port the app listens on inside its container.
 app_port: 8000
+# `docker`: containers on the engine DOCKER_HOST names (or on each of
+# hosts:). `swarm`: each colour is a Swarm service (endpoint_mode dnsrr, on
+# an attachable overlay), driven through a manager; Nginx, Redis and the
+# checker run on the manager node, the journal and the lock are Swarm
+# configs (README: Docker Swarm).
+platform: docker
+swarm:
+  manager: null      # the manager's engine; default DOCKER_HOST
+  constraints: []    # placement of the tasks, e.g. ["node.role==worker"]
 # Extra environment for both colours; COLOR and REDIS_URL are set by wsctl.
 app_env: {}
 # Seconds the standby colour may take to become healthy.
@@ -1000,6 +1017,8 @@ impl StackConfig {
             )));
         }
         self.validate_hosts(origin)?;
+        self.check_platform()
+            .map_err(|why| ConfigError(format!("{origin}: {why}")))?;
         let analysis = &self.analysis;
         if !(analysis.interval >= 0.1 && analysis.interval <= 3600.0) {
             return Err(ConfigError(format!(

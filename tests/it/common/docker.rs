@@ -154,30 +154,13 @@ impl TestStack {
 
     /// Starts `wsctl ARGS --json` against this stack, reading its events.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = super::wsctl()
+        let mut command = super::wsctl();
+        command
             .args(args)
             .arg("--json")
             .arg("--config")
-            .arg(self.dir.join("wsctl.yaml"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run wsctl");
-        let (sender, lines) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+            .arg(self.dir.join("wsctl.yaml"));
+        Running::spawn(command)
     }
 
     /// Runs `wsctl ARGS`, which must succeed (exit 0).
@@ -436,6 +419,30 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts `command` (a `wsctl ... --json`), reading its stdout lines.
+    pub fn spawn(mut command: Command) -> Running {
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run wsctl");
+        let (sender, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
     /// Waits (up to 60 s) until the run announces that `step` started;
     /// false when it ended first.
     pub fn wait_for_step(&mut self, step: &str) -> bool {

@@ -62,6 +62,101 @@ impl Swarm {
     }
 }
 
+/// A wsctl stack with `platform: swarm` on a [`Swarm`]: its wsctl.yaml in a
+/// directory of its own, Nginx published on the manager's address. What it
+/// creates lives in the swarm's engines, which the swarm's drop removes.
+pub struct SwarmStack {
+    pub dir: std::path::PathBuf,
+    /// `MANAGER_IP:PORT`.
+    pub public: String,
+    pub prefix: String,
+    manager: String,
+}
+
+impl SwarmStack {
+    /// wsctl.yaml with the swarm defaults of the tests and `extra` lines.
+    pub fn new(swarm: &Swarm, extra: &str) -> SwarmStack {
+        let unique = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        let dir = std::env::temp_dir().join(format!("wsctl-swarm-{unique}"));
+        std::fs::create_dir_all(&dir).expect("stack dir");
+        let public = format!("{}:18080", swarm.addresses[0]);
+        let prefix = format!("w{unique}_");
+        let yaml = format!(
+            "platform: swarm\nprefix: \"{prefix}\"\npublic_address: \"{public}\"\n\
+             images: {{app: \"wsctl:local\", nginx: \"wsctl-nginx:local\", redis: \"wsctl-redis:local\"}}\n\
+             ready_timeout: 60\ndrain_timeout: 5\n\
+             private_networks: [\"127.0.0.0/8\", \"10.0.0.0/8\", \"172.16.0.0/12\"]\n\
+             unlimited_networks: [\"10.0.0.0/8\"]\n{extra}"
+        );
+        std::fs::write(dir.join("wsctl.yaml"), yaml).expect("wsctl.yaml");
+        SwarmStack {
+            dir,
+            public,
+            prefix,
+            manager: swarm.manager.clone(),
+        }
+    }
+
+    /// The `wsctl` command against this stack, through the manager.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = super::wsctl();
+        command
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.join("wsctl.yaml"))
+            .env("DOCKER_HOST", &self.manager);
+        command
+    }
+
+    /// Starts `wsctl ARGS --json`, reading its events.
+    pub fn spawn(&self, args: &[&str]) -> super::docker::Running {
+        let mut command = self.command(args);
+        command.arg("--json");
+        super::docker::Running::spawn(command)
+    }
+
+    pub fn wsctl(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run wsctl")
+    }
+
+    /// `wsctl ARGS`, which must succeed.
+    pub fn wsctl_ok(&self, args: &[&str]) -> Output {
+        let output = self.wsctl(args);
+        assert!(
+            output.status.success(),
+            "wsctl {}: {}",
+            args.join(" "),
+            explain(&output)
+        );
+        output
+    }
+
+    /// `wsctl ARGS` on a blocking thread, so live clients keep running.
+    pub async fn wsctl_while_live(&self, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        tokio::task::spawn_blocking(move || command.output().expect("run wsctl"))
+            .await
+            .expect("wsctl thread")
+    }
+
+    /// `status --json` (exit 0, or 3 when degraded).
+    pub fn status_json(&self) -> serde_json::Value {
+        let output = self.wsctl(&["status", "--json"]);
+        assert!(
+            matches!(output.status.code(), Some(0) | Some(3)),
+            "{}",
+            explain(&output)
+        );
+        serde_json::from_slice(&output.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for SwarmStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for Swarm {
     fn drop(&mut self) {
         let output = script(&["stop", &self.name]);

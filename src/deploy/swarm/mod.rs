@@ -1,0 +1,9 @@
+//! `platform: swarm`: a colour is a Swarm service (`services.rs`), the
+//! journal and the lock are Swarm configs (`configs.rs`). Nginx, Redis and
+//! the checker are containers on the manager's engine, attached to the
+//! stack's attachable overlay, as on one engine; so the edge, its reloads
+//! and the switch are the same code as there (`nginx.rs`), with the
+//! upstream naming the colour's task addresses.
+
+pub mod configs;
+pub mod services;

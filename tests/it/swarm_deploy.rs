@@ -1,0 +1,296 @@
+//! `platform: swarm` on a real three-node Swarm (scripts/swarm.sh): each
+//! colour a service with tasks on both workers, Nginx, Redis and the
+//! checker on the manager, the journal and the lock as Swarm configs.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::docker::{docker_or_skip, explain};
+use common::live::{LiveClients, greeting_colours};
+use common::swarm::{Swarm, SwarmStack};
+
+const CLIENTS: usize = 50;
+
+/// The nodes the colour's running tasks are on, from `status --json`.
+fn task_nodes(status: &serde_json::Value, color: &str) -> Vec<String> {
+    status["colors"][color]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|task| task["state"] == "running")
+        .filter_map(|task| task["node"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The names of the manager's Swarm configs that start with `prefix`.
+fn configs(swarm: &Swarm, prefix: &str) -> Vec<String> {
+    let output = swarm.docker(&["config", "ls", "--format", "{{.Name}}"]);
+    assert!(output.status.success(), "{}", explain(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_ride_a_deploy_and_a_rollback_on_a_three_node_swarm() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let swarm = Swarm::start(3);
+    let stack = SwarmStack::new(
+        &swarm,
+        "replicas: 2\nswarm:\n  constraints: [\"node.role==worker\"]\n",
+    );
+    let first = stack.wsctl(&["deploy"]);
+    assert!(first.status.success(), "first deploy: {}", explain(&first));
+    let status = stack.status_json();
+    assert_eq!(status["live"], "blue", "{status}");
+    let mut nodes = task_nodes(&status, "blue");
+    nodes.sort();
+    assert_eq!(nodes.len(), 2, "{status}");
+    assert_ne!(nodes[0], nodes[1], "both tasks on one node: {status}");
+    assert!(
+        nodes.iter().all(|node| !node.ends_with("n0")),
+        "a task on the manager: {nodes:?}"
+    );
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let clients = LiveClients::start(&url, CLIENTS);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut timings = Vec::new();
+    for (args, live) in [(&["deploy"][..], "green"), (&["rollback"][..], "blue")] {
+        let started = std::time::Instant::now();
+        let output = stack.wsctl_while_live(args).await;
+        timings.push((args[0], started.elapsed()));
+        assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+        let status = stack.status_json();
+        assert_eq!(status["live"], live, "{status}");
+        let mut nodes = task_nodes(&status, live);
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(
+            nodes.len(),
+            2,
+            "{live}'s tasks not on both workers: {status}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let summary = clients.finish().await;
+    println!(
+        "swarm: {CLIENTS} clients, {} messages, {} reconnects, longest gap {:?}; {timings:?}",
+        summary.messages, summary.reconnects, summary.longest_gap
+    );
+    for outcome in &summary.outcomes {
+        assert!(
+            outcome.reconnects >= 2,
+            "a client did not move twice: {outcome:?}"
+        );
+    }
+
+    // The drained colour is kept at 0 tasks for the next rollback.
+    let green = stack.status_json();
+    assert!(task_nodes(&green, "green").is_empty(), "{green}");
+    let spec = swarm.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.Mode.Replicated.Replicas}} {{.Spec.EndpointSpec.Mode}}",
+        &format!("{}app_green", stack.prefix),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&spec.stdout).trim(),
+        "0 dnsrr",
+        "{}",
+        explain(&spec)
+    );
+
+    // The journal is in the cluster: Swarm configs, no volume of the stack
+    // on the manager; the lock was let go.
+    let history = stack.wsctl_ok(&["history", "--json"]);
+    let history = String::from_utf8_lossy(&history.stdout).into_owned();
+    for action in ["\"deploy\"", "\"rollback\""] {
+        assert!(history.contains(action), "{history}");
+    }
+    let records = configs(&swarm, &format!("{}wsctl_run_", stack.prefix));
+    assert_eq!(records.len(), 3, "one record per run: {records:?}");
+    assert!(
+        configs(&swarm, &format!("{}wsctl_lock", stack.prefix)).is_empty(),
+        "the lock is still held"
+    );
+    let volumes = swarm.docker(&["volume", "ls", "-q"]);
+    assert!(
+        !String::from_utf8_lossy(&volumes.stdout).contains(&stack.prefix),
+        "journal volumes on the manager: {}",
+        explain(&volumes)
+    );
+}
+
+/// Every `--json` event of a run's stdout.
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The service exists on the manager.
+fn service_exists(swarm: &Swarm, name: &str) -> bool {
+    swarm.docker(&["service", "inspect", name]).status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_over_task_addresses_and_a_sigterm_are_undone_on_swarm() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let swarm = Swarm::start(3);
+    let stack = SwarmStack::new(
+        &swarm,
+        "replicas: 2\nswarm:\n  constraints: [\"node.role==worker\"]\n",
+    );
+    stack.wsctl_ok(&["deploy"]);
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let clients = LiveClients::start(&url, 20);
+    let green = format!("{}app_green", stack.prefix);
+
+    // A green that refuses every message beyond one a second: the canary
+    // (weights over the four task addresses) fails its analysis.
+    let mut run = stack.spawn(&[
+        "deploy",
+        "--canary",
+        "50",
+        "--analysis",
+        "20",
+        "--env",
+        "RATE_LIMIT=1",
+    ]);
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
+    let weights = stack.status_json()["weights"].clone();
+    assert_eq!(weights["green"], 50.0, "{weights}");
+    let breach = LiveClients::start(&url, 20);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(10), "{stdout}\n{stderr}");
+    let all = events(&stdout);
+    let summary = all
+        .iter()
+        .find(|event| event["event"] == "deploy")
+        .expect("summary");
+    assert_eq!(summary["outcome"], "aborted", "{summary}");
+    assert_eq!(summary["traffic"], "blue", "{summary}");
+    breach.finish().await;
+    assert!(
+        !service_exists(&swarm, &green),
+        "the canary's service stayed"
+    );
+    assert!(stack.status_json()["weights"].is_null());
+
+    // SIGTERM while the new colour's tasks start: undone, traffic where
+    // it was, the lock free.
+    let mut run = stack.spawn(&["deploy"]);
+    assert!(
+        run.wait_for_step("health"),
+        "no health step: {:?}",
+        run.seen
+    );
+    run.signal("TERM");
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(143), "{stdout}\n{stderr}");
+    let colours = greeting_colours(&url, 20).await;
+    assert!(
+        colours.iter().all(|colour| colour == "blue"),
+        "new connections after the interrupt: {colours:?}"
+    );
+    assert!(
+        configs(&swarm, &format!("{}wsctl_lock", stack.prefix)).is_empty(),
+        "the lock is still held"
+    );
+    assert!(
+        !service_exists(&swarm, &green),
+        "the interrupted service stayed"
+    );
+    let status = stack.status_json();
+    assert_eq!(status["history"][0]["outcome"], "interrupted", "{status}");
+    let summary = clients.finish().await;
+    println!(
+        "swarm canary + SIGTERM: 20 clients, {} messages, {} reconnects",
+        summary.messages, summary.reconnects
+    );
+}
+
+#[tokio::test]
+async fn a_lock_held_in_the_cluster_refuses_a_second_deploy() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let swarm = Swarm::start(2);
+    let stack = SwarmStack::new(&swarm, "");
+    stack.wsctl_ok(&["lock", "acquire", "-m", "release freeze"]);
+    let held = configs(&swarm, &format!("{}wsctl_lock", stack.prefix));
+    assert_eq!(held.len(), 1, "{held:?}");
+    let refused = stack.wsctl(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(7), "{}", explain(&refused));
+    assert!(
+        explain(&refused).contains("release freeze"),
+        "{}",
+        explain(&refused)
+    );
+    let services = swarm.docker(&["service", "ls", "-q"]);
+    assert!(
+        String::from_utf8_lossy(&services.stdout).trim().is_empty(),
+        "a refused deploy created a service: {}",
+        explain(&services)
+    );
+    stack.wsctl_ok(&["lock", "release"]);
+    assert!(configs(&swarm, &format!("{}wsctl_lock", stack.prefix)).is_empty());
+}
+
+#[tokio::test]
+async fn platform_swarm_on_an_engine_that_is_no_manager_is_refused_in_one_line() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "wsctl-noswarm-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = format!("n{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    std::fs::write(
+        dir.join("wsctl.yaml"),
+        format!("platform: swarm\nprefix: \"{prefix}\"\npublic_address: \"127.0.0.1:1\"\n"),
+    )
+    .unwrap();
+    let refused = common::wsctl()
+        .args(["deploy", "--config"])
+        .arg(dir.join("wsctl.yaml"))
+        .output()
+        .expect("wsctl");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(refused.status.code(), Some(2), "{}", explain(&refused));
+    let text = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        text.contains("not a swarm manager") && text.contains("docker swarm init"),
+        "{text}"
+    );
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("name={prefix}")])
+        .output()
+        .expect("docker ps");
+    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());
+}
