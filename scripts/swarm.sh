@@ -5,6 +5,7 @@
 #
 #   scripts/swarm.sh start NAME [NODES]  # NODES in 2..5 (default 3): node 0 manages
 #   scripts/swarm.sh stop NAME           # removes everything `start` made
+#   scripts/swarm.sh kill NAME N         # node N dies as a machine does
 #
 # NAME is 1-6 lower-case letters or digits: it names the namespaces
 # (NAMEn0, NAMEn1, ...), the bridge (NAMEbr) and the root /tmp/wsw-NAME, so
@@ -28,9 +29,10 @@ set -euo pipefail
 # shellcheck source=lib/dockerd.sh
 source "$(dirname "$0")/lib/dockerd.sh"
 
-action=${1:?usage: swarm.sh start|stop NAME [NODES]}
-name=${2:?usage: swarm.sh start|stop NAME [NODES]}
+action=${1:?usage: swarm.sh start|stop|kill NAME [NODES|N]}
+name=${2:?usage: swarm.sh start|stop|kill NAME [NODES|N]}
 nodes=${3:-3}
+[[ $action == kill ]] && nodes=3
 if ! [[ $name =~ ^[a-z0-9]{1,6}$ ]]; then
     echo "swarm.sh: NAME must be 1-6 of a-z0-9, not '$name'" >&2
     exit 2
@@ -141,11 +143,33 @@ start() {
     echo "ADDRESSES=\"${addresses[*]}\""
 }
 
+# kill N: node N dies as a machine does. Its link goes down first, so that
+# nothing it held says goodbye (no FIN, no RST: its peers find out by
+# their own timeouts, as from a dead host); then its containers' processes
+# and its engine (dockerd, containerd, shims) are SIGKILLed. `stop` still
+# removes what is left.
+kill_node() {
+    local n=${1:?usage: swarm.sh kill NAME N}
+    local socket pid
+    socket="unix://$(node_socket "$n")"
+    local containers
+    containers=$(docker -H "$socket" ps -q 2>/dev/null || true)
+    ip link set "${name}v$n" down
+    for id in $containers; do
+        pid=$(docker -H "$socket" inspect -f '{{.State.Pid}}' "$id" 2>/dev/null || true)
+        [[ $pid =~ ^[1-9][0-9]*$ ]] && kill -9 "$pid" 2>/dev/null || true
+    done
+    for pid in $(ip netns pids "${name}n$n" 2>/dev/null || true); do
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+
 case $action in
 start) start ;;
 stop) stop ;;
+kill) kill_node "${3:-}" ;;
 *)
-    echo "swarm.sh: unknown action '$action' (start or stop)" >&2
+    echo "swarm.sh: unknown action '$action' (start, stop or kill)" >&2
     exit 2
     ;;
 esac

@@ -47,20 +47,45 @@ pub fn target(config: &StackConfig, replica: &str) -> Target {
     }
 }
 
+/// The label holding what the checker follows (`platform: swarm`): a
+/// checker whose label differs from wsctl.yaml's is created again.
+pub const FOLLOW_LABEL: &str = "wsctl.follow";
+
 /// The checker container of an external app's stack: the wsctl image,
-/// waiting on the stack's network to be exec'd into.
-pub fn checker_body(config: &StackConfig) -> ContainerCreateBody {
+/// waiting on the stack's network to be exec'd into. With `follow` (the
+/// JSON of `swarm::follow::Spec`) it also keeps Nginx's upstream on the
+/// live colour's tasks, through the manager's `socket` mounted in.
+pub fn checker_body(config: &StackConfig, follow: Option<(String, String)>) -> ContainerCreateBody {
+    let mut labels =
+        std::collections::HashMap::from([("wsctl.role".to_string(), "checker".to_string())]);
+    let mut cmd = vec!["checker".to_string()];
+    let mut env = None;
+    let mut binds = None;
+    if let Some((spec, socket)) = follow {
+        cmd.push("--follow".into());
+        env = Some(vec![
+            format!("{}={spec}", crate::deploy::swarm::follow::ENV),
+            format!(
+                "DOCKER_HOST=unix://{}",
+                crate::deploy::swarm::follow::SOCKET
+            ),
+        ]);
+        binds = Some(vec![format!(
+            "{socket}:{}",
+            crate::deploy::swarm::follow::SOCKET
+        )]);
+        labels.insert(FOLLOW_LABEL.to_string(), spec);
+    }
     ContainerCreateBody {
         image: Some(config.checker_image().to_string()),
-        cmd: Some(vec!["checker".into()]),
-        labels: Some(std::collections::HashMap::from([(
-            "wsctl.role".to_string(),
-            "checker".to_string(),
-        )])),
+        cmd: Some(cmd),
+        env,
+        labels: Some(labels),
         host_config: Some(HostConfig {
             network_mode: Some(config.network_name()),
             restart_policy: docker::unless_stopped(),
             init: Some(true),
+            binds,
             ..Default::default()
         }),
         ..Default::default()

@@ -305,6 +305,12 @@ impl Engine for Stack {
         steady: Duration,
     ) -> anyhow::Result<()> {
         match staged {
+            // A Swarm colour's task addresses are known only once its tasks
+            // run: what was staged while they started is rendered again.
+            Some(upload) if self.config.is_swarm() => {
+                nginx::landed(upload).await?;
+                nginx::switch_to(self, color, steady).await
+            }
             Some(upload) => {
                 nginx::landed(upload).await?;
                 nginx::reload(self).await?;

@@ -51,6 +51,10 @@ const MESSAGE: &str = "wsctl.lock.message";
 const RENEWED: &str = "wsctl.lock.renewed";
 /// What `nginx -v` needs: the Nginx image is always present in a stack.
 const RENEW_COMMAND: [&str; 2] = ["/usr/sbin/nginx", "-v"];
+/// The command the Swarm edge's follower takes the lock as.
+const FOLLOWER: &str = "follow";
+/// The longest a run waits for the follower to let go.
+const FOLLOWER_HOLDS: Duration = Duration::from_secs(10);
 /// How often a waiter looks at the lock again.
 const WAIT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -191,10 +195,22 @@ pub async fn acquire(
     wait: Duration,
 ) -> anyhow::Result<Lock> {
     let name = config.name("wsctl_lock");
-    let taken = poll_until(wait, WAIT_INTERVAL, || {
+    let mut taken = poll_until(wait, WAIT_INTERVAL, || {
         try_take(docker, config, &name, &request)
     })
     .await;
+    // The Swarm edge's follower holds the lock for one reload (about a
+    // second, `swarm/follow.rs`): a run waits that out whatever its
+    // --lock-wait, and the follower never waits for a run.
+    if let Err(WaitError::TimedOut(holder)) = &taken
+        && holder.ends_with(&format!(": {FOLLOWER}"))
+        && request.command != FOLLOWER
+    {
+        taken = poll_until(FOLLOWER_HOLDS, WAIT_INTERVAL, || {
+            try_take(docker, config, &name, &request)
+        })
+        .await;
+    }
     match taken {
         Ok(lock) => Ok(lock),
         Err(WaitError::Failed(why)) => Err(anyhow::anyhow!("taking the deploy lock: {why}")),

@@ -100,6 +100,7 @@ pub use operations::{DeployRequest, Operation};
 pub use plan::Canary;
 pub use proxy::RedisView;
 pub use status::{RunSummary, Status, status};
+pub use swarm::follow as swarm_follow;
 pub use swarm::services::ensure_manager as ensure_swarm_manager;
 pub use upstream::DEFAULT_TEMPLATE;
 
@@ -435,8 +436,21 @@ async fn start_components(
     ensure_running(&stack.docker, &config.name("nginx"), nginx, created).await?;
     // An external app's checks run beside it, from the checker.
     if config.checks_from_checker() {
-        let checker = checks::checker_body(config);
-        ensure_running(&stack.docker, &checks::checker(config), checker, created).await?;
+        let follow = config.is_swarm().then(|| {
+            let spec = serde_json::to_string(&swarm::follow::Spec::of(stack)).unwrap_or_default();
+            (spec, swarm::follow::manager_socket(config))
+        });
+        let name = checks::checker(config);
+        // A follower of another wsctl.yaml (its template, its networks):
+        // made again with this one.
+        if let Some((spec, _)) = &follow
+            && let Some(info) = docker::inspect(&stack.docker, &name).await?
+            && info.labels.get(checks::FOLLOW_LABEL) != Some(spec)
+        {
+            docker::remove(&stack.docker, &name).await?;
+        }
+        let checker = checks::checker_body(config, follow);
+        ensure_running(&stack.docker, &name, checker, created).await?;
     }
     Ok(())
 }

@@ -172,6 +172,11 @@ pub async fn serving(stack: &Stack) -> anyhow::Result<Serving> {
 }
 
 /// The upstream file as it is on disk; `None` without an Nginx container.
+/// The upstream file in the Nginx container (`None`: no Nginx, or no file).
+pub async fn upstream_on_disk(stack: &Stack) -> anyhow::Result<Option<String>> {
+    read_upstream(stack).await
+}
+
 async fn read_upstream(stack: &Stack) -> anyhow::Result<Option<String>> {
     let nginx = stack.config.name("nginx");
     if docker::inspect(&stack.docker, &nginx).await?.is_none() {
@@ -237,6 +242,27 @@ pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> 
         &access(stack),
     )
     .map_err(|error| DeployError::Switch(format!("rendering the upstream: {error:#}")))
+}
+
+/// The upstream that routes to `hosts` as `color`, for the Swarm edge's
+/// follower (`swarm/follow.rs`), which has no certificate to say `hsts`.
+pub fn render_for(
+    stack: &Stack,
+    color: Color,
+    hosts: &[String],
+    hsts: bool,
+) -> anyhow::Result<String> {
+    let access = upstream::Access {
+        hsts,
+        ..access(stack)
+    };
+    upstream::render(
+        &stack.template,
+        color,
+        hosts,
+        stack.config.app_port,
+        &access,
+    )
 }
 
 /// The upstream of a canary: `percent` of new connections to `new`'s

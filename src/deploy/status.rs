@@ -426,13 +426,14 @@ async fn task_row(stack: &Stack, task: services::TaskView) -> Container {
         .filter(|_| task.running)
         .and_then(docker::parse_time)
         .map(|at| (chrono::Utc::now() - at).num_seconds());
-    let node = match task.node_ready {
-        true => task.node,
-        false => format!("{} (node down)", task.node),
+    // What a down node last reported is not what runs there now.
+    let (node, state) = match task.node_ready {
+        true => (task.node, task.state),
+        false => (format!("{} (node down)", task.node), "lost".to_string()),
     };
     Container {
         container: task.name,
-        state: task.state,
+        state,
         node: Some(node),
         address: task.address,
         details: Some(Details {

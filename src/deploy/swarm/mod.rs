@@ -3,7 +3,9 @@
 //! the checker are containers on the manager's engine, attached to the
 //! stack's attachable overlay, as on one engine; so the edge, its reloads
 //! and the switch are the same code as there (`nginx.rs`), with the
-//! upstream naming the colour's task addresses.
+//! upstream naming the colour's task addresses. When Swarm moves tasks by
+//! itself, the checker beside Nginx rewrites the upstream (`follow.rs`).
 
 pub mod configs;
+pub mod follow;
 pub mod services;

@@ -58,6 +58,7 @@ pub struct TaskView {
     pub node_ready: bool,
     /// The task's state: `running`, `starting`, `shutdown`, `failed`, ...
     pub state: String,
+    /// Running, on a node that is up.
     pub running: bool,
     /// Swarm wants it running.
     pub wanted: bool,
@@ -114,7 +115,9 @@ pub async fn tasks(stack: &Stack, color: Color) -> anyhow::Result<Vec<TaskView>>
                 slot,
                 node,
                 node_ready,
-                running: state == TaskState::RUNNING,
+                // What a down node last reported is not running now: its
+                // tasks are lost (Swarm starts them again elsewhere).
+                running: state == TaskState::RUNNING && node_ready,
                 wanted: task.desired_state == Some(TaskState::RUNNING),
                 state: state.to_string(),
                 address: addresses.get(&id).cloned(),

@@ -47,6 +47,17 @@ impl Swarm {
         swarm
     }
 
+    /// Node `n` dies as a machine does (`swarm.sh kill`): its link down,
+    /// its containers and its engine SIGKILLed.
+    pub fn kill_node(&self, n: usize) {
+        let output = script(&["kill", &self.name, &n.to_string()]);
+        assert!(
+            output.status.success(),
+            "swarm.sh kill: {}",
+            explain(&output)
+        );
+    }
+
     /// `docker ARGS` against the manager.
     pub fn docker(&self, args: &[&str]) -> Output {
         self.docker_on(0, args)

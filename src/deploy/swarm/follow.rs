@@ -1,0 +1,209 @@
+//! The edge follows the tasks (`platform: swarm`). Swarm moves tasks on
+//! its own (a node died, a task failed its health check and was replaced)
+//! and their overlay addresses change with them; Nginx's upstream lists
+//! addresses, so someone must rewrite it. That someone is the checker
+//! container beside Nginx on the manager (`wsctl checker --follow`): every
+//! second it compares the live colour's running task addresses with the
+//! upstream Nginx has, and when they differ it takes the stack's lock,
+//! renders the upstream as a switch would and reloads Nginx (`nginx -t`
+//! first). It reaches the manager's engine through its socket, mounted in.
+//!
+//! It leaves alone what a run is doing: while the lock is held (a deploy,
+//! a canary's analysis) it waits, and it never touches a weighted upstream
+//! (a canary; `wsctl recover` repairs one a dead run left). An edge that is
+//! lost takes its follower with it; every other edge has its own.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::services;
+use crate::deploy::config::{Platform, StackConfig};
+use crate::deploy::{Events, Stack, lock, nginx, upstream};
+use crate::shared::signal::Interrupt;
+
+/// The environment variable that carries the follower's [`Spec`].
+pub const ENV: &str = "WSCTL_FOLLOW";
+/// Where the manager's socket is mounted in the checker.
+pub const SOCKET: &str = "/var/run/docker.sock";
+/// How often the follower looks.
+const EVERY: Duration = Duration::from_secs(1);
+/// The lease of the follower's lock (it holds it for one reload).
+const LOCK_TTL: u64 = 30;
+
+/// What the follower needs of wsctl.yaml to render the upstream as a switch
+/// does (the rest of the stack is not its business).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub prefix: String,
+    pub network: String,
+    pub app_port: u16,
+    pub private_networks: Vec<String>,
+    pub trusted_proxies: Vec<String>,
+    pub unlimited_networks: Vec<String>,
+    pub hsts: bool,
+    pub lock_ttl: u64,
+    /// The upstream template's text.
+    pub template: String,
+}
+
+impl Spec {
+    pub fn of(stack: &Stack) -> Spec {
+        let config = &stack.config;
+        Spec {
+            prefix: config.prefix.clone(),
+            network: config.network.clone(),
+            app_port: config.app_port,
+            private_networks: config.private_networks.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            unlimited_networks: config.unlimited_networks.clone(),
+            hsts: config.tls.as_ref().is_some_and(|tls| tls.hsts),
+            lock_ttl: config.lock_ttl,
+            template: stack.template.clone(),
+        }
+    }
+
+    fn config(&self) -> StackConfig {
+        StackConfig {
+            platform: Platform::Swarm,
+            prefix: self.prefix.clone(),
+            network: self.network.clone(),
+            app_port: self.app_port,
+            private_networks: self.private_networks.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            unlimited_networks: self.unlimited_networks.clone(),
+            lock_ttl: self.lock_ttl,
+            ..StackConfig::default()
+        }
+    }
+}
+
+/// The manager's socket on the manager's machine, to mount into the
+/// checker: the path wsctl reaches it by, when that is a unix socket
+/// (`swarm.manager`, else `DOCKER_HOST`), else the engine's default.
+pub fn manager_socket(config: &StackConfig) -> String {
+    let from_env = std::env::var("DOCKER_HOST").ok();
+    let endpoint = config.swarm.manager.clone().or(from_env);
+    endpoint
+        .as_deref()
+        .and_then(|endpoint| endpoint.strip_prefix("unix://"))
+        .map_or_else(|| SOCKET.to_string(), str::to_string)
+}
+
+/// Follows until `interrupt` fires (the checker's SIGTERM).
+pub async fn run(spec: Spec, interrupt: Interrupt) -> anyhow::Result<()> {
+    let docker = crate::deploy::docker::connect().await?;
+    let hsts = spec.hsts;
+    let stack = Stack::new(
+        docker,
+        spec.config(),
+        Events::new(true),
+        spec.template.clone(),
+        Duration::ZERO,
+        interrupt.clone(),
+    );
+    tracing::info!(stack = %stack.config.name("wsctl"), "following the live colour's tasks");
+    loop {
+        match follow_once(&stack, hsts).await {
+            Ok(Some(change)) => tracing::info!(
+                added = ?change.added,
+                removed = ?change.removed,
+                "the upstream follows the tasks"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "following the tasks"),
+        }
+        tokio::select! {
+            _ = interrupt.wait() => return Ok(()),
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+/// What one rewrite changed.
+#[derive(Debug)]
+pub struct Change {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// The `host` part of each `server host:port ...;` line.
+fn listed_servers(upstream: &str) -> BTreeSet<String> {
+    upstream
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("server "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|server| server.trim_end_matches(';').rsplit_once(':'))
+        .map(|(host, _)| host.to_string())
+        .collect()
+}
+
+/// One look, and a rewrite when the live colour's tasks moved.
+async fn follow_once(stack: &Stack, hsts: bool) -> anyhow::Result<Option<Change>> {
+    let Some(text) = nginx::upstream_on_disk(stack).await? else {
+        return Ok(None);
+    };
+    let Some(live) = upstream::live_color(&text) else {
+        return Ok(None);
+    };
+    if text.contains(" weight=") {
+        return Ok(None);
+    }
+    let listed = listed_servers(&text);
+    let wanted: Vec<String> = services::addresses(stack, live).await?;
+    let wanted_set: BTreeSet<String> = wanted.iter().cloned().collect();
+    // No running task at all: nothing better to route to; the next deploy
+    // or recover decides.
+    if wanted.is_empty() || wanted_set == listed {
+        return Ok(None);
+    }
+    let request = lock::Request {
+        command: "follow",
+        token: &uuid::Uuid::new_v4().to_string(),
+        message: "",
+        ttl: LOCK_TTL,
+    };
+    // Held by a run: it renders the upstream itself; look again later.
+    let Ok(held) = lock::acquire(&stack.docker, &stack.config, request, Duration::ZERO).await
+    else {
+        return Ok(None);
+    };
+    let rewritten = rewrite(stack, &text, live, &wanted, hsts).await;
+    held.release(&stack.docker).await?;
+    rewritten?;
+    Ok(Some(Change {
+        added: wanted_set.difference(&listed).cloned().collect(),
+        removed: listed.difference(&wanted_set).cloned().collect(),
+    }))
+}
+
+/// Under the lock: the upstream is still the one looked at (no run
+/// switched meanwhile), so it is rendered for `wanted` and applied.
+async fn rewrite(
+    stack: &Stack,
+    looked_at: &str,
+    live: crate::deploy::config::Color,
+    wanted: &[String],
+    hsts: bool,
+) -> anyhow::Result<()> {
+    let now = nginx::upstream_on_disk(stack).await?;
+    if now.as_deref() != Some(looked_at) {
+        return Ok(());
+    }
+    let rendered = nginx::render_for(stack, live, wanted, hsts)?;
+    nginx::apply(stack, &rendered).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_of_an_upstream_are_its_hosts() {
+        let upstream = "# wsctl live colour: blue\nupstream wsctl_live {\n    least_conn;\n    \
+                        server 10.217.1.6:8000;\n    server 10.217.1.7:8000 max_fails=0;\n}\n";
+        let listed: Vec<String> = listed_servers(upstream).into_iter().collect();
+        assert_eq!(listed, ["10.217.1.6", "10.217.1.7"]);
+    }
+}
