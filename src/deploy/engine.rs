@@ -2,11 +2,15 @@
 //! recover ask of the platform a stack runs on, at the level of colours
 //! and the edge, never of containers or API calls.
 //!
-//! `Stack` (one Docker Engine, `docker.rs` through bollard) is today's
+//! `Stack` (one Docker Engine, `docker.rs` through bollard) is the real
 //! implementation; its methods call `containers.rs`, `nginx.rs`,
-//! `journal.rs`, `lock.rs` and `proxy.rs`. A second platform (Swarm: a
-//! colour is a service) implements the same trait, and the unit tests of
-//! the runner implement it in memory (`runner_tests.rs`), so that the
+//! `journal.rs`, `lock.rs` and `proxy.rs`. On `platform: swarm` the same
+//! `Stack` drives a swarm manager: `containers.rs` hands each colour
+//! operation to `swarm/services.rs` (a colour is a service), and the
+//! journal and the lock keep their records in Swarm configs, so the edge
+//! and everything outside the runner that reads colours (status, down,
+//! prune, the canary analysis) is one code path. The unit tests of the
+//! runner implement the trait in memory (`runner_tests.rs`), so that the
 //! runner's logic is tested where the question is logic, not Docker.
 
 use std::collections::BTreeMap;

@@ -35,7 +35,7 @@ fn configs(swarm: &Swarm, prefix: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_clients_ride_a_deploy_and_a_rollback_on_a_three_node_swarm() {
+async fn fifty_clients_ride_a_deploy_a_rollback_and_a_dead_worker_on_a_three_node_swarm() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
@@ -83,9 +83,72 @@ async fn fifty_clients_ride_a_deploy_and_a_rollback_on_a_three_node_swarm() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    // Worker 2 dies as a machine does (no goodbye, no FIN) under the same
+    // clients: Swarm starts its task on worker 1, and the edge follows
+    // (the upstream lists exactly the running tasks, both on worker 1).
+    let nginx = format!("{}nginx", stack.prefix);
+    // The Nginx image has no shell: `docker cp` the upstream out.
+    let copy = stack.dir.join("upstream.conf");
+    let upstream_servers = || {
+        let from = format!("{nginx}:/etc/nginx/conf.d/upstream.conf");
+        let output = swarm.docker(&["cp", &from, &copy.to_string_lossy()]);
+        assert!(output.status.success(), "{}", explain(&output));
+        let text = std::fs::read_to_string(&copy).unwrap_or_default();
+        let mut servers: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("server "))
+            .map(|rest| rest.trim_end_matches(';').to_string())
+            .collect();
+        servers.sort();
+        servers
+    };
+    let killed = std::time::Instant::now();
+    swarm.kill_node(2);
+    let (followed, status) = loop {
+        let status = stack.status_json();
+        let nodes = task_nodes(&status, "blue");
+        let servers = upstream_servers();
+        let mut addresses: Vec<String> = status["colors"]["blue"]["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|task| task["state"] == "running")
+            .filter_map(|task| Some(format!("{}:8000", task["address"].as_str()?)))
+            .collect();
+        addresses.sort();
+        if nodes.len() == 2 && nodes.iter().all(|node| node.ends_with("n1")) && servers == addresses
+        {
+            break (killed.elapsed(), status);
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(90),
+            "the edge did not follow: upstream {servers:?}, {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // status says which node is down, and shows its task as lost.
+    let down: Vec<&serde_json::Value> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|node| node["state"] == "down")
+        .collect();
+    assert_eq!(down.len(), 1, "{status}");
+    assert!(
+        down[0]["name"].as_str().unwrap_or("").ends_with("n2"),
+        "{status}"
+    );
+    assert!(
+        status["warnings"].to_string().contains("is down"),
+        "{status}"
+    );
+    // Every client back: each answers again after the loss.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let summary = clients.finish().await;
     println!(
-        "swarm: {CLIENTS} clients, {} messages, {} reconnects, longest gap {:?}; {timings:?}",
+        "swarm: {CLIENTS} clients, {} messages, {} reconnects, longest gap {:?}; {timings:?}; \
+         worker killed: the upstream followed {followed:?} after",
         summary.messages, summary.reconnects, summary.longest_gap
     );
     for outcome in &summary.outcomes {
@@ -94,6 +157,13 @@ async fn fifty_clients_ride_a_deploy_and_a_rollback_on_a_three_node_swarm() {
             "a client did not move twice: {outcome:?}"
         );
     }
+    // The dead worker's clients found out by their 10 s answer timeout
+    // and came back on worker 1's tasks.
+    assert!(
+        summary.longest_gap < Duration::from_secs(45),
+        "a client was gone {:?}",
+        summary.longest_gap
+    );
 
     // The drained colour is kept at 0 tasks for the next rollback.
     let green = stack.status_json();
@@ -131,6 +201,9 @@ async fn fifty_clients_ride_a_deploy_and_a_rollback_on_a_three_node_swarm() {
         "journal volumes on the manager: {}",
         explain(&volumes)
     );
+    // A deploy after the loss works on the remaining worker.
+    stack.wsctl_ok(&["deploy"]);
+    assert_eq!(stack.status_json()["live"], "green");
 }
 
 /// Every `--json` event of a run's stdout.
@@ -293,104 +366,4 @@ async fn platform_swarm_on_an_engine_that_is_no_manager_is_refused_in_one_line()
         .output()
         .expect("docker ps");
     assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_worker_s_tasks_run_again_elsewhere_and_the_edge_follows() {
-    let Some(_docker) = docker_or_skip().await else {
-        return;
-    };
-    let swarm = Swarm::start(3);
-    let stack = SwarmStack::new(
-        &swarm,
-        "replicas: 2\nswarm:\n  constraints: [\"node.role==worker\"]\n",
-    );
-    stack.wsctl_ok(&["deploy"]);
-    let nginx = format!("{}nginx", stack.prefix);
-    // The Nginx image has no shell: `docker cp` the upstream out.
-    let copy = stack.dir.join("upstream.conf");
-    let upstream_servers = || {
-        let from = format!("{nginx}:/etc/nginx/conf.d/upstream.conf");
-        let output = swarm.docker(&["cp", &from, &copy.to_string_lossy()]);
-        assert!(output.status.success(), "{}", explain(&output));
-        let text = std::fs::read_to_string(&copy).unwrap_or_default();
-        let mut servers: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("server "))
-            .map(|rest| rest.trim_end_matches(';').to_string())
-            .collect();
-        servers.sort();
-        servers
-    };
-    assert_eq!(upstream_servers().len(), 2, "{:?}", upstream_servers());
-    let url = format!("ws://{}/ws/chat/", stack.public);
-    let clients = LiveClients::start(&url, CLIENTS);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // Worker 2 dies as a machine does: no goodbye, no FIN.
-    let killed = std::time::Instant::now();
-    swarm.kill_node(2);
-    // Swarm notices, starts its task on worker 1, and the edge follows:
-    // the upstream lists two addresses again, both tasks on worker 1.
-    let (moved, status) = loop {
-        let status = stack.status_json();
-        let nodes = task_nodes(&status, "blue");
-        let servers = upstream_servers();
-        let addresses: Vec<String> = status["colors"]["blue"]["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|task| task["state"] == "running")
-            .filter_map(|task| Some(format!("{}:8000", task["address"].as_str()?)))
-            .collect();
-        let mut addresses = addresses;
-        addresses.sort();
-        if nodes.len() == 2 && nodes.iter().all(|node| node.ends_with("n1")) && servers == addresses
-        {
-            break (killed.elapsed(), status);
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(90),
-            "the edge did not follow: upstream {servers:?}, {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    // status says which node is down.
-    let down: Vec<&serde_json::Value> = status["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|node| node["state"] == "down")
-        .collect();
-    assert_eq!(down.len(), 1, "{status}");
-    assert!(
-        down[0]["name"].as_str().unwrap_or("").ends_with("n2"),
-        "{status}"
-    );
-    assert!(
-        status["warnings"].to_string().contains("is down"),
-        "{status}"
-    );
-    // Every client back: each keeps answering after the move.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let summary = clients.finish().await;
-    println!(
-        "node loss: upstream followed {moved:?} after the kill; {CLIENTS} clients, {} messages, \
-         {} reconnects, longest gap {:?}",
-        summary.messages, summary.reconnects, summary.longest_gap
-    );
-    assert!(
-        summary.longest_gap < Duration::from_secs(45),
-        "a client was gone {:?}",
-        summary.longest_gap
-    );
-    // The clients of the dead worker moved: about half of them reconnected.
-    assert!(
-        summary.reconnects >= 10,
-        "{} reconnects",
-        summary.reconnects
-    );
-    // A deploy after the loss works on the remaining worker.
-    stack.wsctl_ok(&["deploy"]);
-    assert_eq!(stack.status_json()["live"], "green");
 }

@@ -1517,4 +1517,40 @@ mod tests {
         let error = StackConfig::parse("switch_batch: 0\n", "w").unwrap_err().0;
         assert!(error.contains("switch_batch"), "{error}");
     }
+
+    #[test]
+    fn platform_swarm_takes_a_manager_and_constraints_and_refuses_hosts() {
+        let swarm = StackConfig::parse(
+            "platform: swarm\nswarm: {manager: \"ssh://ops@m1\", constraints: [\"node.role==worker\"]}\n",
+            "w",
+        )
+        .unwrap();
+        assert!(swarm.is_swarm() && swarm.checks_from_checker());
+        assert_eq!(swarm.swarm.constraints, ["node.role==worker"]);
+        // The bundled service's own image checks its tasks.
+        assert_eq!(swarm.checker_image(), swarm.images.app);
+        assert!(!StackConfig::default().is_swarm());
+        for (bad, expected) in [
+            (
+                "swarm: {constraints: [\"node.role==worker\"]}\n",
+                "add platform: swarm",
+            ),
+            (
+                "platform: swarm\nswarm: {manager: \"m1:2377\"}\n",
+                "not unix://",
+            ),
+            (
+                "platform: swarm\nswarm: {constraints: [\"worker\"]}\n",
+                "KEY==VALUE",
+            ),
+            ("platform: kubernetes\n", "platform"),
+            (
+                "platform: swarm\nredis_url: \"redis://r:6379/0\"\nhosts:\n  - {name: a, docker_host: \"unix:///var/run/docker.sock\", public_address: \"0.0.0.0:80\"}\n",
+                "leave hosts: empty",
+            ),
+        ] {
+            let error = StackConfig::parse(bad, "w").unwrap_err().0;
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
+    }
 }
