@@ -65,7 +65,11 @@ class Client:
         while not stop.is_set():
             url = self.url + (f"?session_uuid={self.session}" if self.session else "")
             try:
-                async with websockets.connect(url, open_timeout=5, max_size=None) as ws:
+                # close_timeout: a dead link must not hold the reconnect for
+                # the default 10 s of closing handshake.
+                async with websockets.connect(
+                    url, open_timeout=5, close_timeout=0.5, max_size=None
+                ) as ws:
                     hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
                     if self.session and (not hello.get("resumed") or hello["count"] != self.count):
                         self.broken.append(f"resume gave {hello.get('count')} after {self.count}")
@@ -180,10 +184,14 @@ async def main():
     nginx = f"{prefix}nginx"
     killed = time.monotonic()
     swarm("kill", SWARM, "2")
+    before = await asyncio.to_thread(upstream_servers, manager, nginx)
     followed = None
+    dead_gone = None
     while time.monotonic() - killed < 120:
         live = await asyncio.to_thread(live_task_addresses, config)
         servers = await asyncio.to_thread(upstream_servers, manager, nginx)
+        if dead_gone is None and len(servers) < len(before):
+            dead_gone = time.monotonic() - killed
         if len(live) == REPLICAS and servers == live:
             followed = time.monotonic() - killed
             break
@@ -201,7 +209,9 @@ async def main():
     lost = [g for g in gaps if g > 2.0]
     broken = [b for c in clients for b in c.broken]
     print(
-        f"worker 2 killed: upstream on live tasks only after "
+        f"worker 2 killed: its tasks out of the upstream after "
+        f"{'never' if dead_gone is None else f'{dead_gone:.1f} s'}, the upstream on "
+        f"{REPLICAS} live tasks after "
         f"{'never' if followed is None else f'{followed:.1f} s'}; "
         f"{len(lost)} of {CLIENTS} clients lost their socket; "
         f"every client back within {max(gaps):.1f} s of the kill "
