@@ -142,6 +142,30 @@ pub async fn start_fresh(
     Ok(())
 }
 
+/// The environment of each replica of `color` (a container, or a Swarm
+/// task), as `KEY=VALUE`: what wsctl sets, then the app's own on top.
+pub fn replica_env(
+    config: &StackConfig,
+    color: Color,
+    app_env: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut env = BTreeMap::from([
+        ("COLOR".to_string(), color.to_string()),
+        ("REDIS_URL".to_string(), config.app_redis_url()),
+        ("PORT".to_string(), config.app_port.to_string()),
+        // As many sockets as the replica's open-file limit holds, so a
+        // full replica answers 503 instead of failing accept().
+        (
+            "MAX_CONNECTIONS".to_string(),
+            config.resources.max_connections().to_string(),
+        ),
+    ]);
+    env.extend(app_env.clone());
+    env.into_iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
+}
+
 /// Starts the colour's kept containers again (a rollback).
 pub async fn start_kept(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
     if stack.config.is_swarm() {
@@ -163,25 +187,9 @@ async fn create(
 ) -> anyhow::Result<()> {
     let config = &stack.config;
     let resources = &config.resources;
-    let mut env = HashMap::from([
-        ("COLOR".to_string(), color.to_string()),
-        ("REDIS_URL".to_string(), config.app_redis_url()),
-        ("PORT".to_string(), config.app_port.to_string()),
-        // As many sockets as the container's open-file limit holds, so a
-        // full container answers 503 instead of failing accept().
-        (
-            "MAX_CONNECTIONS".to_string(),
-            resources.max_connections().to_string(),
-        ),
-    ]);
-    env.extend(app_env.clone());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        env: Some(
-            env.into_iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect(),
-        ),
+        env: Some(replica_env(config, color, app_env)),
         // `app_blue` on the stack's own network, for every replica: a name
         // that does not change with the prefix or the replica count, so
         // Prometheus's DNS discovery (compose/prometheus) finds them all,

@@ -11,6 +11,8 @@ use common::live::{LiveClients, greeting_colours};
 use common::swarm::{Swarm, SwarmStack};
 
 const CLIENTS: usize = 50;
+/// Two tasks per colour, on the two workers (none on the manager).
+const ON_THE_WORKERS: &str = "replicas: 2\nswarm:\n  constraints: [\"node.role==worker\"]\n";
 
 /// The nodes the colour's running tasks are on, from `status --json`.
 fn task_nodes(status: &serde_json::Value, color: &str) -> Vec<String> {
@@ -40,10 +42,7 @@ async fn fifty_clients_ride_a_deploy_a_rollback_and_a_dead_worker_on_a_three_nod
         return;
     };
     let swarm = Swarm::start(3);
-    let stack = SwarmStack::new(
-        &swarm,
-        "replicas: 2\nswarm:\n  constraints: [\"node.role==worker\"]\n",
-    );
+    let stack = SwarmStack::new(&swarm, ON_THE_WORKERS);
     let first = stack.wsctl(&["deploy"]);
     assert!(first.status.success(), "first deploy: {}", explain(&first));
     let status = stack.status_json();
@@ -225,10 +224,7 @@ async fn a_failing_canary_over_task_addresses_and_a_sigterm_are_undone_on_swarm(
         return;
     };
     let swarm = Swarm::start(3);
-    let stack = SwarmStack::new(
-        &swarm,
-        "replicas: 2\nswarm:\n  constraints: [\"node.role==worker\"]\n",
-    );
+    let stack = SwarmStack::new(&swarm, ON_THE_WORKERS);
     stack.wsctl_ok(&["deploy"]);
     let url = format!("ws://{}/ws/chat/", stack.public);
     let clients = LiveClients::start(&url, 20);

@@ -33,7 +33,7 @@ use futures_util::future::join_all;
 
 use crate::deploy::checks;
 use crate::deploy::config::{Color, StackConfig};
-use crate::deploy::containers::Drained;
+use crate::deploy::containers::{self, Drained};
 use crate::deploy::docker::status_of;
 use crate::deploy::wait::{Check, WaitError, poll_until};
 use crate::deploy::{DeployError, Stack, registry};
@@ -252,16 +252,6 @@ fn spec(
     app_env: &BTreeMap<String, String>,
 ) -> ServiceSpec {
     let resources = &config.resources;
-    let mut env = BTreeMap::from([
-        ("COLOR".to_string(), color.to_string()),
-        ("REDIS_URL".to_string(), config.app_redis_url()),
-        ("PORT".to_string(), config.app_port.to_string()),
-        (
-            "MAX_CONNECTIONS".to_string(),
-            resources.max_connections().to_string(),
-        ),
-    ]);
-    env.extend(app_env.clone());
     let network = config.network_name();
     ServiceSpec {
         name: Some(service(config, color)),
@@ -273,11 +263,7 @@ fn spec(
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.to_string()),
-                env: Some(
-                    env.into_iter()
-                        .map(|(key, value)| format!("{key}={value}"))
-                        .collect(),
-                ),
+                env: Some(containers::replica_env(config, color, app_env)),
                 labels: Some(HashMap::from([
                     ("wsctl.color".to_string(), color.to_string()),
                     ("wsctl.image".to_string(), image.to_string()),
