@@ -125,14 +125,14 @@ pub async fn start_fresh(
     count: usize,
     extra_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
-    if stack.config.is_swarm() {
-        return services::start_fresh(stack, color, image, count, extra_env).await;
-    }
     // Resolved once for every replica (env files read once), and before
-    // the old containers go, so an unreadable env file changes nothing.
+    // the old colour goes, so an unreadable env file changes nothing.
     let mut app_env = stack.config.app_environment()?;
     // `deploy --env`: this colour only, on top of app_env.
     app_env.extend(extra_env.clone());
+    if stack.config.is_swarm() {
+        return services::start_fresh(stack, color, image, count, &app_env).await;
+    }
     retire(stack, color, true).await?;
     let names = stack.config.app_replicas(color, count);
     for (index, name) in names.iter().enumerate() {

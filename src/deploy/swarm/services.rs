@@ -319,19 +319,18 @@ fn spec(
 }
 
 /// Replaces the colour's service with a fresh one of `count` tasks of
-/// `image` (nobody routes to it: the caller made sure).
+/// `image` with `app_env` (resolved by `containers::start_fresh`; nobody
+/// routes to the colour: the caller made sure).
 pub async fn start_fresh(
     stack: &Stack,
     color: Color,
     image: &str,
     count: usize,
-    extra_env: &BTreeMap<String, String>,
+    app_env: &BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
-    let mut app_env = stack.config.app_environment()?;
-    app_env.extend(extra_env.clone());
     retire(stack, color, true).await?;
     let credentials = registry::credentials_for(image, &stack.config.registry)?;
-    let spec = spec(&stack.config, color, image, count, &app_env);
+    let spec = spec(&stack.config, color, image, count, app_env);
     stack
         .docker
         .create_service(spec, credentials)
