@@ -53,6 +53,11 @@ pub fn down(args: DownArgs) -> anyhow::Result<()> {
             for name in &teardown.containers {
                 say!("{label}{verb} container {name}");
             }
+            for (edge, names) in &teardown.edges {
+                for name in names {
+                    say!("{label}{verb} container {name} on swarm edge {edge}");
+                }
+            }
             if let Some(network) = &teardown.network {
                 say!("{label}{verb} network {network}");
             }

@@ -186,6 +186,14 @@ fn print_status(status: &Status) {
             );
         }
     }
+    for edge in &status.serving.edges {
+        say!(
+            "swarm edge {} ({}): serves {}",
+            edge.name,
+            edge.public_address,
+            name(edge.serving.live())
+        );
+    }
     if let Some(nodes) = &status.nodes {
         let nodes: Vec<String> = nodes
             .iter()

@@ -140,7 +140,8 @@ pub fn with_target(
             deploy::ensure_swarm_manager(&docker).await?;
         }
         let events = Events::new(args.json);
-        let stack = Stack::new(docker, config, events, template, lock_wait, interrupt);
+        let mut stack = Stack::new(docker, config, events, template, lock_wait, interrupt);
+        stack.connect_edges().await?;
         body(Target::One(Box::new(stack))).await
     })
 }

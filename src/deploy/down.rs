@@ -19,6 +19,9 @@ pub struct Teardown {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
     pub containers: Vec<String>,
+    /// `swarm.edges`: each edge's Nginx and follower, by edge.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub edges: std::collections::BTreeMap<String, Vec<String>>,
     pub network: Option<String>,
     /// Journal records (volumes), with `--volumes` only.
     pub volumes: Vec<String>,
@@ -28,6 +31,7 @@ impl Teardown {
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
             && self.containers.is_empty()
+            && self.edges.is_empty()
             && self.network.is_none()
             && self.volumes.is_empty()
     }
@@ -64,6 +68,12 @@ pub async fn plan(stack: &Stack, volumes: bool) -> anyhow::Result<Teardown> {
             teardown.containers.push(name);
         }
     }
+    for edge in &stack.edges {
+        let present = super::swarm::edges::containers(edge).await?;
+        if !present.is_empty() {
+            teardown.edges.insert(edge.name.clone(), present);
+        }
+    }
     let network = config.network_name();
     if docker::network_exists(&stack.docker, &network).await? {
         teardown.network = Some(network);
@@ -87,6 +97,11 @@ pub async fn apply(stack: &Stack, teardown: &Teardown) -> anyhow::Result<()> {
     }
     for name in &teardown.containers {
         docker::remove(&stack.docker, name).await?;
+    }
+    for edge in &stack.edges {
+        for name in teardown.edges.get(&edge.name).into_iter().flatten() {
+            docker::remove(&edge.stack.docker, name).await?;
+        }
     }
     if let Some(network) = &teardown.network {
         // A removed service's tasks leave the overlay within seconds.

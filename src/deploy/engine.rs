@@ -22,7 +22,7 @@ use super::events::Events;
 use super::journal::Run;
 use super::nginx::Serving;
 use super::reloads::Reloading;
-use super::{Stack, analysis, containers, lock, nginx, proxy, reloads};
+use super::{Stack, analysis, containers, lock, nginx, proxy, reloads, swarm};
 use crate::client::probe;
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::docker;
@@ -217,7 +217,15 @@ impl Engine for Stack {
     }
 
     async fn bootstrap(&mut self, create: Create) -> anyhow::Result<()> {
-        super::bootstrap(self, create).await
+        super::bootstrap(self, create).await?;
+        if self.edges.is_empty() {
+            return Ok(());
+        }
+        let upstream = nginx::upstream_on_disk(self).await?;
+        for edge in &mut self.edges {
+            swarm::edges::bootstrap(edge, create, upstream.as_deref()).await?;
+        }
+        Ok(())
     }
 
     async fn runs(&self) -> anyhow::Result<Vec<Run>> {
@@ -287,14 +295,25 @@ impl Engine for Stack {
     }
 
     async fn prepare_edge(&self) -> anyhow::Result<()> {
-        proxy::prepare_edge(self).await
+        proxy::prepare_edge(self).await?;
+        for edge in &self.edges {
+            proxy::prepare_edge(&edge.stack).await?;
+        }
+        Ok(())
     }
 
     async fn serving(&self) -> anyhow::Result<Serving> {
-        nginx::serving(self).await
+        let mut serving = nginx::serving(self).await?;
+        serving.edges = swarm::edges::serving(&self.edges).await?;
+        Ok(serving)
     }
 
     async fn stage(&self, color: Color) -> nginx::Staged {
+        // Several edges: the switch renders once and writes every edge in
+        // turn, reading what each had first, so nothing is written before.
+        if !self.edges.is_empty() {
+            return tokio::spawn(async { Ok(()) });
+        }
         nginx::stage(self, color).await
     }
 
@@ -308,6 +327,14 @@ impl Engine for Stack {
         staged: Option<nginx::Staged>,
         steady: Duration,
     ) -> anyhow::Result<()> {
+        if !self.edges.is_empty() {
+            if let Some(upload) = staged {
+                nginx::landed(upload).await?;
+            }
+            let text = nginx::render(self, color).await?;
+            let verify = Some((color, steady));
+            return swarm::edges::apply_everywhere(self, &self.edges, &text, verify).await;
+        }
         match staged {
             // A Swarm colour's task addresses are known only once its tasks
             // run: what was staged while they started is rendered again.
@@ -326,15 +353,22 @@ impl Engine for Stack {
 
     async fn weigh(&self, old: Color, new: Color, percent: u8) -> anyhow::Result<()> {
         let text = nginx::render_canary(self, old, new, percent).await?;
-        nginx::apply(self, &text).await
+        match self.edges.is_empty() {
+            true => nginx::apply(self, &text).await,
+            false => swarm::edges::apply_everywhere(self, &self.edges, &text, None).await,
+        }
     }
 
     async fn apply_upstream(&self, text: &str) -> anyhow::Result<()> {
-        nginx::apply(self, text).await
+        match self.edges.is_empty() {
+            true => nginx::apply(self, text).await,
+            false => swarm::edges::apply_to_all(self, &self.edges, text).await,
+        }
     }
 
     async fn verify(&self, color: Color) -> anyhow::Result<()> {
-        nginx::verify(self, color, Duration::ZERO).await
+        nginx::verify(self, color, Duration::ZERO).await?;
+        swarm::edges::verify_all(&self.edges, color).await
     }
 
     fn reloaded(&self, step: &str, reason: String, at: Instant) -> Reloading {

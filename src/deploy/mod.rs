@@ -121,6 +121,9 @@ pub struct Stack {
     pub journal: Journal,
     /// The first SIGINT/SIGTERM, checked by the runner at safe points.
     pub interrupt: Interrupt,
+    /// `platform: swarm`: the edges of `swarm.edges`, beside the manager's
+    /// own Nginx (empty otherwise).
+    pub edges: Vec<swarm::edges::Edge>,
 }
 
 impl Stack {
@@ -140,7 +143,21 @@ impl Stack {
             template,
             lock_wait,
             interrupt,
+            edges: Vec::new(),
         }
+    }
+
+    /// Connects to the edges of `swarm.edges` (a swarm stack's other
+    /// Nginx); one unreachable, or not a manager, is refused in one line.
+    pub async fn connect_edges(&mut self) -> anyhow::Result<()> {
+        self.edges = swarm::edges::connect(
+            &self.config,
+            &self.template,
+            self.events.is_json(),
+            &self.interrupt,
+        )
+        .await?;
+        Ok(())
     }
 }
 

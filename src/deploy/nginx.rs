@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::swarm::edges::EdgeServing;
 use super::tls;
 use super::upstream::{self, HEADER};
 use super::wait::{Check, WaitError, poll_until};
@@ -45,6 +46,10 @@ pub struct Serving {
     /// The upstream file itself: what undoing a switch puts back.
     #[serde(skip)]
     pub upstream: Option<String>,
+    /// `swarm.edges`: what each other edge serves (the fields above are
+    /// the manager's edge).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<EdgeServing>,
 }
 
 impl Serving {
@@ -60,16 +65,38 @@ impl Serving {
 
     /// Nginx serves one thing and its file says another (a run stopped
     /// between upload and reload, or a hand edit).
+    /// With `swarm.edges`, also an edge that disagrees with itself or
+    /// serves another colour than the manager's edge (a run that failed
+    /// to put one back).
     pub fn disagreement(&self) -> Option<String> {
-        if !self.answered || self.loaded == self.file {
-            return None;
-        }
         let name = |color: Option<Color>| color.map_or("no colour".to_string(), |c| c.to_string());
-        Some(format!(
-            "Nginx serves {} but its upstream file names {}",
-            name(self.loaded),
-            name(self.file)
-        ))
+        if self.answered && self.loaded != self.file {
+            return Some(format!(
+                "Nginx serves {} but its upstream file names {}",
+                name(self.loaded),
+                name(self.file)
+            ));
+        }
+        self.edges.iter().find_map(|edge| {
+            if let Some(own) = edge.serving.disagreement() {
+                return Some(format!("swarm edge {}: {own}", edge.name));
+            }
+            (edge.serving.live() != self.live()).then(|| {
+                format!(
+                    "swarm edge {} serves {} but the manager's edge serves {}",
+                    edge.name,
+                    name(edge.serving.live()),
+                    name(self.live())
+                )
+            })
+        })
+    }
+
+    /// Every edge serves `color`, loaded and on disk.
+    pub fn everywhere(&self, color: Color) -> bool {
+        std::iter::once(self)
+            .chain(self.edges.iter().map(|edge| &edge.serving))
+            .all(|serving| serving.live() == Some(color) && serving.file == Some(color))
     }
 }
 
@@ -168,6 +195,7 @@ pub async fn serving(stack: &Stack) -> anyhow::Result<Serving> {
         status_color: seen.as_ref().and_then(|look| look.answered_by),
         file: upstream.as_deref().and_then(upstream::live_color),
         upstream,
+        edges: Vec::new(),
     })
 }
 

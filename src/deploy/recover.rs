@@ -78,7 +78,7 @@ async fn repair(stack: &mut impl Engine, unfinished: Vec<Run>) -> anyhow::Result
     };
     let mut changes = Vec::new();
     let mut reloads = Vec::new();
-    if serving.live() != Some(target) || serving.file != Some(target) {
+    if !serving.everywhere(target) {
         stack
             .switch(target, None, nginx::FIRST_SWITCH_STEADY)
             .await?;

@@ -263,6 +263,7 @@ impl Engine for Model {
             status_color: routes,
             file: routes,
             upstream: routes.map(upstream),
+            edges: Vec::new(),
         })
     }
     async fn stage(&self, color: Color) -> Color {

@@ -214,7 +214,8 @@ impl FleetStatus {
 }
 
 pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
-    let serving = nginx::serving(stack).await?;
+    let mut serving = nginx::serving(stack).await?;
+    serving.edges = super::swarm::edges::serving(&stack.edges).await?;
     let mut colors = BTreeMap::new();
     for color in Color::ALL {
         colors.insert(color, colour(stack, color).await?);

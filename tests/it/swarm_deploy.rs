@@ -302,6 +302,99 @@ async fn a_failing_canary_over_task_addresses_and_a_sigterm_are_undone_on_swarm(
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_back() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    // Two managers, each with an edge: the manager's own and `two`.
+    let swarm = Swarm::start(2);
+    swarm.promote(1);
+    let two_public = format!("{}:18080", swarm.addresses[1]);
+    let stack = SwarmStack::new(
+        &swarm,
+        &format!(
+            "swarm:\n  edges:\n    - {{name: two, docker_host: \"{}\", public_address: \"{two_public}\"}}\n",
+            swarm.nodes[1]
+        ),
+    );
+    let nginx = format!("{}nginx", stack.prefix);
+    stack.wsctl_ok(&["deploy"]);
+    let edge_two = |status: &serde_json::Value| status["serving"]["edges"][0].clone();
+    let status = stack.status_json();
+    assert_eq!(edge_two(&status)["name"], "two", "{status}");
+    assert_eq!(edge_two(&status)["loaded"], "blue", "{status}");
+    let one_url = format!("ws://{}/ws/chat/", stack.public);
+    let two_url = format!("ws://{two_public}/ws/chat/");
+    let clients_one = LiveClients::start(&one_url, 10);
+    let clients_two = LiveClients::start(&two_url, 10);
+
+    // A deploy switches both edges.
+    let output = stack.wsctl_while_live(&["deploy"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    for url in [&one_url, &two_url] {
+        let colours = greeting_colours(url, 10).await;
+        assert!(colours.iter().all(|c| c == "green"), "{url}: {colours:?}");
+    }
+
+    // Edge two fails its switch: its Nginx is paused while blue's tasks
+    // are smoke-tested (from the checker on the manager, not through
+    // Nginx). The manager's edge had switched and is sent back.
+    let mut run = stack.spawn(&["deploy"]);
+    assert!(run.wait_for_step("smoke"), "no smoke step: {:?}", run.seen);
+    let paused = swarm.docker_on(1, &["pause", &nginx]);
+    assert!(paused.status.success(), "{}", explain(&paused));
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    // The manager's edge serves green again before edge two is unpaused.
+    let colours = greeting_colours(&one_url, 10).await;
+    let unpaused = swarm.docker_on(1, &["unpause", &nginx]);
+    assert!(unpaused.status.success(), "{}", explain(&unpaused));
+    assert!(colours.iter().all(|c| c == "green"), "{colours:?}");
+    assert!(
+        matches!(code, Some(5) | Some(9)),
+        "exit {code:?}: {stdout}\n{stderr}"
+    );
+    let report = events(&stdout)
+        .into_iter()
+        .find(|event| event["event"] == "edges")
+        .unwrap_or_else(|| panic!("no edges report: {stdout}\n{stderr}"));
+    println!("failed switch on edge two, exit {code:?}: {report}");
+    assert_eq!(report["failed"], "two", "{report}");
+    assert_eq!(report["edges"][0]["edge"], "manager", "{report}");
+    assert_eq!(report["edges"][0]["outcome"], "switched_back", "{report}");
+    assert_eq!(report["edges"][1]["edge"], "two", "{report}");
+    assert_ne!(report["edges"][1]["outcome"], "switched_back", "{report}");
+
+    // Whatever edge two was left with, `recover` puts both on green.
+    if code == Some(9) {
+        stack.wsctl_ok(&["recover"]);
+    }
+    let status = stack.status_json();
+    assert_eq!(status["live"], "green", "{status}");
+    assert!(status["disagreement"].is_null(), "{status}");
+    assert_eq!(edge_two(&status)["loaded"], "green", "{status}");
+    for url in [&one_url, &two_url] {
+        let colours = greeting_colours(url, 10).await;
+        assert!(colours.iter().all(|c| c == "green"), "{url}: {colours:?}");
+    }
+    // Both edges' clients kept their counts through it all.
+    for (edge, clients) in [("manager", clients_one), ("two", clients_two)] {
+        let summary = clients.finish().await;
+        println!(
+            "edge {edge}: {} messages, {} reconnects",
+            summary.messages, summary.reconnects
+        );
+    }
+    // `down` takes edge two's Nginx and follower too.
+    stack.wsctl_ok(&["down", "--yes"]);
+    for name in [nginx, format!("{}checker", stack.prefix)] {
+        let left = swarm.docker_on(1, &["inspect", &name]);
+        assert!(!left.status.success(), "{name} left on edge two");
+    }
+}
+
 #[tokio::test]
 async fn a_lock_held_in_the_cluster_refuses_a_second_deploy() {
     let Some(_docker) = docker_or_skip().await else {

@@ -22,7 +22,7 @@ mod tls;
 
 pub use app::{AppKind, AppProtocol};
 pub use hooks::{HOOK_TIMEOUT, Hooks, NOTIFY_EVENTS, Notify};
-pub use platform::{Platform, SwarmSettings};
+pub use platform::{MANAGER_EDGE, Platform, SwarmSettings};
 pub use tls::Tls;
 
 /// A deployment colour: the stack runs the service as `app_blue` and
@@ -588,6 +588,9 @@ platform: docker
 swarm:
   manager: null      # the manager's engine; default DOCKER_HOST
   constraints: []    # placement of the tasks, e.g. ["node.role==worker"]
+  # More edges (an Nginx on each of these manager nodes), switched with the
+  # manager's: [{name: edge2, docker_host: "ssh://ops@m2", public_address: "0.0.0.0:80"}]
+  edges: []
 # Extra environment for both colours; COLOR and REDIS_URL are set by wsctl.
 app_env: {}
 # Seconds the standby colour may take to become healthy.
@@ -1544,6 +1547,22 @@ mod tests {
                 "KEY==VALUE",
             ),
             ("platform: kubernetes\n", "platform"),
+            (
+                "platform: swarm\nswarm: {edges: [{name: manager, docker_host: \"unix:///s\", public_address: \"1.2.3.4:80\"}]}\n",
+                "is empty or taken",
+            ),
+            (
+                "platform: swarm\npublic_address: \"1.2.3.4:80\"\nswarm: {edges: [{name: b, docker_host: \"unix:///s\", public_address: \"1.2.3.4:80\"}]}\n",
+                "another edge's",
+            ),
+            (
+                "platform: swarm\nswarm: {edges: [{name: b, docker_host: \"m2:2375\", public_address: \"1.2.3.4:80\"}]}\n",
+                "not unix://",
+            ),
+            (
+                "swarm: {edges: [{name: b, docker_host: \"unix:///s\", public_address: \"1.2.3.4:80\"}]}\n",
+                "add platform: swarm",
+            ),
             (
                 "platform: swarm\nredis_url: \"redis://r:6379/0\"\nhosts:\n  - {name: a, docker_host: \"unix:///var/run/docker.sock\", public_address: \"0.0.0.0:80\"}\n",
                 "leave hosts: empty",

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::StackConfig;
+use super::{Host, StackConfig};
 
 /// The platform a stack runs on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -28,7 +28,16 @@ pub struct SwarmSettings {
     /// create --constraint` takes them: `node.role==worker`,
     /// `node.labels.ws==true`.
     pub constraints: Vec<String>,
+    /// More edges beside the manager's own Nginx: an Nginx on each of these
+    /// engines, publishing its own `public_address`, switched together with
+    /// the manager's (`deploy::swarm::edges`). Each must be a manager node:
+    /// its follower asks its own engine where the tasks are.
+    pub edges: Vec<Host>,
 }
+
+/// What the edge on the manager wsctl talks to is called in reports, beside
+/// the names of `swarm.edges`.
+pub const MANAGER_EDGE: &str = "manager";
 
 impl StackConfig {
     pub fn is_swarm(&self) -> bool {
@@ -45,7 +54,10 @@ impl StackConfig {
     /// `platform`/`swarm` problems, as one line.
     pub(super) fn check_platform(&self) -> Result<(), String> {
         if !self.is_swarm() {
-            if self.swarm.manager.is_some() || !self.swarm.constraints.is_empty() {
+            if self.swarm.manager.is_some()
+                || !self.swarm.constraints.is_empty()
+                || !self.swarm.edges.is_empty()
+            {
                 return Err("swarm: is set but platform is docker (add platform: swarm)".into());
             }
             return Ok(());
@@ -74,6 +86,43 @@ impl StackConfig {
             return Err(format!(
                 "swarm.constraints entry '{bad}' is not KEY==VALUE or KEY!=VALUE"
             ));
+        }
+        self.check_edges()
+    }
+
+    /// `swarm.edges` problems, as one line.
+    fn check_edges(&self) -> Result<(), String> {
+        let mut names = vec![MANAGER_EDGE];
+        let mut addresses = vec![self.public_address.as_str()];
+        for edge in &self.swarm.edges {
+            let name = edge.name.as_str();
+            if name.is_empty() || names.contains(&name) {
+                return Err(format!(
+                    "swarm.edges: the name '{name}' is empty or taken ('{MANAGER_EDGE}' is the \
+                     manager's own edge)"
+                ));
+            }
+            let scheme = edge.docker_host.split("://").next().unwrap_or("");
+            if !["unix", "tcp", "ssh"].contains(&scheme) || !edge.docker_host.contains("://") {
+                return Err(format!(
+                    "swarm.edges {name}: docker_host '{}' is not unix://, tcp:// or ssh://",
+                    edge.docker_host
+                ));
+            }
+            if addresses.contains(&edge.public_address.as_str()) {
+                return Err(format!(
+                    "swarm.edges {name}: public_address {} is another edge's",
+                    edge.public_address
+                ));
+            }
+            if edge.redis_url.is_some() {
+                return Err(format!(
+                    "swarm.edges {name}: redis_url belongs to hosts:; an edge runs only Nginx \
+                     and its follower"
+                ));
+            }
+            names.push(name);
+            addresses.push(&edge.public_address);
         }
         Ok(())
     }

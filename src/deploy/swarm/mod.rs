@@ -5,7 +5,10 @@
 //! and the switch are the same code as there (`nginx.rs`), with the
 //! upstream naming the colour's task addresses. When Swarm moves tasks by
 //! itself, the checker beside Nginx rewrites the upstream (`follow.rs`).
+//! `swarm.edges` adds an Nginx and a follower on other manager nodes,
+//! switched together with the manager's (`edges.rs`).
 
 pub mod configs;
+pub mod edges;
 pub mod follow;
 pub mod services;

@@ -58,6 +58,26 @@ impl Swarm {
         );
     }
 
+    /// Node `n` becomes a manager too (an edge's follower asks its own
+    /// engine where the tasks run), and answers as one.
+    pub fn promote(&self, n: usize) {
+        let node = format!("{}n{n}", self.name);
+        let output = self.docker(&["node", "promote", &node]);
+        assert!(
+            output.status.success(),
+            "node promote: {}",
+            explain(&output)
+        );
+        for _ in 0..100 {
+            let info = self.docker_on(n, &["info", "--format", "{{.Swarm.ControlAvailable}}"]);
+            if String::from_utf8_lossy(&info.stdout).trim() == "true" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("node {n} did not become a manager within 20 s");
+    }
+
     /// `docker ARGS` against the manager.
     pub fn docker(&self, args: &[&str]) -> Output {
         self.docker_on(0, args)
