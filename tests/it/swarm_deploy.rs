@@ -379,6 +379,78 @@ async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_ba
         let colours = greeting_colours(url, 10).await;
         assert!(colours.iter().all(|c| c == "green"), "{url}: {colours:?}");
     }
+    // A task dies: Swarm replaces it (another address) and each edge's
+    // follower, on its own node, rewrites its own upstream.
+    let running = |status: &serde_json::Value| -> Vec<(String, String)> {
+        status["colors"]["green"]["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|task| task["state"] == "running")
+            .filter_map(|task| {
+                Some((
+                    task["node"].as_str()?.to_string(),
+                    format!("{}:8000", task["address"].as_str()?),
+                ))
+            })
+            .collect()
+    };
+    let before = running(&stack.status_json());
+    let (node, old_address) = before.first().cloned().expect("a running green task");
+    let n = usize::from(node.ends_with("n1"));
+    let task = swarm.docker_on(
+        n,
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("name={}app_green", stack.prefix),
+        ],
+    );
+    let id = String::from_utf8_lossy(&task.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no green task on {node}: {}",
+        explain(&task)
+    );
+    let killed = swarm.docker_on(n, &["kill", &id]);
+    assert!(killed.status.success(), "{}", explain(&killed));
+    let copy = stack.dir.join("upstream.conf");
+    let servers_on = |edge: usize| {
+        let from = format!("{nginx}:/etc/nginx/conf.d/upstream.conf");
+        let output = swarm.docker_on(edge, &["cp", &from, &copy.to_string_lossy()]);
+        assert!(output.status.success(), "{}", explain(&output));
+        let text = std::fs::read_to_string(&copy).unwrap_or_default();
+        let mut servers: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("server "))
+            .map(|rest| rest.trim_end_matches(';').to_string())
+            .collect();
+        servers.sort();
+        servers
+    };
+    let since = std::time::Instant::now();
+    loop {
+        let mut wanted: Vec<String> = running(&stack.status_json())
+            .into_iter()
+            .map(|(_, address)| address)
+            .collect();
+        wanted.sort();
+        let (one, two) = (servers_on(0), servers_on(1));
+        if !wanted.is_empty() && !wanted.contains(&old_address) && one == wanted && two == wanted {
+            println!(
+                "both edges followed the replaced task in {:?}",
+                since.elapsed()
+            );
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the edges did not follow: tasks {wanted:?}, manager {one:?}, two {two:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // Both edges' clients kept their counts through it all.
     for (edge, clients) in [("manager", clients_one), ("two", clients_two)] {
         let summary = clients.finish().await;
