@@ -1,29 +1,38 @@
 #!/usr/bin/env python3
-"""Idle WebSockets through one host's Nginx with N replicas, then one deploy
-under all of them (section 8 of docs/BENCHMARKS.md).
+"""Idle WebSockets through one host's public address with N replicas, then
+one deploy under all of them (sections 8 and 11 of docs/BENCHMARKS.md).
 
     python3 scripts/bench_hold_deploy.py [CONNECTIONS] [REPLICAS]
 
 Builds nothing: run scripts/build-images.sh first (the static wsctl and
 the local images). Steps:
-1. a stack with its own prefix and free port, `replicas: REPLICAS`, and
-   `unlimited_networks` covering the Docker networks (the load comes from
-   one address);
-2. `wsctl bench hold --follow -n CONNECTIONS` straight at the Nginx
-   container (Docker's userland proxy on the published port gives up at
-   about 3,000 connections here), which splits itself into processes of
+1. a stack with its own prefix and free port, `replicas: REPLICAS`,
+   `nginx_network: host` (NGINX_NETWORK=stack: the default network, the
+   load then goes straight at the Nginx container, since Docker's userland
+   proxy on a published loopback port gives up near 3,000 connections),
+   and `unlimited_networks` covering loopback and the Docker networks (the
+   load comes from a few addresses);
+2. `wsctl bench hold --follow -n CONNECTIONS` to the public address from
+   loopback sources 127.0.0.1..S, which splits itself into processes of
    19,900 connections at most;
 3. memory of every container (`docker stats`) before and while holding,
    and per held connection in Nginx and in each app replica;
 4. `wsctl deploy` while every connection is held: each session must come
    back resumed with its count (`follow` in the bench report);
-5. everything removed, and the ephemeral port range restored.
+5. connects per second for each 10,000 opened, resumes per second during
+   the move, and a picture of both over the run (PLOT, default
+   docs/bench_hold_deploy_CONNECTIONS.png; in BENCH_SHORT mode a file in
+   the run's temporary directory), drawn from the bench's own timeline;
+6. everything removed, and the kernel settings restored.
 
 One source address to one IP:port has about 28,000 ephemeral ports, so the
-run widens `net.ipv4.ip_local_port_range` to 1024-65535 for its duration
-(and puts it back).
+run widens `net.ipv4.ip_local_port_range` to 1024-65535 for its duration;
+past 40,000 connections it also raises `net.netfilter.nf_conntrack_max`
+(every socket pair is tracked, and a move adds a new pair while the old
+one lingers in TIME_WAIT), and puts both back.
 """
 import json
+import math
 import os
 import re
 import socket
@@ -45,6 +54,9 @@ HOLD_SECONDS = int(os.environ.get("HOLD_SECONDS", "240"))
 # drain_timeout grow with it.
 DRAIN_WINDOW = os.environ.get("DRAIN_WINDOW")
 PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
+NGINX_NETWORK = os.environ.get("NGINX_NETWORK", "host")
+SHORT = os.environ.get("BENCH_SHORT") == "1"
 
 
 def free_port():
@@ -87,6 +99,96 @@ def per_connection(before, holding, held, replicas):
     return figures
 
 
+def series(counts):
+    """A timeline's `{unix_second: count}` as sorted (second, count) pairs."""
+    return sorted((int(second), count) for second, count in counts.items())
+
+
+def per_block(counts, block=10000):
+    """Connects per second over each `block` opened, in order (the last one
+    partial): the rate of the first 10,000 beside the last shows whether it
+    falls. Each second's connects are taken as spread evenly over it."""
+    points = series(counts)
+    if not points:
+        return []
+    marks = [float(points[0][0])]
+    total = 0
+    for second, count in points:
+        while total + count >= len(marks) * block:
+            marks.append(second + (len(marks) * block - total) / count)
+        total += count
+    rates = [round(block / max(b - a, 1e-3)) for a, b in zip(marks, marks[1:])]
+    rest = total - (len(marks) - 1) * block
+    if rest > 0:
+        rates.append(round(rest / max(points[-1][0] + 1 - marks[-1], 1e-3)))
+    return rates
+
+
+def describe(timeline, follow):
+    """Per 10,000: connects per second; the move: resumes per second."""
+    connects = series(timeline.get("connects", {}))
+    resumes = series(timeline.get("resumes", {}))
+    blocks = per_block(timeline.get("connects", {}))
+    figures = {"connects_per_second_per_10000": blocks}
+    if len(blocks) >= 2:
+        figures["last_over_first"] = round(blocks[-1] / max(blocks[0], 1), 2)
+    if connects:
+        figures["connect_seconds"] = connects[-1][0] - connects[0][0] + 1
+    if resumes:
+        figures["resumes"] = sum(count for _, count in resumes)
+        figures["peak_resumes_per_second"] = max(count for _, count in resumes)
+    if follow.get("move_seconds"):
+        figures["move_seconds"] = follow["move_seconds"]
+        figures["resumes_per_second"] = round(follow.get("resumed", 0) / follow["move_seconds"])
+    return figures
+
+
+def draw(timeline, follow, path, title):
+    """Connects and resumes per second over the run, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    connects = series(timeline.get("connects", {}))
+    resumes = series(timeline.get("resumes", {}))
+    everything = connects + resumes
+    if not everything:
+        return
+    zero = min(second for second, _ in everything)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    last = max(second for second, _ in everything) + 1
+    for points, label, colour in [(connects, "first connects per second", "tab:blue"),
+                                  (resumes, "sessions resumed per second", "tab:orange")]:
+        if points:
+            # Every second of the run, a quiet one as 0.
+            counts = dict(points)
+            xs = list(range(zero, last + 1))
+            ax.step([x - zero for x in xs], [counts.get(x, 0) for x in xs], where="post",
+                    label=label, color=colour)
+    if follow.get("first_goodbye_unix_ms"):
+        ax.axvline(follow["first_goodbye_unix_ms"] / 1000 - zero, color="grey", linestyle=":",
+                   label="first goodbye (deploy drains blue)")
+    total = sum(c for _, c in connects)
+    held = ax.twinx()
+    running, xs, ys = 0, [], []
+    for second, count in connects:
+        running += count
+        xs.append(second - zero)
+        ys.append(running)
+    held.plot(xs, ys, color="tab:green", alpha=0.5, label=f"opened so far (of {total:,})")
+    held.set_ylabel("connections opened")
+    ax.set_xlabel("seconds since the first connect")
+    ax.set_ylabel("per second")
+    ax.set_ylim(bottom=0)
+    held.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=10)
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = held.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def connections(config, colour):
     status = json.loads(run(WSCTL, "status", "--json", "--config", config))
     return status["colors"][colour].get("connections") or 0
@@ -97,10 +199,11 @@ def main():
     prefix = f"b{unique}_"
     workdir = tempfile.mkdtemp(prefix="wsctl-bench-hold-")
     config = os.path.join(workdir, "wsctl.yaml")
-    nets = '["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]'
+    nets = '["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]'
+    public = f"127.0.0.1:{free_port()}"
     with open(config, "w") as f:
-        f.write(f'prefix: "{prefix}"\npublic_address: "127.0.0.1:{free_port()}"\n'
-                f"replicas: {REPLICAS}\nready_timeout: 60\n"
+        f.write(f'prefix: "{prefix}"\npublic_address: "{public}"\n'
+                f"replicas: {REPLICAS}\nready_timeout: 60\nnginx_network: {NGINX_NETWORK}\n"
                 f"unlimited_networks: {nets}\nprivate_networks: {nets}\n")
         if DRAIN_WINDOW:
             window = int(DRAIN_WINDOW)
@@ -111,23 +214,39 @@ def main():
     # Only a load beyond the usual ephemeral range needs it widened (a short
     # run in CI leaves the machine's setting alone).
     widen = CONNECTIONS > 20000
+    old_conntrack = None
+    if CONNECTIONS > 40000 and os.path.exists(CONNTRACK_MAX):
+        with open(CONNTRACK_MAX) as f:
+            old_conntrack = f.read().strip()
     bench = None
     try:
         if widen:
             with open(PORT_RANGE, "w") as f:
                 f.write("1024 65535")
+        if old_conntrack is not None:
+            with open(CONNTRACK_MAX, "w") as f:
+                f.write(str(max(int(old_conntrack), 8 * CONNECTIONS)))
         run(WSCTL, "deploy", "--config", config)
         nginx = f"{prefix}nginx"
-        ip = run("docker", "inspect", "-f",
-                 "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", nginx).strip()
         workers = int(run("docker", "top", nginx).count("nginx: worker process"))
         before = memory(prefix)
-        print(f"stack: {REPLICAS} replicas, Nginx {ip} with {workers} workers; before: {before}",
-              flush=True)
-        url = f"ws://{ip}:80/ws/chat/"
+        if NGINX_NETWORK == "host":
+            # The public address itself, from loopback sources of 5,000
+            # connections each: connect() searches the source's ephemeral
+            # ports for a free one, and the fuller they are, the longer it
+            # searches (docs/BENCHMARKS.md section 11).
+            url = f"ws://{public}/ws/chat/"
+            sources = min(250, max(1, math.ceil(CONNECTIONS / 5000)))
+        else:
+            ip = run("docker", "inspect", "-f",
+                     "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", nginx).strip()
+            url = f"ws://{ip}:80/ws/chat/"
+            sources = 1
+        print(f"stack: {REPLICAS} replicas, Nginx on the {NGINX_NETWORK} network with {workers} "
+              f"workers, load to {url} from {sources} sources; before: {before}", flush=True)
         bench = subprocess.Popen(
             [WSCTL, "bench", "hold", "--follow", "-n", str(CONNECTIONS),
-             "--duration", str(HOLD_SECONDS), "--sources", "1",
+             "--duration", str(HOLD_SECONDS), "--sources", str(sources),
              "--connect-concurrency", "768", "--json", "--url", url],
             stdout=subprocess.PIPE, text=True)
         started = time.monotonic()
@@ -160,7 +279,17 @@ def main():
         out, _ = bench.communicate(timeout=HOLD_SECONDS + 900)
         report = json.loads(out)
         report.pop("connect_histogram", None)
+        timeline = report.pop("timeline", None) or {}
         print(json.dumps(report, indent=1))
+        phases = describe(timeline, report.get("follow") or {})
+        print(json.dumps(phases, indent=1))
+        plot = os.environ.get("PLOT") or (
+            os.path.join(workdir, "timeline.png") if SHORT
+            else f"docs/bench_hold_deploy_{CONNECTIONS}.png")
+        draw(timeline, report.get("follow") or {}, plot,
+             f"{CONNECTIONS:,} idle WebSockets, replicas {REPLICAS}, Nginx on the "
+             f"{NGINX_NETWORK} network: connects, then one deploy")
+        print(f"picture: {plot}")
         return 0 if deploy.returncode == 0 and bench.returncode == 0 else 1
     finally:
         if bench is not None and bench.poll() is None:
@@ -168,6 +297,9 @@ def main():
         if widen:
             with open(PORT_RANGE, "w") as f:
                 f.write(old_range)
+        if old_conntrack is not None:
+            with open(CONNTRACK_MAX, "w") as f:
+                f.write(old_conntrack)
         names = run("docker", "ps", "-aq", "--filter", f"name={prefix}").split()
         if names:
             subprocess.run(["docker", "rm", "-f", *names], capture_output=True)

@@ -72,6 +72,8 @@ if exists wsctl-nginx:local; then echo "wsctl-nginx:local exists"; else
   cp nginx/nginx.conf "$ctx/etc/nginx/nginx.conf"
   # Until the first switch renders the real upstream: nothing is live.
   cp nginx/bootstrap-upstream.conf "$ctx/etc/nginx/conf.d/upstream.conf"
+  # The plain listener (port 80; `nginx_network: host` replaces it).
+  cp nginx/listen.conf "$ctx/etc/nginx/conf.d/listen.conf"
   cat > "$ctx/Dockerfile" <<DOCKER
 FROM scratch
 COPY . /

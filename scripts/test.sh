@@ -27,9 +27,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
-# The official Python client and its tests (clients/python), from PyPI.
-python3 -c 'import websockets, pytest' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check 'websockets>=13' 'pytest>=7'
+# The official Python client and its tests (clients/python), and the
+# benchmark scripts' pictures (matplotlib), from PyPI.
+python3 -c 'import websockets, pytest, matplotlib' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check 'websockets>=13' 'pytest>=7' 'matplotlib>=3.7'
 if [ "${CI:-}" = true ] && ! docker version >/dev/null 2>&1; then
   echo "CI=true and the Docker Engine is unreachable: the Docker tests will fail" >&2
 fi

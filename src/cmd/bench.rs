@@ -189,6 +189,12 @@ fn hold_in_children(options: &BenchOptions, per_process: usize) -> anyhow::Resul
                 .get_or_insert_with(Default::default)
                 .merge(follow);
         }
+        if let Some(timeline) = &report.timeline {
+            merged
+                .timeline
+                .get_or_insert_with(Default::default)
+                .merge(timeline);
+        }
         merged.run_seconds = merged.run_seconds.max(report.run_seconds);
         merged.server_rss_after_kib = merged.server_rss_after_kib.max(report.server_rss_after_kib);
         if let Some(encoded) = &report.connect_histogram {

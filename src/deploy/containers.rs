@@ -83,6 +83,32 @@ pub async fn inspect_all(
     Ok(names.into_iter().zip(infos).collect())
 }
 
+/// What the upstream names for `color`'s replicas: their container names,
+/// which Docker's DNS resolves on the stack's network; with `nginx_network:
+/// host` their addresses on that network (the host's network has no Docker
+/// DNS, and the host reaches its bridges directly); on Swarm the tasks'
+/// addresses (`replicas`).
+pub async fn upstream_servers(stack: &Stack, color: Color) -> anyhow::Result<Vec<String>> {
+    if !stack.config.nginx_on_host() {
+        return replicas(stack, color).await;
+    }
+    let network = stack.config.network_name();
+    let mut addresses = Vec::new();
+    for (name, info) in inspect_all(stack, color).await? {
+        let address = info
+            .and_then(|info| info.addresses.get(&network).cloned())
+            .filter(|address| !address.is_empty());
+        match address {
+            Some(address) => addresses.push(address),
+            None => anyhow::bail!(
+                "{name} has no address on {network} (not running?), and with nginx_network: \
+                 host the upstream names each replica by its address"
+            ),
+        }
+    }
+    Ok(addresses)
+}
+
 /// The colour's containers (or tasks) as the platform has them.
 pub async fn presence(stack: &Stack, color: Color) -> anyhow::Result<Presence> {
     if stack.config.is_swarm() {

@@ -315,6 +315,8 @@ pub struct ContainerInfo {
     pub addresses: HashMap<String, String>,
     /// What it publishes: container port (`80/tcp`) to `IP:PORT` on the host.
     pub published: std::collections::BTreeMap<String, String>,
+    /// `host`, `bridge`, a network's name, or `container:ID`.
+    pub network_mode: String,
 }
 
 /// The container's state, or `None` when it does not exist.
@@ -327,7 +329,9 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
     let state = container.state.unwrap_or_default();
     let config = container.config.unwrap_or_default();
     let image_id = container.image.unwrap_or_default();
-    let published = published(container.host_config.and_then(|host| host.port_bindings));
+    let host_config = container.host_config.unwrap_or_default();
+    let network_mode = host_config.network_mode.unwrap_or_default();
+    let published = published(host_config.port_bindings);
     let addresses = container
         .network_settings
         .and_then(|settings| settings.networks)
@@ -361,6 +365,7 @@ pub async fn inspect(docker: &Docker, name: &str) -> anyhow::Result<Option<Conta
         labels: config.labels.unwrap_or_default(),
         addresses,
         published,
+        network_mode,
     }))
 }
 

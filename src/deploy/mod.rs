@@ -449,8 +449,16 @@ async fn start_components(
     }
     // Sized for the sockets the configured replicas can hold, when Nginx
     // is created (a later change of `replicas` needs `deploy --proxy`).
-    let nginx = proxy::container_body(config);
-    ensure_running(&stack.docker, &config.name("nginx"), nginx, created).await?;
+    let nginx = config.name("nginx");
+    if docker::inspect(&stack.docker, &nginx).await?.is_none() {
+        proxy::check_address_free(stack).await?;
+        docker::create(&stack.docker, &nginx, proxy::container_body(config)).await?;
+        created.push(nginx.clone());
+        proxy::install_listener(stack, &nginx).await?;
+        docker::start(&stack.docker, &nginx).await?;
+        proxy::check_listener(stack, &nginx).await?;
+    }
+    docker::start(&stack.docker, &nginx).await?;
     // An external app's checks run beside it, from the checker.
     if config.checks_from_checker() {
         let follow = config.is_swarm().then(|| {
@@ -476,7 +484,7 @@ async fn start_components(
 /// naming the address and, when the engine knows, the container holding
 /// it; any other error as it is.
 async fn port_in_use(stack: &Stack, error: anyhow::Error) -> anyhow::Error {
-    let text = format!("{error:#}");
+    let text = format!("{error:#}").to_lowercase();
     if !(text.contains("address already in use") || text.contains("port is already allocated")) {
         return error;
     }

@@ -259,7 +259,7 @@ fn access(stack: &Stack) -> upstream::Access<'_> {
 
 /// The upstream that routes to `color`: every replica it has.
 pub async fn render(stack: &Stack, color: Color) -> Result<String, DeployError> {
-    let replicas = super::containers::replicas(stack, color)
+    let replicas = super::containers::upstream_servers(stack, color)
         .await
         .map_err(|error| DeployError::Switch(format!("{error:#}")))?;
     upstream::render(
@@ -301,7 +301,7 @@ pub async fn render_canary(
     new: Color,
     percent: u8,
 ) -> Result<String, DeployError> {
-    let replicas = |color| super::containers::replicas(stack, color);
+    let replicas = |color| super::containers::upstream_servers(stack, color);
     let (olds, news) = match (replicas(old).await, replicas(new).await) {
         (Ok(olds), Ok(news)) => (olds, news),
         (Err(error), _) | (_, Err(error)) => {

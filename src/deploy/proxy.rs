@@ -30,11 +30,17 @@ const OLD_PROXY_GRACE: Duration = Duration::from_secs(1);
 
 /// The Nginx container wsctl.yaml describes: the configured image, sized
 /// for the sockets the configured replicas hold, publishing the public
-/// address on the stack's network.
+/// address on the stack's network, or with `nginx_network: host` on the
+/// host's network, where it listens on the public address itself
+/// (`install_listener`).
 pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
     let bindings = published_ports(config);
     let exposed = bindings.keys().cloned().collect();
     let sizing = config.proxy_sizing(config.replicas);
+    let network = match config.nginx_on_host() {
+        true => HOST_NETWORK.to_string(),
+        false => config.network_name(),
+    };
     ContainerCreateBody {
         image: Some(config.images.nginx.clone()),
         entrypoint: Some(vec![
@@ -44,7 +50,7 @@ pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
         ]),
         exposed_ports: Some(exposed),
         host_config: Some(HostConfig {
-            network_mode: Some(config.network_name()),
+            network_mode: Some(network),
             port_bindings: Some(bindings),
             restart_policy: docker::unless_stopped(),
             ulimits: Some(vec![bollard::models::ResourcesUlimits {
@@ -62,6 +68,9 @@ pub fn container_body(config: &StackConfig) -> ContainerCreateBody {
 /// its plain listener (80), or with `tls:` on its TLS listener (443) and
 /// `http_address`, when set, on the plain one, which then only redirects.
 pub fn published_ports(config: &StackConfig) -> HashMap<String, Option<Vec<PortBinding>>> {
+    if config.nginx_on_host() {
+        return HashMap::new();
+    }
     let binding = |address: std::net::SocketAddr| {
         Some(vec![PortBinding {
             host_ip: Some(address.ip().to_string()),
@@ -89,6 +98,17 @@ pub fn published_ports(config: &StackConfig) -> HashMap<String, Option<Vec<PortB
 /// wants (TLS turned on or off, another address), in one line that says
 /// what fixes it; `None` when they agree.
 pub fn ports_drift(config: &StackConfig, nginx: &docker::ContainerInfo) -> Option<String> {
+    let on_host = nginx.network_mode == HOST_NETWORK;
+    if on_host != config.nginx_on_host() {
+        let (runs, wanted) = match on_host {
+            true => ("host", "stack"),
+            false => ("stack", "host"),
+        };
+        return Some(format!(
+            "runs on the {runs} network, wsctl.yaml wants nginx_network: {wanted}: `wsctl \
+             deploy --proxy` replaces it"
+        ));
+    }
     let wanted = docker::published(Some(published_ports(config)));
     if nginx.published == wanted {
         return None;
@@ -200,6 +220,87 @@ fn short(id: &str) -> &str {
     &bare[..bare.len().min(12)]
 }
 
+/// The Docker network a container on the host's own network is attached to.
+pub const HOST_NETWORK: &str = "host";
+
+/// With `nginx_network: host`, the created (not yet started) Nginx
+/// `container` listens on the public address itself: its plain listener
+/// (`conf.d/listen.conf`, port 80 in the image) is rewritten. Nothing to do
+/// on the stack's network.
+pub async fn install_listener(stack: &Stack, container: &str) -> anyhow::Result<()> {
+    if !stack.config.nginx_on_host() {
+        return Ok(());
+    }
+    let listen = format!(
+        "# nginx_network: host: public_address itself (wsctl.yaml).\nlisten {} reuseport;\n",
+        stack.config.public_socket()
+    );
+    docker::upload_file(
+        &stack.docker,
+        container,
+        "/etc/nginx/conf.d",
+        "listen.conf",
+        listen.as_bytes(),
+    )
+    .await
+}
+
+/// With `nginx_network: host`, refuses a public address where something
+/// already listens, before Nginx is created: its `reuseport` listener would
+/// not fail there but share the address with that process (the kernel lets
+/// processes of one user bind an address together with SO_REUSEPORT), and
+/// new connections would go to either.
+pub async fn check_address_free(stack: &Stack) -> anyhow::Result<()> {
+    if !stack.config.nginx_on_host() {
+        return Ok(());
+    }
+    let address = stack.config.public_socket();
+    let connect = tokio::net::TcpStream::connect(address);
+    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
+        return Err(DeployError::Usage(format!(
+            "public_address {address} is in use (something accepts connections there); \
+             choose another in wsctl.yaml"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// With `nginx_network: host`, refuses a started Nginx whose nginx.conf
+/// does not read `conf.d/listen*.conf` (an image from before the option):
+/// it would listen on the host's port 80 instead of the public address.
+pub async fn check_listener(stack: &Stack, container: &str) -> anyhow::Result<()> {
+    if !stack.config.nginx_on_host() {
+        return Ok(());
+    }
+    // The listener is taken (or Nginx failed otherwise): its own words.
+    let exited = || async {
+        let log = docker::logs_tail(&stack.docker, container, 5).await;
+        anyhow::anyhow!("{container} exited: {}", log.trim())
+    };
+    let (_, dump) = match docker::exec(&stack.docker, container, &[nginx::NGINX, "-T"]).await {
+        Ok(done) => done,
+        Err(_) => return Err(exited().await),
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if !docker::inspect(&stack.docker, container)
+        .await?
+        .is_some_and(|info| info.running)
+    {
+        return Err(exited().await);
+    }
+    if dump.contains("conf.d/listen.conf") {
+        return Ok(());
+    }
+    Err(DeployError::Usage(format!(
+        "the Nginx image {} does not include conf.d/listen*.conf in its nginx.conf, so on \
+         nginx_network: host it cannot listen on public_address: build it again \
+         (scripts/build-images.sh)",
+        stack.config.images.nginx
+    ))
+    .into())
+}
+
 /// `deploy --proxy`, its first step: the new Nginx (`nginx_next`) created
 /// from wsctl.yaml with the upstream the old one serves. Leftovers of a
 /// replacement that died half-way go first.
@@ -208,6 +309,7 @@ pub async fn create_next(stack: &Stack, upstream: Option<&str>) -> anyhow::Resul
     docker::remove(&stack.docker, &next).await?;
     docker::remove(&stack.docker, &stack.config.name("nginx_old")).await?;
     docker::create_new(&stack.docker, &next, container_body(&stack.config)).await?;
+    install_listener(stack, &next).await?;
     if let Some(upstream) = upstream {
         nginx::upload_to(stack, &next, upstream).await?;
     }

@@ -240,14 +240,19 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
     // Which colour an upstream server is: by container name, or on Swarm
     // by the task addresses each colour's service has now.
     let mut addresses = std::collections::HashMap::new();
-    if stack.config.is_swarm() {
-        for color in Color::ALL {
-            for address in services::addresses(stack, color).await? {
-                addresses.insert(address, color);
-            }
+    let by_address = stack.config.is_swarm() || stack.config.nginx_on_host();
+    for color in Color::ALL.into_iter().filter(|_| by_address) {
+        let found = match stack.config.is_swarm() {
+            true => services::addresses(stack, color).await?,
+            false => containers::upstream_servers(stack, color)
+                .await
+                .unwrap_or_default(),
+        };
+        for address in found {
+            addresses.insert(address, color);
         }
     }
-    let colour_of = |host: &str| match stack.config.is_swarm() {
+    let colour_of = |host: &str| match by_address {
         true => addresses.get(host).copied(),
         false => Color::ALL
             .into_iter()

@@ -26,7 +26,9 @@ pub fn warning(public: SocketAddr, connections: i64) -> Option<String> {
     Some(format!(
         "public_address {public} is served by Docker's userland proxy (docker-proxy), which \
          gives out near 3,000 connections and then refuses every new one; the stack holds \
-         {connections}: run dockerd with \"userland-proxy\": false in /etc/docker/daemon.json"
+         {connections}: set nginx_network: host in wsctl.yaml (Nginx listens on it itself; \
+         `wsctl deploy --proxy` moves it), or run dockerd with \"userland-proxy\": false in \
+         /etc/docker/daemon.json"
     ))
 }
 

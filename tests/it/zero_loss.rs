@@ -12,9 +12,10 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::docker::{TestStack, docker_or_skip};
+use common::docker::{TestStack, docker_or_skip, explain};
 use common::live::LiveClients;
 use serde_json::Value;
+use std::process::Command;
 
 const CLIENTS: usize = 50;
 
@@ -75,4 +76,67 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
          close codes {:?}, longest time without service {:?}",
         summary.messages, summary.reconnects, summary.close_codes, summary.longest_gap
     );
+}
+
+/// `nginx_network: host`: Nginx on the host's network listens on the public
+/// address itself (no docker-proxy) and routes to the replicas' addresses
+/// on the stack's network; clients ride a deploy and a rollback through it
+/// with nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_clients_lose_nothing_through_a_host_network_nginx() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let stack = TestStack::new("drain_timeout: 8\nreplicas: 2\nnginx_network: host\n");
+    let first = stack.wsctl(&["deploy"]);
+    assert!(first.status.success(), "{}", explain(&first));
+    let nginx = format!("{}nginx", stack.prefix);
+    let mode = Command::new("docker")
+        .args(["inspect", "-f", "{{.HostConfig.NetworkMode}}", &nginx])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "host");
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let clients = LiveClients::start(&url, 30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (command, colour) in [("deploy", "green"), ("rollback", "blue")] {
+        let output = stack.wsctl_while_live(&[command]).await;
+        assert!(output.status.success(), "{}", explain(&output));
+        assert_eq!(stack.public_status().await["color"], colour);
+        // The upstream names both replicas by their addresses, which
+        // `status` maps back to the colour.
+        let status = stack.status_json();
+        assert_eq!(status["live"], colour, "{status}");
+        assert!(status["nginx"]["drift"].is_null(), "{status}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let summary = clients.finish().await;
+    for outcome in &summary.outcomes {
+        assert!(
+            outcome.reconnects >= 2,
+            "a client did not move twice: {outcome:?}"
+        );
+    }
+    println!(
+        "host-network Nginx: 30 clients, {} messages answered, {} reconnects",
+        summary.messages, summary.reconnects
+    );
+    // The same address taken by something else: a second stack on it is
+    // refused in one line naming it, and leaves nothing behind.
+    let other = TestStack::new("nginx_network: host\n");
+    let yaml = other.dir.join("wsctl.yaml");
+    let text = std::fs::read_to_string(&yaml).expect("wsctl.yaml");
+    std::fs::write(&yaml, text.replace(&other.public, &stack.public)).expect("wsctl.yaml");
+    let refused = other.wsctl(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", explain(&refused));
+    assert!(
+        explain(&refused).contains("is in use"),
+        "{}",
+        explain(&refused)
+    );
+    let left = Command::new("docker")
+        .args(["inspect", &format!("{}nginx", other.prefix)])
+        .output()
+        .expect("docker inspect");
+    assert!(!left.status.success(), "the refused deploy left its Nginx");
 }

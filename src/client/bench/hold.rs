@@ -33,6 +33,10 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
     let rss_before = options.server_pid.and_then(rss_kib);
     let opened = open_all(target, options, options.connections).await;
     let mut report = Report::with_connects(Mode::Hold, options, &opened);
+    let mut timeline = super::timeline::Timeline {
+        connects: opened.connected.counts(),
+        ..Default::default()
+    };
 
     // Every held connection keeps reading (heartbeats) and notes how it
     // ended if the server closed it: after a goodbye, with close 1001?
@@ -125,7 +129,9 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Repo
         report.count_violations = moves.count_violations.load(Ordering::Relaxed);
         report.errors_received = moves.errors.load(Ordering::Relaxed);
         report.follow = Some(moves.report());
+        timeline.resumes = moves.back.counts();
     }
+    report.timeline = Some(timeline);
     report.server_rss_before_kib = rss_before;
     report.server_rss_after_kib = rss_after;
     if let (Some(before), Some(after)) = (rss_before, rss_after)
@@ -149,6 +155,8 @@ struct Moves {
     /// Unix ms; `u64::MAX` / 0 while unset.
     first_goodbye_ms: AtomicU64,
     last_back_ms: AtomicU64,
+    /// Sessions back, by second.
+    back: super::timeline::PerSecond,
 }
 
 impl Default for Moves {
@@ -162,6 +170,7 @@ impl Default for Moves {
             errors: AtomicU64::new(0),
             first_goodbye_ms: AtomicU64::new(u64::MAX),
             last_back_ms: AtomicU64::new(0),
+            back: Default::default(),
         }
     }
 }
@@ -229,6 +238,7 @@ impl Rider {
                         self.moves
                             .last_back_ms
                             .fetch_max(unix_ms(), Ordering::Relaxed);
+                        self.moves.back.tick();
                     }
                     // Held until the server ends it (or the run ends).
                     tokio::select! {

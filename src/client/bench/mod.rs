@@ -16,6 +16,7 @@ mod client;
 mod fanout;
 mod hold;
 pub mod latency;
+pub mod timeline;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,9 @@ pub struct Report {
     /// hold --follow: how the sessions moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<Follow>,
+    /// hold: connects and resumes per second of wall clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<timeline::Timeline>,
     /// HDR histograms (base64 V2) for merging child reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_histogram: Option<String>,
@@ -203,6 +207,8 @@ struct Opened {
     failures: BTreeMap<String, usize>,
     latency: Latency,
     took: Duration,
+    /// Connects completed, by second.
+    connected: Arc<timeline::PerSecond>,
 }
 
 /// Opens `count` connections, `connect_concurrency` handshakes at a time.
@@ -210,13 +216,18 @@ async fn open_all(target: &Target, options: &BenchOptions, count: usize) -> Open
     let bar = progress_bar(options, count as u64, "connecting");
     let gate = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
     let started = Instant::now();
+    let connected = Arc::new(timeline::PerSecond::default());
     let mut handles = Vec::with_capacity(count);
     for index in 0..count {
         let (target, gate, bar) = (target.clone(), gate.clone(), bar.clone());
+        let connected = connected.clone();
         handles.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let attempt = Instant::now();
             let result = target.open(index).await;
+            if result.is_ok() {
+                connected.tick();
+            }
             bar.inc(1);
             (result, attempt.elapsed())
         }));
@@ -227,6 +238,7 @@ async fn open_all(target: &Target, options: &BenchOptions, count: usize) -> Open
         failures: BTreeMap::new(),
         latency: Latency::default(),
         took: Duration::ZERO,
+        connected,
     };
     for handle in handles {
         match handle.await {

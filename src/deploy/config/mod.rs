@@ -98,6 +98,9 @@ pub struct StackConfig {
     pub images: Images,
     /// Port the service listens on inside its container.
     pub app_port: u16,
+    /// Where Nginx's sockets live: the stack's network with the public
+    /// address published (`stack`), or the host's own network (`host`).
+    pub nginx_network: NginxNetwork,
     /// `docker` (containers on the engine) or `swarm` (a service per colour).
     pub platform: Platform,
     /// With `platform: swarm`: the manager and the tasks' placement.
@@ -270,6 +273,47 @@ impl Default for AnalysisSettings {
             max_failed_upgrade_ratio: 0.05,
             max_upstream_p95_seconds: 1.0,
         }
+    }
+}
+
+/// Where the stack's Nginx has its sockets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NginxNetwork {
+    /// On the stack's network; the engine publishes `public_address`
+    /// (through docker-proxy for loopback clients, NAT for the rest).
+    #[default]
+    Stack,
+    /// On the host's network, listening on `public_address` itself.
+    Host,
+}
+
+impl StackConfig {
+    /// Nginx runs on the host's network (`nginx_network: host`).
+    pub fn nginx_on_host(&self) -> bool {
+        self.nginx_network == NginxNetwork::Host
+    }
+
+    /// `nginx_network` problems, as one line.
+    fn check_nginx_network(&self) -> Result<(), String> {
+        if !self.nginx_on_host() {
+            return Ok(());
+        }
+        if self.is_swarm() {
+            return Err(
+                "nginx_network: host is for platform: docker; on a swarm the edge \
+                        reaches tasks on the overlay, which the host's network cannot"
+                    .into(),
+            );
+        }
+        if self.tls.is_some() {
+            return Err(
+                "nginx_network: host does not serve tls: yet; use nginx_network: \
+                        stack for wss://"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -485,6 +529,7 @@ impl Default for StackConfig {
             http_address: None,
             images: Images::default(),
             app_port: 8000,
+            nginx_network: NginxNetwork::Stack,
             platform: Platform::Docker,
             swarm: SwarmSettings::default(),
             app_env: BTreeMap::new(),
@@ -579,6 +624,11 @@ app_protocol: null
 metrics_path: null
 # Port the app listens on inside its container.
 app_port: 8000
+# `stack`: Nginx on the stack's network, public_address published by the
+# engine. `host`: Nginx on the host's network, listening on public_address
+# itself (no docker-proxy, no NAT: for tens of thousands of sockets); the
+# upstream names the replicas' addresses on the stack's network.
+nginx_network: stack
 # `docker`: containers on the engine DOCKER_HOST names (or on each of
 # hosts:). `swarm`: each colour is a Swarm service (endpoint_mode dnsrr, on
 # an attachable overlay), driven through a manager; Nginx, Redis and the
@@ -1021,6 +1071,8 @@ impl StackConfig {
         }
         self.validate_hosts(origin)?;
         self.check_platform()
+            .map_err(|why| ConfigError(format!("{origin}: {why}")))?;
+        self.check_nginx_network()
             .map_err(|why| ConfigError(format!("{origin}: {why}")))?;
         let analysis = &self.analysis;
         if !(analysis.interval >= 0.1 && analysis.interval <= 3600.0) {
@@ -1519,6 +1571,24 @@ mod tests {
         );
         let error = StackConfig::parse("switch_batch: 0\n", "w").unwrap_err().0;
         assert!(error.contains("switch_batch"), "{error}");
+    }
+
+    #[test]
+    fn nginx_network_host_is_taken_and_refused_with_tls_or_swarm() {
+        let host = StackConfig::parse("nginx_network: host\n", "w").unwrap();
+        assert!(host.nginx_on_host());
+        assert!(!StackConfig::default().nginx_on_host());
+        for (bad, expected) in [
+            ("nginx_network: host\nplatform: swarm\n", "platform: docker"),
+            (
+                "nginx_network: host\ntls: {certificate: c.pem, key: k.pem}\n",
+                "tls: yet",
+            ),
+            ("nginx_network: bridge\n", "nginx_network"),
+        ] {
+            let error = StackConfig::parse(bad, "w").unwrap_err().0;
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
     }
 
     #[test]
