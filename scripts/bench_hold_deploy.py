@@ -13,8 +13,9 @@ the local images). Steps:
    and `unlimited_networks` covering loopback and the Docker networks (the
    load comes from a few addresses);
 2. `wsctl bench hold --follow -n CONNECTIONS` to the public address from
-   loopback sources 127.0.0.1..S, which splits itself into processes of
-   19,900 connections at most;
+   loopback sources 127.0.0.1..S (S: one per 5,000 connections, or
+   SOURCES), which splits itself into processes of 19,900 connections at
+   most;
 3. memory of every container (`docker stats`) before and while holding,
    and per held connection in Nginx and in each app replica;
 4. `wsctl deploy` while every connection is held: each session must come
@@ -205,6 +206,10 @@ def main():
         f.write(f'prefix: "{prefix}"\npublic_address: "{public}"\n'
                 f"replicas: {REPLICAS}\nready_timeout: 60\nnginx_network: {NGINX_NETWORK}\n"
                 f"unlimited_networks: {nets}\nprivate_networks: {nets}\n")
+        if CONNECTIONS > 40000 and not DRAIN_WINDOW:
+            # Tens of thousands of goodbyes and closes take a saturated
+            # replica longer than the default 15 s drain.
+            f.write('app_env: {SHUTDOWN_TIMEOUT: "50"}\ndrain_timeout: 60\n')
         if DRAIN_WINDOW:
             window = int(DRAIN_WINDOW)
             f.write(f'app_env: {{DRAIN_WINDOW: "{window}", SHUTDOWN_TIMEOUT: "{window + 10}"}}\n'
@@ -236,7 +241,7 @@ def main():
             # ports for a free one, and the fuller they are, the longer it
             # searches (docs/BENCHMARKS.md section 11).
             url = f"ws://{public}/ws/chat/"
-            sources = min(250, max(1, math.ceil(CONNECTIONS / 5000)))
+            sources = int(os.environ.get("SOURCES") or min(250, max(1, math.ceil(CONNECTIONS / 5000))))
         else:
             ip = run("docker", "inspect", "-f",
                      "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", nginx).strip()
@@ -250,12 +255,14 @@ def main():
              "--connect-concurrency", "768", "--json", "--url", url],
             stdout=subprocess.PIPE, text=True)
         started = time.monotonic()
-        held = 0
+        held, last = 0, -1
         while time.monotonic() - started < 900 and bench.poll() is None:
             held = connections(config, "blue")
             print(f"  {time.monotonic() - started:6.0f} s: {held} held", flush=True)
-            if held >= CONNECTIONS:
+            # All open, or no more opening (a few connects timed out).
+            if held >= CONNECTIONS or held == last:
                 break
+            last = held
             time.sleep(10)
         opened_in = time.monotonic() - started
         time.sleep(5)

@@ -440,6 +440,11 @@ async fn start_components(
         host_config: Some(HostConfig {
             network_mode: Some(network.to_string()),
             restart_policy: docker::unless_stopped(),
+            // Every replica waits on this one thread: when the cores are
+            // saturated (a reconnect storm), it gets four times an app
+            // container's CPU weight, so its answers stay within the
+            // replicas' 1 s command timeout (docs/BENCHMARKS.md section 11).
+            cpu_shares: Some(REDIS_CPU_SHARES),
             ..Default::default()
         }),
         ..Default::default()
@@ -479,6 +484,9 @@ async fn start_components(
     }
     Ok(())
 }
+
+/// The stack's own Redis's CPU weight (the engine's default is 1024).
+const REDIS_CPU_SHARES: i64 = 4096;
 
 /// A start that failed because the public port is taken, as one line
 /// naming the address and, when the engine knows, the container holding
