@@ -442,8 +442,9 @@ async fn start_components(
             restart_policy: docker::unless_stopped(),
             // Every replica waits on this one thread: when the cores are
             // saturated (a reconnect storm), it gets four times an app
-            // container's CPU weight, so its answers stay within the
-            // replicas' 1 s command timeout (docs/BENCHMARKS.md section 11).
+            // container's CPU weight, so the scheduler does not starve it
+            // first (the replicas' command timeout is 1 s;
+            // docs/BENCHMARKS.md section 11).
             cpu_shares: Some(REDIS_CPU_SHARES),
             ..Default::default()
         }),
