@@ -86,22 +86,7 @@ async fn fifty_clients_ride_a_deploy_a_rollback_and_a_dead_worker_on_a_three_nod
     // Worker 2 dies as a machine does (no goodbye, no FIN) under the same
     // clients: Swarm starts its task on worker 1, and the edge follows
     // (the upstream lists exactly the running tasks, both on worker 1).
-    let nginx = format!("{}nginx", stack.prefix);
-    // The Nginx image has no shell: `docker cp` the upstream out.
-    let copy = stack.dir.join("upstream.conf");
-    let upstream_servers = || {
-        let from = format!("{nginx}:/etc/nginx/conf.d/upstream.conf");
-        let output = swarm.docker(&["cp", &from, &copy.to_string_lossy()]);
-        assert!(output.status.success(), "{}", explain(&output));
-        let text = std::fs::read_to_string(&copy).unwrap_or_default();
-        let mut servers: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("server "))
-            .map(|rest| rest.trim_end_matches(';').to_string())
-            .collect();
-        servers.sort();
-        servers
-    };
+    let upstream_servers = || upstream_servers_on(&swarm, &stack, 0);
     let killed = std::time::Instant::now();
     swarm.kill_node(2);
     let (followed, status) = loop {
@@ -203,6 +188,23 @@ async fn fifty_clients_ride_a_deploy_a_rollback_and_a_dead_worker_on_a_three_nod
     // A deploy after the loss works on the remaining worker.
     stack.wsctl_ok(&["deploy"]);
     assert_eq!(stack.status_json()["live"], "green");
+}
+
+/// The servers of the upstream in the stack's Nginx on node `node`, sorted.
+/// The Nginx image has no shell: `docker cp` takes the file out.
+fn upstream_servers_on(swarm: &Swarm, stack: &SwarmStack, node: usize) -> Vec<String> {
+    let copy = stack.dir.join(format!("upstream-{node}.conf"));
+    let from = format!("{}nginx:/etc/nginx/conf.d/upstream.conf", stack.prefix);
+    let output = swarm.docker_on(node, &["cp", &from, &copy.to_string_lossy()]);
+    assert!(output.status.success(), "{}", explain(&output));
+    let text = std::fs::read_to_string(&copy).unwrap_or_default();
+    let mut servers: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("server "))
+        .map(|rest| rest.trim_end_matches(';').to_string())
+        .collect();
+    servers.sort();
+    servers
 }
 
 /// Every `--json` event of a run's stdout.
@@ -415,20 +417,7 @@ async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_ba
     );
     let killed = swarm.docker_on(n, &["kill", &id]);
     assert!(killed.status.success(), "{}", explain(&killed));
-    let copy = stack.dir.join("upstream.conf");
-    let servers_on = |edge: usize| {
-        let from = format!("{nginx}:/etc/nginx/conf.d/upstream.conf");
-        let output = swarm.docker_on(edge, &["cp", &from, &copy.to_string_lossy()]);
-        assert!(output.status.success(), "{}", explain(&output));
-        let text = std::fs::read_to_string(&copy).unwrap_or_default();
-        let mut servers: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("server "))
-            .map(|rest| rest.trim_end_matches(';').to_string())
-            .collect();
-        servers.sort();
-        servers
-    };
+    let servers_on = |node: usize| upstream_servers_on(&swarm, &stack, node);
     let since = std::time::Instant::now();
     loop {
         let mut wanted: Vec<String> = running(&stack.status_json())
