@@ -65,12 +65,7 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
     assert_eq!(stack.public_status().await["color"], "blue");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = clients.finish().await;
-    for outcome in &summary.outcomes {
-        assert!(
-            outcome.reconnects >= 2,
-            "each client should have moved twice: {outcome:?}"
-        );
-    }
+    summary.assert_every_client_moved(2);
     println!(
         "zero-loss: {CLIENTS} clients, {} messages answered, {} reconnects, \
          close codes {:?}, longest time without service {:?}",
@@ -111,12 +106,7 @@ async fn live_clients_lose_nothing_through_a_host_network_nginx() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let summary = clients.finish().await;
-    for outcome in &summary.outcomes {
-        assert!(
-            outcome.reconnects >= 2,
-            "a client did not move twice: {outcome:?}"
-        );
-    }
+    summary.assert_every_client_moved(2);
     println!(
         "host-network Nginx: 30 clients, {} messages answered, {} reconnects",
         summary.messages, summary.reconnects

@@ -37,6 +37,19 @@ pub struct Summary {
     pub outcomes: Vec<Outcome>,
 }
 
+impl Summary {
+    /// Every client reconnected at least `moves` times: each traffic move
+    /// (a drain's goodbye) reached every one of them.
+    pub fn assert_every_client_moved(&self, moves: u64) {
+        for outcome in &self.outcomes {
+            assert!(
+                outcome.reconnects >= moves,
+                "a client did not move {moves} times: {outcome:?}"
+            );
+        }
+    }
+}
+
 /// `n` clients of `url`, running until `finish`.
 pub struct LiveClients {
     stop: CancellationToken,
