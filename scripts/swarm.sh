@@ -43,9 +43,12 @@ if ! [[ $nodes =~ ^[0-9]+$ ]] || ((nodes < 2 || nodes > 5)); then
 fi
 root=/tmp/wsw-$name
 bridge=${name}br
-# A /24 of its own per NAME, from a hash of it: 10.215.X.0/24.
-subnet=$((16#$(printf '%s' "$name" | sha256sum | cut -c1-2)))
-net=10.215.$subnet
+# A /24 of its own per swarm, 10.215.X.0/24: `start` claims the first X
+# from a hash of NAME on that no interface of the host has an address in.
+# (The hash alone let two swarms started at once share a /24, 1 in 256
+# per pair: a test then reached the other swarm's Nginx at its address.)
+first_subnet=$((16#$(printf '%s' "$name" | sha256sum | cut -c1-2)))
+net=
 images=${SWARM_IMAGES:-"wsctl:local wsctl-nginx:local wsctl-redis:local"}
 
 node_socket() { echo "$root/$1/docker.sock"; }
@@ -70,12 +73,33 @@ stop() {
     remove_root "$root"
 }
 
+# Sets net to a free 10.215.X and gives the bridge X.254, under a lock
+# shared by every swarm.sh on this machine, so two starts cannot claim the
+# same X between the look and the claim.
+claim_subnet() {
+    local offset x
+    exec 9>/tmp/wsw-subnets.lock
+    flock 9
+    for ((offset = 0; offset < 256; offset++)); do
+        x=$(((first_subnet + offset) % 256))
+        if ! ip -4 -o addr show | grep -q " inet 10\.215\.$x\."; then
+            net=10.215.$x
+            ip addr add "$net.254/24" dev "$bridge"
+            flock -u 9
+            exec 9>&-
+            return
+        fi
+    done
+    echo "swarm.sh: every 10.215.X.0/24 is in use on this host" >&2
+    exit 1
+}
+
 start() {
     stop
     mkdir -p "$root"
     echo '{}' >"$root/empty.json"
     ip link add "$bridge" type bridge
-    ip addr add "$net.254/24" dev "$bridge"
+    claim_subnet
     ip link set "$bridge" up
     # The host forwards bridged traffic through iptables (DROP policy).
     iptables -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
