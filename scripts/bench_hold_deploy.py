@@ -24,7 +24,11 @@ the local images). Steps:
    the move, and a picture of both over the run (PLOT, default
    docs/bench_hold_deploy_CONNECTIONS.png; in BENCH_SHORT mode a file in
    the run's temporary directory), drawn from the bench's own timeline;
-6. everything removed, and the kernel settings restored.
+6. CPU time per part of the machine over the move (each colour's
+   replicas, Nginx, Redis, the Docker daemon side, the bench on the host),
+   sampled from /proc every second, and per moved session: what the move
+   costs and where, so that what bounds it is a figure, not a guess;
+7. everything removed, and the kernel settings restored.
 
 One source address to one IP:port has about 28,000 ephemeral ports, so the
 run widens `net.ipv4.ip_local_port_range` to 1024-65535 for its duration;
@@ -40,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -190,6 +195,108 @@ def draw(timeline, follow, path, title):
     plt.close(fig)
 
 
+# Host processes by what they are part of (containers go by their name).
+DOCKER_SIDE = {"dockerd", "containerd", "containerd-shim", "runc", "runc:[2:INIT]", "docker-proxy"}
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds per part of the machine, once a second, from
+    /proc/PID/stat (user + system time) and /proc/PID/cgroup (which
+    container a process is in): the stack's containers by name (replicas
+    grouped by colour), the Docker daemon side, `wsctl` on the host (the
+    bench and the deploy command), kernel threads, and the rest. A process
+    that starts and ends between two samples (an exec's runc) is missed."""
+
+    def __init__(self, prefix):
+        super().__init__(daemon=True)
+        self.prefix = prefix
+        self.samples = []  # (unix time, {part: seconds in the last second})
+        self.stop = threading.Event()
+        self.names = {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def containers(self):
+        out = run("docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def part(self, comm, cgroup):
+        for piece in re.findall(r"[0-9a-f]{64}", cgroup):
+            name = self.names.get(piece)
+            if name is None:
+                continue
+            if not name.startswith(self.prefix):
+                return "other containers"
+            name = name[len(self.prefix):]
+            return re.sub(r"^(app_[a-z]+)_\d+$", r"\1", name)
+        if comm in DOCKER_SIDE:
+            return "docker daemon side"
+        if comm in ("wsctl", "tokio-rt-worker"):
+            return "wsctl on the host (bench, deploy)"
+        if re.match(r"(kworker|ksoftirqd|rcu_|migration|kswapd)", comm):
+            return "kernel threads"
+        return "other"
+
+    def read(self):
+        ticks = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    stat = f.read()
+                with open(f"/proc/{pid}/cgroup") as f:
+                    cgroup = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks[pid] = (self.part(comm, cgroup), int(fields[11]) + int(fields[12]))
+        return ticks
+
+    def run(self):
+        self.names = self.containers()
+        last, looked = self.read(), time.time()
+        while not self.stop.wait(1.0):
+            if time.time() - looked > 5:
+                self.names, looked = self.containers(), time.time()
+            now = self.read()
+            used = {}
+            for pid, (part, ticks) in now.items():
+                before = last.get(pid)
+                if before is not None:
+                    used[part] = used.get(part, 0) + (ticks - before[1]) / self.tick
+            self.samples.append((time.time(), used))
+            last = now
+
+    def between(self, start, end):
+        """CPU seconds per part over [start, end] (unix seconds)."""
+        total = {}
+        for at, used in self.samples:
+            if start <= at <= end + 1:
+                for part, seconds in used.items():
+                    total[part] = total.get(part, 0) + seconds
+        return {part: round(seconds, 1) for part, seconds in
+                sorted(total.items(), key=lambda item: -item[1])}
+
+
+def move_cost(sampler, follow):
+    """The move's CPU: seconds per part, per moved session, and the time
+    the machine's cores need for it at full use (a floor for the move)."""
+    start, end = follow.get("first_goodbye_unix_ms"), follow.get("last_back_unix_ms")
+    if not (start and end and follow.get("resumed")):
+        return {}
+    parts = sampler.between(start / 1000, end / 1000)
+    ours = sum(seconds for part, seconds in parts.items()
+               if part not in ("other", "other containers"))
+    cores = os.cpu_count() or 1
+    return {
+        "cpu_seconds_by_part": parts,
+        "cpu_ms_per_moved_session": round(1000 * ours / follow["resumed"], 3),
+        "cores": cores,
+        "seconds_at_full_use_of_the_cores": round(ours / cores, 1),
+    }
+
+
 def connections(config, colour):
     status = json.loads(run(WSCTL, "status", "--json", "--config", config))
     return status["colors"][colour].get("connections") or 0
@@ -270,6 +377,8 @@ def main():
         print(f"held {held} after {opened_in:.0f} s; memory while holding: {holding}", flush=True)
         print(f"memory per held connection: {per_connection(before, holding, held, REPLICAS)}",
               flush=True)
+        sampler = CpuSampler(prefix)
+        sampler.start()
         deploy_started = time.monotonic()
         deploy = subprocess.run([WSCTL, "deploy", "--json", "--config", config],
                                 capture_output=True, text=True)
@@ -284,11 +393,13 @@ def main():
         after = memory(prefix)
         print(f"green holds {green}; memory after the move: {after}", flush=True)
         out, _ = bench.communicate(timeout=HOLD_SECONDS + 900)
+        sampler.stop.set()
         report = json.loads(out)
         report.pop("connect_histogram", None)
         timeline = report.pop("timeline", None) or {}
         print(json.dumps(report, indent=1))
         phases = describe(timeline, report.get("follow") or {})
+        phases["move_cpu"] = move_cost(sampler, report.get("follow") or {})
         print(json.dumps(phases, indent=1))
         plot = os.environ.get("PLOT") or (
             os.path.join(workdir, "timeline.png") if SHORT

@@ -21,6 +21,7 @@ use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 
 use super::checks;
+use super::drain_progress::ConnectionsLeft;
 use super::engine::Presence;
 use super::swarm::services;
 use super::wait::{Check, WaitError, poll_until};
@@ -443,13 +444,21 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
     } else {
         format!("{} ({} replicas)", stack.config.app(color), running.len())
     };
+    let mut left = ConnectionsLeft::default();
     loop {
-        let counts = join_all(running.iter().map(|name| connections(stack, name))).await;
-        if counts.iter().any(Option::is_some) {
-            let left: i64 = counts.into_iter().flatten().sum();
-            stack
-                .events
-                .progress(&format!("{label}: {left} connections left"));
+        if stack.events.shows_progress() {
+            let shared: &Stack = stack;
+            let counted = left
+                .look(
+                    &running,
+                    |name| async move { connections(shared, &name).await },
+                )
+                .await;
+            if let Some(counted) = counted {
+                stack
+                    .events
+                    .progress(&format!("{label}: {counted} connections left"));
+            }
         }
         tokio::select! {
             stopped = &mut stopping => {

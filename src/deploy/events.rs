@@ -104,6 +104,12 @@ impl Events {
         }
     }
 
+    /// A progress line goes somewhere (a spinner, or `--json`): only then
+    /// is it worth what reading it costs.
+    pub fn shows_progress(&self) -> bool {
+        self.spinner.is_some() || self.json
+    }
+
     /// Updates the running step's line (drain progress).
     pub fn progress(&mut self, what: &str) {
         if let Some(spinner) = &self.spinner {

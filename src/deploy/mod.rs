@@ -55,6 +55,7 @@ mod containers;
 mod coordinator;
 pub mod docker;
 pub mod down;
+mod drain_progress;
 mod edge;
 mod engine;
 mod error;

@@ -54,6 +54,19 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
     assert_eq!(continuity["messages_duplicated"], 0, "{summary}");
     assert_eq!(continuity["http_failed"], 0, "{summary}");
     println!("deploy under load: {}", stdout.lines().last().unwrap());
+    // The drain said how many connections the old colour still held.
+    let drain_progress = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["event"] == "progress" && event["step"] == "drain")
+        .filter_map(|event| event["detail"].as_str().map(str::to_string))
+        .collect::<Vec<_>>();
+    assert!(
+        drain_progress
+            .iter()
+            .any(|detail| detail.ends_with("connections left")),
+        "no drain progress: {stdout}"
+    );
     assert_eq!(stack.public_status().await["color"], "green");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rollback = stack.wsctl_while_live(&["rollback"]).await;

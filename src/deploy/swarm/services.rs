@@ -35,6 +35,7 @@ use crate::deploy::checks;
 use crate::deploy::config::{Color, StackConfig};
 use crate::deploy::containers::{self, Drained};
 use crate::deploy::docker::status_of;
+use crate::deploy::drain_progress::ConnectionsLeft;
 use crate::deploy::wait::{Check, WaitError, poll_until};
 use crate::deploy::{DeployError, Stack, registry};
 use crate::shared::secrets::say;
@@ -551,6 +552,7 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
         draining.len()
     );
     let limit = tokio::time::Instant::now() + grace + Duration::from_secs(15);
+    let mut left = ConnectionsLeft::default();
     loop {
         let now = tasks(stack, color).await?;
         let running: Vec<&TaskView> = now.iter().filter(|task| task.running).collect();
@@ -561,23 +563,24 @@ pub async fn drain(stack: &mut Stack, color: Color) -> anyhow::Result<Drained> {
             tokio::time::Instant::now() < limit,
             DeployError::Drain(format!("{label}: {} tasks still running", running.len()))
         );
-        let (docker, config) = (&stack.docker, &stack.config);
-        let counts = join_all(
-            running
+        if stack.events.shows_progress() {
+            let addresses: Vec<String> = running
                 .iter()
-                .filter_map(|task| task.address.as_deref())
-                .map(|address| async move {
-                    checks::service_status(docker, config, address)
+                .filter_map(|task| task.address.clone())
+                .collect();
+            let (docker, config) = (&stack.docker, &stack.config);
+            let counted = left
+                .look(&addresses, |address| async move {
+                    checks::service_status(docker, config, &address)
                         .await
                         .and_then(|status| status["connections_active"].as_i64())
-                }),
-        )
-        .await;
-        if counts.iter().any(Option::is_some) {
-            let left: i64 = counts.into_iter().flatten().sum();
-            stack
-                .events
-                .progress(&format!("{label}: {left} connections left"));
+                })
+                .await;
+            if let Some(counted) = counted {
+                stack
+                    .events
+                    .progress(&format!("{label}: {counted} connections left"));
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
