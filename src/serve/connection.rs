@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
-use tokio::time::{Sleep, sleep, sleep_until, timeout};
+use tokio::time::{MissedTickBehavior, Sleep, interval_at, sleep, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -27,7 +27,7 @@ use super::frames::{
     ClientRequest, Counted, ErrorCode, GoodbyeReason, ServerFrame, parse_client_frame,
     seconds_number,
 };
-use super::hub::{HubFrame, HubKind};
+use super::hub::HubFrame;
 use super::moves;
 use super::rate_limit::TokenBucket;
 use super::state::{AppState, VERSION};
@@ -56,8 +56,8 @@ pub fn websocket_config(max_message_size: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_size))
 }
 
-/// Close code for a client that cannot keep up with broadcasts and
-/// heartbeats (1013 "try again later": reconnecting is the remedy).
+/// Close code for a client that cannot keep up with broadcasts (1013 "try
+/// again later": reconnecting is the remedy).
 pub const SLOW_CONSUMER: CloseCode = CloseCode::Again;
 
 /// What the loop does after handling a frame.
@@ -134,6 +134,15 @@ impl ChatConnection {
             return;
         }
         let mut goodbye_at: Option<Pin<Box<Sleep>>> = None;
+        // This connection's own heartbeat, every interval from its start:
+        // a process-wide tick sent all of them in one instant, 16,700
+        // frames per replica every 30 s at 100,000 sockets, which stalled
+        // the connects and resumes of that moment (docs/BENCHMARKS.md
+        // section 11). Connections open at different moments, so their
+        // heartbeats spread over the interval.
+        let period = config.heartbeat_interval;
+        let mut heartbeat = interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // The drain began: take a slot in the goodbye schedule and
@@ -153,7 +162,12 @@ impl ChatConnection {
                     self.goodbye(GoodbyeReason::ServerShutdown, CloseCode::Away).await;
                     return;
                 }
-                // A broadcast or heartbeat for every local connection.
+                _ = heartbeat.tick() => {
+                    if self.heartbeat().await.is_err() {
+                        return;
+                    }
+                }
+                // A broadcast for every local connection.
                 frame = self.hub.recv() => match frame {
                     Ok(frame) => {
                         if self.forward(frame).await.is_err() {
@@ -423,12 +437,20 @@ impl ChatConnection {
     }
 
     async fn forward(&mut self, frame: HubFrame) -> Result<(), ()> {
-        let counter = match frame.kind {
-            HubKind::Broadcast => &self.state.metrics.broadcast_out,
-            HubKind::Heartbeat => &self.state.metrics.heartbeat_out,
-        };
-        counter.inc();
+        self.state.metrics.broadcast_out.inc();
         self.send_text(Message::Text(frame.text)).await
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ()> {
+        let timestamp = crate::shared::time::now_rfc3339();
+        let frame = ServerFrame::Heartbeat {
+            timestamp: &timestamp,
+            color: &self.state.config.color,
+        };
+        let text = frame.to_json();
+        self.state.metrics.heartbeat_out.inc();
+        tracing::debug!("heartbeat sent");
+        self.send_text(Message::text(text)).await
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame<'_>) -> Result<(), ()> {

@@ -1,8 +1,9 @@
 //! The process hub: how a frame reaches every connection of this process.
 //!
 //! Every process has one [`Hub`], a bounded tokio broadcast queue that every
-//! local connection reads. Heartbeats go straight into it (one timer per
-//! process). Broadcasts go through the [`Backend`](super::backend::Backend):
+//! local connection reads: the broadcasts. (Heartbeats are each
+//! connection's own, `connection.rs`.) Broadcasts go through the
+//! [`Backend`](super::backend::Backend):
 //! the embedded one puts them into the local hub; the Redis ones publish
 //! them, and one subscription per process feeds what arrives into the hub.
 //!
@@ -15,17 +16,9 @@
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// What kind of frame went through the hub (the metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HubKind {
-    Broadcast,
-    Heartbeat,
-}
-
-/// One serialized frame for every local connection.
+/// One serialized broadcast frame for every local connection.
 #[derive(Debug, Clone)]
 pub struct HubFrame {
-    pub kind: HubKind,
     pub text: Utf8Bytes,
 }
 

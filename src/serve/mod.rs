@@ -40,8 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::serve::config::ServeConfig;
-use frames::ServerFrame;
-use hub::{HubFrame, HubKind};
+use hub::HubFrame;
 use state::{AppState, VERSION};
 
 /// Binds the configured address with a deep accept queue: thousands of
@@ -128,7 +127,6 @@ pub async fn run(
     let background = TaskTracker::new();
     let backend = backend::start(&config, metrics.clone(), &hub, &background, &stop)?;
     let state = Arc::new(AppState::new(config, metrics, backend, hub));
-    background.spawn(heartbeats(state.clone(), stop.clone()));
 
     let address = listener.local_addr().context("reading the bound address")?;
     let http_tasks = TaskTracker::new();
@@ -220,29 +218,5 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-}
-
-/// One timer per process: each tick serializes one heartbeat and the hub
-/// fans it out to every connection.
-async fn heartbeats(state: Arc<AppState>, stop: CancellationToken) {
-    let period = state.config.heartbeat_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let timestamp = crate::shared::time::now_rfc3339();
-        let frame = ServerFrame::Heartbeat {
-            timestamp: &timestamp,
-            color: &state.config.color,
-        };
-        let receivers = state.hub.send(HubFrame {
-            kind: HubKind::Heartbeat,
-            text: frame.to_json().into(),
-        });
-        tracing::debug!(connections = receivers.unwrap_or(0), "heartbeat sent");
     }
 }

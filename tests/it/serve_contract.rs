@@ -107,6 +107,35 @@ async fn heartbeat_arrives_every_interval_with_color() {
     );
 }
 
+/// Each connection's heartbeats keep the phase of its own start, so a
+/// process's heartbeats spread over the interval instead of leaving in one
+/// instant (docs/BENCHMARKS.md section 11).
+#[tokio::test]
+async fn each_connection_beats_one_interval_after_its_own_start() {
+    let server = Server::start(&[("HEARTBEAT_INTERVAL", "1.2")]);
+    let (mut early, _) = server.connect("").await;
+    let early_opened = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (mut late, _) = server.connect("").await;
+    let late_opened = std::time::Instant::now();
+    let early_beat = async {
+        assert_eq!(recv_json(&mut early).await["type"], "heartbeat");
+        early_opened.elapsed()
+    };
+    let late_beat = async {
+        assert_eq!(recv_json(&mut late).await["type"], "heartbeat");
+        late_opened.elapsed()
+    };
+    let (early_after, late_after) = tokio::join!(early_beat, late_beat);
+    for after in [early_after, late_after] {
+        assert!(
+            after >= Duration::from_millis(1000) && after < Duration::from_millis(1600),
+            "a first heartbeat {after:?} after its connection opened (interval 1.2 s): \
+             early {early_after:?}, late {late_after:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bye_gets_goodbye_with_client_request_then_close_1000() {
     let server = Server::start(&[]);

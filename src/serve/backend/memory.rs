@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{Answer, Backend, OpenedSession, Unavailable};
 use crate::serve::config::Dedupe;
-use crate::serve::hub::{Hub, HubFrame, HubKind};
+use crate::serve::hub::{Hub, HubFrame};
 
 /// Counts in this process, behind one mutex (each operation is a hash-map
 /// lookup, far shorter than the I/O around it).
@@ -274,10 +274,7 @@ impl Backend for MemoryBackend {
             && !counted.duplicate
         {
             // An error only means no connection is listening right now.
-            let _ = self.hub.send(HubFrame {
-                kind: HubKind::Broadcast,
-                text: frame.into(),
-            });
+            let _ = self.hub.send(HubFrame { text: frame.into() });
         }
         Ok(counted)
     }

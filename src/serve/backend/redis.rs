@@ -78,7 +78,7 @@ use uuid::Uuid;
 
 use super::{Answer, Backend, OpenedSession, Unavailable};
 use crate::serve::config::Dedupe;
-use crate::serve::hub::{Hub, HubFrame, HubKind};
+use crate::serve::hub::{Hub, HubFrame};
 use crate::serve::metrics::Metrics;
 
 pub const BROADCAST_CHANNEL: &str = "wsctl:broadcast";
@@ -523,7 +523,6 @@ impl RedisBackend {
                         continue;
                     };
                     let _ = hub.send(HubFrame {
-                        kind: HubKind::Broadcast,
                         text: text.into(),
                     });
                 }
