@@ -129,7 +129,7 @@ async fn each_connection_beats_one_interval_after_its_own_start() {
     let (early_after, late_after) = tokio::join!(early_beat, late_beat);
     for after in [early_after, late_after] {
         assert!(
-            after >= Duration::from_millis(1000) && after < Duration::from_millis(1600),
+            after >= Duration::from_millis(1000) && after < Duration::from_millis(2200),
             "a first heartbeat {after:?} after its connection opened (interval 1.2 s): \
              early {early_after:?}, late {late_after:?}"
         );
