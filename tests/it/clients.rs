@@ -295,7 +295,11 @@ async fn js_in_node_and_chromium_and_python_clients_ride_every_move() {
     docker(&["kill", &live]);
     ok(stack.wsctl_while_live(&["recover"]).await, "recover");
     phases.push(("kill and recover", started, now_ms()));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each client has been retrying since the kill, its full-jitter
+    // backoff capped at 2 s (rider.js): its next try may come 2 s after
+    // `recover` returns, then the connect and its next message. 3 s was
+    // once too short for a Chromium client under the full suite's load.
+    tokio::time::sleep(Duration::from_secs(6)).await;
 
     std::fs::write(&stop, "").expect("stop file");
     let ended = now_ms();
