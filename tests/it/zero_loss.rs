@@ -54,18 +54,26 @@ async fn live_clients_lose_nothing_through_a_deploy_and_a_rollback() {
     assert_eq!(continuity["messages_duplicated"], 0, "{summary}");
     assert_eq!(continuity["http_failed"], 0, "{summary}");
     println!("deploy under load: {}", stdout.lines().last().unwrap());
-    // The drain said how many connections the old colour still held.
-    let drain_progress = stdout
+    // The drain said how many connections the old colour still held: the
+    // clients at first, then fewer as their goodbyes went out.
+    let left: Vec<u64> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event["event"] == "progress" && event["step"] == "drain")
-        .filter_map(|event| event["detail"].as_str().map(str::to_string))
-        .collect::<Vec<_>>();
+        .filter_map(|event| {
+            let detail = event["detail"]
+                .as_str()?
+                .strip_suffix(" connections left")?;
+            detail.rsplit(' ').next()?.parse().ok()
+        })
+        .collect();
     assert!(
-        drain_progress
-            .iter()
-            .any(|detail| detail.ends_with("connections left")),
-        "no drain progress: {stdout}"
+        left.first().is_some_and(|&first| first > 0),
+        "no drain progress counting the clients: {stdout}"
+    );
+    assert!(
+        left.windows(2).all(|pair| pair[1] <= pair[0]),
+        "connections left rose during the drain: {left:?}"
     );
     assert_eq!(stack.public_status().await["color"], "green");
     tokio::time::sleep(Duration::from_secs(2)).await;
