@@ -153,7 +153,8 @@ pub fn run(args: SmokeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the smoke test of each of the colour's containers (on every host of
-/// `hosts:`), from where the deploy runs it, and reads their checks back. With more than one
+/// `hosts:`; on Swarm, each running task at its address), from where the
+/// deploy runs it, and reads their checks back. With more than one
 /// container, each check is named after its container (and host).
 fn smoke_colour(
     config: Option<&std::path::Path>,
@@ -162,7 +163,7 @@ fn smoke_colour(
     let stack = crate::deploy::config::StackConfig::load_from(config, true)?;
     let endpoints: Vec<(Option<String>, crate::deploy::docker::Endpoint)> =
         if stack.hosts.is_empty() {
-            vec![(None, crate::deploy::docker::Endpoint::from_env())]
+            vec![(None, crate::deploy::docker::Endpoint::of_stack(&stack))]
         } else {
             stack
                 .hosts
@@ -182,14 +183,18 @@ fn smoke_colour(
         for (host, endpoint) in &endpoints {
             let docker = crate::deploy::docker::connect_to(endpoint).await?;
             let base = stack.app(color);
-            let names = crate::deploy::existing_replicas(&docker, &stack, color).await?;
             let at = host
                 .as_ref()
                 .map_or(String::new(), |host| format!("host {host}: "));
-            anyhow::ensure!(
-                !names.is_empty(),
-                "{at}{base} is not running (no such container)"
-            );
+            let names = match stack.is_swarm() {
+                true => swarm_tasks(&docker, &stack, color).await?,
+                false => crate::deploy::existing_replicas(&docker, &stack, color).await?,
+            };
+            let what = match stack.is_swarm() {
+                true => "no task runs",
+                false => "no such container",
+            };
+            anyhow::ensure!(!names.is_empty(), "{at}{base} is not running ({what})");
             for name in names {
                 containers.push((host.clone(), docker.clone(), name));
             }
@@ -211,14 +216,36 @@ fn smoke_colour(
     })
 }
 
+/// The overlay addresses of the colour's running tasks (`platform: swarm`),
+/// asked of the manager.
+async fn swarm_tasks(
+    docker: &bollard::Docker,
+    config: &crate::deploy::config::StackConfig,
+    color: crate::deploy::config::Color,
+) -> anyhow::Result<Vec<String>> {
+    crate::deploy::ensure_swarm_manager(docker).await?;
+    let stack = crate::deploy::Stack::new(
+        docker.clone(),
+        config.clone(),
+        crate::deploy::Events::new(false),
+        String::new(),
+        std::time::Duration::ZERO,
+        crate::shared::signal::Interrupt::default(),
+    );
+    crate::deploy::task_addresses(&stack, color).await
+}
+
+/// The smoke report of one replica: a container, or on Swarm a running
+/// task's address (checked from the checker container).
 async fn smoke_container(
     docker: &bollard::Docker,
     container: &str,
     stack: &crate::deploy::config::StackConfig,
 ) -> anyhow::Result<Vec<smoke::Check>> {
-    if crate::deploy::docker::inspect(docker, container)
-        .await?
-        .is_none_or(|info| !info.running)
+    if !stack.is_swarm()
+        && crate::deploy::docker::inspect(docker, container)
+            .await?
+            .is_none_or(|info| !info.running)
     {
         anyhow::bail!("{container} is not running");
     }

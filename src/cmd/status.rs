@@ -187,11 +187,14 @@ fn print_status(status: &Status) {
         }
     }
     for edge in &status.serving.edges {
+        let serves = match &edge.unreachable {
+            Some(_) => "unreachable".to_string(),
+            None => format!("serves {}", name(edge.serving.live())),
+        };
         say!(
-            "swarm edge {} ({}): serves {}",
+            "swarm edge {} ({}): {serves}",
             edge.name,
-            edge.public_address,
-            name(edge.serving.live())
+            edge.public_address
         );
     }
     if let Some(nodes) = &status.nodes {

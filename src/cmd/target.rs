@@ -121,21 +121,8 @@ pub fn with_target(
         }
         // `platform: swarm` talks to a manager: swarm.manager, else the
         // engine DOCKER_HOST names.
-        let docker = match config
-            .swarm
-            .manager
-            .as_deref()
-            .filter(|_| config.is_swarm())
-        {
-            Some(manager) => {
-                let endpoint = crate::deploy::docker::Endpoint {
-                    docker_host: manager.to_string(),
-                    ..crate::deploy::docker::Endpoint::from_env()
-                };
-                crate::deploy::docker::connect_to(&endpoint).await?
-            }
-            None => crate::deploy::docker::connect().await?,
-        };
+        let endpoint = crate::deploy::docker::Endpoint::of_stack(&config);
+        let docker = crate::deploy::docker::connect_to(&endpoint).await?;
         if config.is_swarm() {
             deploy::ensure_swarm_manager(&docker).await?;
         }

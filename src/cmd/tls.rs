@@ -41,12 +41,24 @@ pub fn tls(args: TlsArgs) -> anyhow::Result<()> {
                 reloaded.serial,
                 reloaded.not_after,
                 reloaded.days_left,
-                match reloaded.changed {
-                    true => "Nginx reloaded with it",
-                    false => "unchanged",
-                }
+                changed(reloaded.changed)
             );
+            for edge in &reloaded.edges {
+                say!(
+                    "tls: swarm edge {}: certificate serial {}: {}",
+                    edge.name,
+                    edge.serial,
+                    changed(edge.changed)
+                );
+            }
         }
         Ok(())
     })
+}
+
+fn changed(changed: bool) -> &'static str {
+    match changed {
+        true => "Nginx reloaded with it",
+        false => "unchanged",
+    }
 }

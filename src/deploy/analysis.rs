@@ -223,17 +223,16 @@ pub struct Sample {
 }
 
 /// Reads the colour's totals (all replicas) and what is wrong with its
-/// containers (stopped, unhealthy).
+/// containers or tasks (stopped, unhealthy, gone).
 async fn read(stack: &Stack, color: Color) -> anyhow::Result<(Totals, Vec<String>)> {
     let mut totals = Totals::default();
     let mut problems = Vec::new();
-    for (name, info) in containers::inspect_all(stack, color).await? {
-        match info {
-            Some(info) if info.running && info.health != "unhealthy" => {}
-            Some(info) => problems.push(format!("{name} is {} ({})", info.state, info.health)),
-            None => problems.push(format!("{name} is gone")),
-        }
-        if let Some(text) = checks::metrics(&stack.docker, &stack.config, &name).await {
+    for (target, problem) in containers::looked_at(stack, color).await? {
+        problems.extend(problem);
+        let Some(target) = target else {
+            continue;
+        };
+        if let Some(text) = checks::metrics(&stack.docker, &stack.config, &target).await {
             totals.add(&Totals::parse(&text));
         }
     }

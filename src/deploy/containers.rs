@@ -84,6 +84,40 @@ pub async fn inspect_all(
     Ok(names.into_iter().zip(infos).collect())
 }
 
+/// Each replica of the colour as a canary's analysis looks at it: where
+/// its checks reach it (a container name, or on Swarm a task's address)
+/// and what is wrong with it (stopped, unhealthy, gone; on Swarm a task
+/// Swarm wants running that is not).
+pub async fn looked_at(
+    stack: &Stack,
+    color: Color,
+) -> anyhow::Result<Vec<(Option<String>, Option<String>)>> {
+    if stack.config.is_swarm() {
+        let tasks = services::tasks(stack, color).await?;
+        return Ok(tasks
+            .into_iter()
+            .filter(|task| task.wanted)
+            .map(|task| {
+                let problem = (!task.running)
+                    .then(|| format!("task {} on {} is {}", task.name, task.node, task.state));
+                (task.address.filter(|_| task.running), problem)
+            })
+            .collect());
+    }
+    Ok(inspect_all(stack, color)
+        .await?
+        .into_iter()
+        .map(|(name, info)| {
+            let problem = match info {
+                Some(info) if info.running && info.health != "unhealthy" => None,
+                Some(info) => Some(format!("{name} is {} ({})", info.state, info.health)),
+                None => Some(format!("{name} is gone")),
+            };
+            (Some(name), problem)
+        })
+        .collect())
+}
+
 /// What the upstream names for `color`'s replicas: their container names,
 /// which Docker's DNS resolves on the stack's network; with `nginx_network:
 /// host` their addresses on that network (the host's network has no Docker

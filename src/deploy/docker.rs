@@ -41,6 +41,23 @@ impl Endpoint {
         }
     }
 
+    /// The engine one stack of wsctl.yaml is driven through: with
+    /// `platform: swarm`, `swarm.manager` when given; else `DOCKER_HOST`.
+    pub fn of_stack(config: &crate::deploy::config::StackConfig) -> Endpoint {
+        let manager = config
+            .swarm
+            .manager
+            .as_deref()
+            .filter(|_| config.is_swarm());
+        match manager {
+            Some(manager) => Endpoint {
+                docker_host: manager.to_string(),
+                ..Endpoint::from_env()
+            },
+            None => Endpoint::from_env(),
+        }
+    }
+
     /// A host of wsctl.yaml's `hosts:`.
     pub fn of_host(host: &crate::deploy::config::Host) -> Endpoint {
         Endpoint {

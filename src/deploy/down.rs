@@ -37,8 +37,11 @@ impl Teardown {
     }
 }
 
-/// What `down` would remove now; refuses while the lock is held.
+/// What `down` would remove now; refuses while the lock is held or an
+/// edge of `swarm.edges` is lost.
 pub async fn plan(stack: &Stack, volumes: bool) -> anyhow::Result<Teardown> {
+    // A lost edge's Nginx would be left serving a stack that is gone.
+    stack.every_edge()?;
     let config = &stack.config;
     if let Some(held) = lock::holder(&stack.docker, config).await?
         && !held.stale
@@ -117,11 +120,40 @@ pub async fn apply(stack: &Stack, teardown: &Teardown) -> anyhow::Result<()> {
         )
         .await;
         if let Err(wait::WaitError::Failed(why) | wait::WaitError::TimedOut(why)) = removed {
-            anyhow::bail!("removing network {network}: {why}");
+            anyhow::bail!(
+                "removing network {network}: {why}{}",
+                down_nodes_hint(stack).await
+            );
         }
     }
     if !teardown.volumes.is_empty() {
         stack.journal.remove_all(&stack.docker).await?;
     }
     Ok(())
+}
+
+/// On Swarm, a node that is down keeps its tasks' hold on the overlay
+/// until it is removed from the swarm: says which, and what to run.
+async fn down_nodes_hint(stack: &Stack) -> String {
+    if !stack.config.is_swarm() {
+        return String::new();
+    }
+    let nodes = super::swarm::services::nodes(stack)
+        .await
+        .unwrap_or_default();
+    let mut down: Vec<String> = nodes
+        .into_values()
+        .filter(|(_, ready)| !ready)
+        .map(|(name, _)| name)
+        .collect();
+    down.sort();
+    match down.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; swarm node(s) {} are down and still hold tasks on it: remove them from the \
+             swarm (`docker node rm --force NODE`, a manager demoted first), then run \
+             `wsctl down` again",
+            down.join(", ")
+        ),
+    }
 }

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::Stack;
+use super::swarm::services;
 use crate::deploy::config::Color;
 use crate::deploy::{containers, docker};
 
@@ -112,11 +113,18 @@ fn last_of(value: &str) -> Option<&str> {
     (!last.is_empty() && last != "-").then_some(last)
 }
 
-/// Each replica's `ip:port` on the stack's network, with its colour.
+/// Each replica's `ip:port` on the stack's network, with its colour (on
+/// Swarm, each running task's overlay address).
 pub async fn colours_by_address(stack: &Stack) -> HashMap<String, Color> {
     let network = stack.config.network_name();
     let mut colours = HashMap::new();
-    for color in Color::ALL {
+    for color in Color::ALL.into_iter().filter(|_| stack.config.is_swarm()) {
+        let addresses = services::addresses(stack, color).await.unwrap_or_default();
+        for address in addresses {
+            colours.insert(format!("{address}:{}", stack.config.app_port), color);
+        }
+    }
+    for color in Color::ALL.into_iter().filter(|_| !stack.config.is_swarm()) {
         let Ok(replicas) = containers::inspect_all(stack, color).await else {
             continue;
         };

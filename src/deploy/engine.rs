@@ -304,7 +304,7 @@ impl Engine for Stack {
 
     async fn serving(&self) -> anyhow::Result<Serving> {
         let mut serving = nginx::serving(self).await?;
-        serving.edges = swarm::edges::serving(&self.edges).await?;
+        serving.edges = swarm::edges::serving(&self.edges, &self.lost_edges).await?;
         Ok(serving)
     }
 

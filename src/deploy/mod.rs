@@ -102,6 +102,7 @@ pub use plan::Canary;
 pub use proxy::RedisView;
 pub use status::{RunSummary, Status, status};
 pub use swarm::follow as swarm_follow;
+pub use swarm::services::addresses as task_addresses;
 pub use swarm::services::ensure_manager as ensure_swarm_manager;
 pub use upstream::DEFAULT_TEMPLATE;
 
@@ -125,6 +126,8 @@ pub struct Stack {
     /// `platform: swarm`: the edges of `swarm.edges`, beside the manager's
     /// own Nginx (empty otherwise).
     pub edges: Vec<swarm::edges::Edge>,
+    /// The edges of `swarm.edges` whose engine did not answer.
+    pub lost_edges: Vec<swarm::edges::LostEdge>,
 }
 
 impl Stack {
@@ -145,13 +148,15 @@ impl Stack {
             lock_wait,
             interrupt,
             edges: Vec::new(),
+            lost_edges: Vec::new(),
         }
     }
 
     /// Connects to the edges of `swarm.edges` (a swarm stack's other
-    /// Nginx); one unreachable, or not a manager, is refused in one line.
+    /// Nginx); one not a manager is refused in one line, one that does not
+    /// answer is kept as lost (`every_edge` refuses then).
     pub async fn connect_edges(&mut self) -> anyhow::Result<()> {
-        self.edges = swarm::edges::connect(
+        (self.edges, self.lost_edges) = swarm::edges::connect(
             &self.config,
             &self.template,
             self.events.is_json(),
@@ -160,10 +165,20 @@ impl Stack {
         .await?;
         Ok(())
     }
+
+    /// Refuses, naming the edge, while an edge of `swarm.edges` is lost:
+    /// what changes the edges must reach every one.
+    pub fn every_edge(&self) -> anyhow::Result<()> {
+        match self.lost_edges.first() {
+            Some(lost) => Err(lost.refusal()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Runs `operation` on this one stack (its own lock, nobody to wait for).
 pub async fn run(stack: &mut Stack, operation: Operation) -> anyhow::Result<()> {
+    stack.every_edge()?;
     runner::run(stack, &operation, Lease::Take, &Solo).await.1
 }
 

@@ -67,7 +67,7 @@ impl Serving {
     /// between upload and reload, or a hand edit).
     /// With `swarm.edges`, also an edge that disagrees with itself or
     /// serves another colour than the manager's edge (a run that failed
-    /// to put one back).
+    /// to put one back); an edge that cannot be reached is not asked.
     pub fn disagreement(&self) -> Option<String> {
         let name = |color: Option<Color>| color.map_or("no colour".to_string(), |c| c.to_string());
         if self.answered && self.loaded != self.file {
@@ -77,7 +77,9 @@ impl Serving {
                 name(self.file)
             ));
         }
-        self.edges.iter().find_map(|edge| {
+        // A lost edge is reported as such (`status`), not as a colour.
+        let reached = self.edges.iter().filter(|edge| edge.unreachable.is_none());
+        reached.into_iter().find_map(|edge| {
             if let Some(own) = edge.serving.disagreement() {
                 return Some(format!("swarm edge {}: {own}", edge.name));
             }

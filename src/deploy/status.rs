@@ -215,7 +215,7 @@ impl FleetStatus {
 
 pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
     let mut serving = nginx::serving(stack).await?;
-    serving.edges = super::swarm::edges::serving(&stack.edges).await?;
+    serving.edges = super::swarm::edges::serving(&stack.edges, &stack.lost_edges).await?;
     let mut colors = BTreeMap::new();
     for color in Color::ALL {
         colors.insert(color, colour(stack, color).await?);
@@ -283,6 +283,13 @@ pub async fn status(stack: &Stack) -> anyhow::Result<Status> {
         true => Some(swarm_nodes(stack).await?),
         false => None,
     };
+    for edge in &stack.lost_edges {
+        warnings.push(format!(
+            "swarm edge {} is unreachable ({:#}): the other edges serve; runs refuse until it \
+             is back or left out of swarm.edges",
+            edge.name, edge.error
+        ));
+    }
     for node in nodes.iter().flatten().filter(|node| node.state != "ready") {
         warnings.push(format!(
             "swarm node {} is {}: its tasks run elsewhere once Swarm reschedules them",

@@ -251,6 +251,19 @@ async fn a_failing_canary_over_task_addresses_and_a_sigterm_are_undone_on_swarm(
         .expect("deploy");
     assert_eq!(code, Some(10), "{stdout}\n{stderr}");
     let all = events(&stdout);
+    // It failed on what green does (refusing messages), not on how the
+    // analysis found its tasks.
+    let failed = all
+        .iter()
+        .find(|event| event["event"] == "analysis" && event["verdict"] == "failed")
+        .unwrap_or_else(|| panic!("no failed sample: {stdout}\n{stderr}"));
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rate_limited"),
+        "{failed}"
+    );
     let summary = all
         .iter()
         .find(|event| event["event"] == "deploy")
@@ -300,43 +313,58 @@ async fn a_failing_canary_over_task_addresses_and_a_sigterm_are_undone_on_swarm(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_back() {
+async fn edges_switch_together_send_back_on_a_failed_switch_and_survive_a_lost_edge() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    // Two managers, each with an edge: the manager's own and `two`.
-    let swarm = Swarm::start(2);
+    // Three managers (so the cluster keeps its quorum when one dies), each
+    // with an edge: the manager's own, `two` and `three`; three tasks per
+    // colour, one on each node (Swarm spreads a service's tasks).
+    let swarm = Swarm::start(3);
     swarm.promote(1);
-    let two_public = format!("{}:18080", swarm.addresses[1]);
-    let stack = SwarmStack::new(
-        &swarm,
-        &format!(
-            "swarm:\n  edges:\n    - {{name: two, docker_host: \"{}\", public_address: \"{two_public}\"}}\n",
-            swarm.nodes[1]
-        ),
-    );
+    swarm.promote(2);
+    let public_of = |node: usize| format!("{}:18080", swarm.addresses[node]);
+    let edge_line = |name: &str, node: usize| {
+        format!(
+            "    - {{name: {name}, docker_host: \"{}\", public_address: \"{}\"}}\n",
+            swarm.nodes[node],
+            public_of(node)
+        )
+    };
+    let edges_yaml = |edges: &[(&str, usize)]| {
+        let lines: String = edges
+            .iter()
+            .map(|(name, node)| edge_line(name, *node))
+            .collect();
+        format!("replicas: 3\nswarm:\n  edges:\n{lines}")
+    };
+    let stack = SwarmStack::new(&swarm, &edges_yaml(&[("two", 1), ("three", 2)]));
     let nginx = format!("{}nginx", stack.prefix);
     stack.wsctl_ok(&["deploy"]);
-    let edge_two = |status: &serde_json::Value| status["serving"]["edges"][0].clone();
+    let edge = |status: &serde_json::Value, index: usize| status["serving"]["edges"][index].clone();
     let status = stack.status_json();
-    assert_eq!(edge_two(&status)["name"], "two", "{status}");
-    assert_eq!(edge_two(&status)["loaded"], "blue", "{status}");
+    for (index, name) in [(0, "two"), (1, "three")] {
+        assert_eq!(edge(&status, index)["name"], name, "{status}");
+        assert_eq!(edge(&status, index)["loaded"], "blue", "{status}");
+    }
     let one_url = format!("ws://{}/ws/chat/", stack.public);
-    let two_url = format!("ws://{two_public}/ws/chat/");
+    let two_url = format!("ws://{}/ws/chat/", public_of(1));
+    let three_url = format!("ws://{}/ws/chat/", public_of(2));
     let clients_one = LiveClients::start(&one_url, 10);
     let clients_two = LiveClients::start(&two_url, 10);
 
-    // A deploy switches both edges.
+    // A deploy switches every edge.
     let output = stack.wsctl_while_live(&["deploy"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
-    for url in [&one_url, &two_url] {
+    for url in [&one_url, &two_url, &three_url] {
         let colours = greeting_colours(url, 10).await;
         assert!(colours.iter().all(|c| c == "green"), "{url}: {colours:?}");
     }
 
     // Edge two fails its switch: its Nginx is paused while blue's tasks
     // are smoke-tested (from the checker on the manager, not through
-    // Nginx). The manager's edge had switched and is sent back.
+    // Nginx). The manager's edge had switched and is sent back; edge
+    // three, after it, is never touched.
     let mut run = stack.spawn(&["deploy"]);
     assert!(run.wait_for_step("smoke"), "no smoke step: {:?}", run.seen);
     let paused = swarm.docker_on(1, &["pause", &nginx]);
@@ -363,40 +391,69 @@ async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_ba
     assert_eq!(report["edges"][0]["outcome"], "switched_back", "{report}");
     assert_eq!(report["edges"][1]["edge"], "two", "{report}");
     assert_ne!(report["edges"][1]["outcome"], "switched_back", "{report}");
+    assert_eq!(report["edges"][2]["edge"], "three", "{report}");
+    assert_eq!(report["edges"][2]["outcome"], "untouched", "{report}");
 
-    // Whatever edge two was left with, `recover` puts both on green.
+    // Whatever edge two was left with, `recover` puts every edge on green.
     if code == Some(9) {
         stack.wsctl_ok(&["recover"]);
     }
     let status = stack.status_json();
     assert_eq!(status["live"], "green", "{status}");
     assert!(status["disagreement"].is_null(), "{status}");
-    assert_eq!(edge_two(&status)["loaded"], "green", "{status}");
-    for url in [&one_url, &two_url] {
+    assert_eq!(edge(&status, 0)["loaded"], "green", "{status}");
+    for url in [&one_url, &two_url, &three_url] {
         let colours = greeting_colours(url, 10).await;
         assert!(colours.iter().all(|c| c == "green"), "{url}: {colours:?}");
     }
-    // A task dies: Swarm replaces it (another address) and each edge's
-    // follower, on its own node, rewrites its own upstream.
-    let running = |status: &serde_json::Value| -> Vec<(String, String)> {
+    // The running green tasks as (node index, address:port), from status.
+    let running = |status: &serde_json::Value| -> Vec<(usize, String)> {
         status["colors"]["green"]["replicas"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|task| task["state"] == "running")
             .filter_map(|task| {
-                Some((
-                    task["node"].as_str()?.to_string(),
-                    format!("{}:8000", task["address"].as_str()?),
-                ))
+                let node = task["node"].as_str()?;
+                let index = node.rsplit_once('n')?.1.parse().ok()?;
+                Some((index, format!("{}:8000", task["address"].as_str()?)))
             })
             .collect()
     };
-    let before = running(&stack.status_json());
-    let (node, old_address) = before.first().cloned().expect("a running green task");
-    let n = usize::from(node.ends_with("n1"));
+    let servers_on = |node: usize| upstream_servers_on(&swarm, &stack, node);
+    // Every edge of `nodes` lists exactly the running green tasks, none of
+    // `gone`; waits up to 90 s and says how long it took.
+    let edges_follow = async |nodes: &[usize], gone: &[String]| {
+        let since = std::time::Instant::now();
+        loop {
+            let mut wanted: Vec<String> = running(&stack.status_json())
+                .into_iter()
+                .map(|(_, address)| address)
+                .collect();
+            wanted.sort();
+            let listed: Vec<Vec<String>> = nodes.iter().map(|node| servers_on(*node)).collect();
+            if wanted.len() == 3
+                && !gone.iter().any(|address| wanted.contains(address))
+                && listed.iter().all(|servers| *servers == wanted)
+            {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(90),
+                "the edges did not follow: tasks {wanted:?}, edges {listed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+
+    // A task dies: Swarm replaces it (another address) and each edge's
+    // follower, on its own node, rewrites its own upstream.
+    let (node, old_address) = running(&stack.status_json())
+        .first()
+        .cloned()
+        .expect("a running green task");
     let task = swarm.docker_on(
-        n,
+        node,
         &[
             "ps",
             "-q",
@@ -407,35 +464,57 @@ async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_ba
     let id = String::from_utf8_lossy(&task.stdout).trim().to_string();
     assert!(
         !id.is_empty(),
-        "no green task on {node}: {}",
+        "no green task on node {node}: {}",
         explain(&task)
     );
-    let killed = swarm.docker_on(n, &["kill", &id]);
+    let killed = swarm.docker_on(node, &["kill", &id]);
     assert!(killed.status.success(), "{}", explain(&killed));
-    let servers_on = |node: usize| upstream_servers_on(&swarm, &stack, node);
-    let since = std::time::Instant::now();
-    loop {
-        let mut wanted: Vec<String> = running(&stack.status_json())
-            .into_iter()
-            .map(|(_, address)| address)
-            .collect();
-        wanted.sort();
-        let (one, two) = (servers_on(0), servers_on(1));
-        if !wanted.is_empty() && !wanted.contains(&old_address) && one == wanted && two == wanted {
-            println!(
-                "both edges followed the replaced task in {:?}",
-                since.elapsed()
-            );
-            break;
-        }
+    let took = edges_follow(&[0, 1, 2], &[old_address]).await;
+    println!("every edge followed the replaced task in {took:?}");
+
+    // Edge three's node dies with its tasks. The other edges keep serving
+    // and follow the tasks Swarm starts elsewhere; status names the lost
+    // edge; what would change the edges refuses, naming it, and changes
+    // nothing.
+    let on_three: Vec<String> = running(&stack.status_json())
+        .into_iter()
+        .filter(|(node, _)| *node == 2)
+        .map(|(_, address)| address)
+        .collect();
+    swarm.kill_node(2);
+    let took = edges_follow(&[0, 1], &on_three).await;
+    assert!(!on_three.is_empty(), "no green task on edge three's node");
+    println!("edge three lost with its green task: the other edges on live tasks after {took:?}");
+    let status = stack.status_json();
+    assert_eq!(status["live"], "green", "{status}");
+    assert!(status["disagreement"].is_null(), "{status}");
+    assert_eq!(edge(&status, 1)["name"], "three", "{status}");
+    assert!(edge(&status, 1)["unreachable"].is_string(), "{status}");
+    let warnings = status["warnings"].to_string();
+    assert!(
+        warnings.contains("swarm edge three is unreachable"),
+        "{status}"
+    );
+    for command in [&["deploy"][..], &["down", "--yes"][..]] {
+        let refused = stack.wsctl(command);
+        assert_eq!(refused.status.code(), Some(2), "{}", explain(&refused));
         assert!(
-            since.elapsed() < Duration::from_secs(60),
-            "the edges did not follow: tasks {wanted:?}, manager {one:?}, two {two:?}"
+            explain(&refused).contains("swarm edge three is unreachable"),
+            "{}",
+            explain(&refused)
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        !service_exists(&swarm, &format!("{}app_blue", stack.prefix))
+            || swarm_replicas(&swarm, &format!("{}app_blue", stack.prefix)) == 0,
+        "a refused deploy started blue"
+    );
+    for url in [&one_url, &two_url] {
+        let colours = greeting_colours(url, 10).await;
+        assert!(colours.iter().all(|c| c == "green"), "{url}: {colours:?}");
     }
 
-    // Both edges' clients kept their counts through it all.
+    // Every client of the live edges kept its count through it all.
     for (edge, clients) in [("manager", clients_one), ("two", clients_two)] {
         let summary = clients.finish().await;
         println!(
@@ -443,7 +522,18 @@ async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_ba
             summary.messages, summary.reconnects
         );
     }
-    // `down` takes edge two's Nginx and follower too.
+    // Left out of swarm.edges, and its node removed from the swarm (its
+    // tasks hold the overlay until then), the lost edge no longer holds
+    // the stack: `down` takes edge two's Nginx and follower too.
+    stack.rewrite_extra(&edges_yaml(&[("two", 1)]));
+    let dead = swarm.node_name(2);
+    for args in [
+        &["node", "demote", &dead][..],
+        &["node", "rm", "--force", &dead][..],
+    ] {
+        let done = swarm.docker(args);
+        assert!(done.status.success(), "{}", explain(&done));
+    }
     stack.wsctl_ok(&["down", "--yes"]);
     for name in [nginx, format!("{}checker", stack.prefix)] {
         let left = swarm.docker_on(1, &["inspect", &name]);
@@ -451,13 +541,39 @@ async fn two_edges_switch_together_and_one_failing_its_switch_sends_the_other_ba
     }
 }
 
-#[tokio::test]
-async fn a_lock_held_in_the_cluster_refuses_a_second_deploy() {
+/// The replicas the service's spec asks for.
+fn swarm_replicas(swarm: &Swarm, service: &str) -> u64 {
+    let output = swarm.docker(&[
+        "service",
+        "inspect",
+        service,
+        "--format",
+        "{{.Spec.Mode.Replicated.Replicas}}",
+    ]);
+    assert!(output.status.success(), "{}", explain(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("replicas of {service}: {}", explain(&output)))
+}
+
+/// Every `--json` line of `wsctl ARGS` that is a JSON object.
+fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    events(&String::from_utf8_lossy(&output.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_and_every_traffic_command_work_in_the_cluster() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
     let swarm = Swarm::start(2);
     let stack = SwarmStack::new(&swarm, "");
+    let (blue, green) = (
+        format!("{}app_blue", stack.prefix),
+        format!("{}app_green", stack.prefix),
+    );
+    // A lock held in the cluster refuses a deploy, which makes nothing.
     stack.wsctl_ok(&["lock", "acquire", "-m", "release freeze"]);
     let held = configs(&swarm, &format!("{}wsctl_lock", stack.prefix));
     assert_eq!(held.len(), 1, "{held:?}");
@@ -476,6 +592,136 @@ async fn a_lock_held_in_the_cluster_refuses_a_second_deploy() {
     );
     stack.wsctl_ok(&["lock", "release"]);
     assert!(configs(&swarm, &format!("{}wsctl_lock", stack.prefix)).is_empty());
+
+    let url = format!("ws://{}/ws/chat/", stack.public);
+    let all_on = async |colour: &str| {
+        let colours = greeting_colours(&url, 10).await;
+        assert!(
+            colours.iter().all(|c| c == colour),
+            "{colours:?}, not {colour}"
+        );
+    };
+    stack.wsctl_ok(&["deploy"]);
+    all_on("blue").await;
+
+    // deploy --no-switch, smoke of the paused colour's tasks, promote.
+    stack.wsctl_ok(&["deploy", "--no-switch"]);
+    all_on("blue").await;
+    let smoke = stack.wsctl_ok(&["smoke", "--color", "green", "--json"]);
+    let summary = json_lines(&smoke)
+        .into_iter()
+        .find(|line| line["event"] == "smoke")
+        .unwrap_or_else(|| panic!("no smoke summary: {}", explain(&smoke)));
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert!(summary["checks"].as_u64() >= Some(5), "{summary}");
+    stack.wsctl_ok(&["promote"]);
+    all_on("green").await;
+    // The drained colour's tasks are gone: its smoke names that.
+    let no_task = stack.wsctl(&["smoke", "--color", "blue"]);
+    assert_eq!(no_task.status.code(), Some(1), "{}", explain(&no_task));
+    assert!(
+        explain(&no_task).contains("no task runs"),
+        "{}",
+        explain(&no_task)
+    );
+    // A switch to it is refused and changes nothing.
+    let switch = stack.wsctl(&["switch", "--color", "blue"]);
+    assert_eq!(switch.status.code(), Some(3), "{}", explain(&switch));
+    all_on("green").await;
+
+    // deploy --no-switch, then abort: the paused colour's service goes.
+    stack.wsctl_ok(&["deploy", "--no-switch"]);
+    assert!(service_exists(&swarm, &blue));
+    stack.wsctl_ok(&["abort"]);
+    assert!(!service_exists(&swarm, &blue), "abort left {blue}");
+    all_on("green").await;
+
+    // A canary with --watch, under clients that arrive once its weights
+    // are loaded: its analysis reads the tasks' metrics and passes.
+    let mut run = stack.spawn(&[
+        "deploy",
+        "--canary",
+        "50",
+        "--analysis",
+        "10",
+        "--watch",
+        "5",
+    ]);
+    assert!(
+        run.wait_for(|event| event["event"] == "reload"),
+        "no reload: {:?}",
+        run.seen
+    );
+    let clients = LiveClients::start(&url, 10);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.finish())
+        .await
+        .expect("deploy");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let samples: Vec<serde_json::Value> = events(&stdout)
+        .into_iter()
+        .filter(|event| event["event"] == "analysis")
+        .collect();
+    let canary_ok = samples
+        .iter()
+        .any(|sample| sample["percent"] == 50 && sample["verdict"] == "ok");
+    let watch_ok = samples
+        .iter()
+        .any(|sample| sample["percent"] == 100 && sample["verdict"] == "ok");
+    assert!(canary_ok && watch_ok, "{samples:?}");
+    all_on("blue").await;
+
+    // rollback scales green back up and moves the clients to it.
+    stack.wsctl_ok(&["rollback"]);
+    all_on("green").await;
+    let summary = clients.finish().await;
+    println!(
+        "swarm commands: {} messages, {} reconnects",
+        summary.messages, summary.reconnects
+    );
+
+    // logs of the live colour's tasks, history from the cluster, prune.
+    let logs = stack.wsctl_ok(&["logs", "--tail", "3", "--json"]);
+    let lines = json_lines(&logs);
+    assert!(!lines.is_empty(), "{}", explain(&logs));
+    assert!(
+        lines.iter().all(|line| line["color"] == "green"),
+        "{lines:?}"
+    );
+    let history = stack.wsctl_ok(&["history", "--json"]);
+    let history: serde_json::Value =
+        serde_json::from_slice(&history.stdout).expect("history --json");
+    let outcomes: Vec<String> = history["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| {
+            Some(format!(
+                "{} {}",
+                run["action"].as_str()?,
+                run["outcome"].as_str()?
+            ))
+        })
+        .collect();
+    for expected in [
+        "deploy paused",
+        "promote succeeded",
+        "abort succeeded",
+        "rollback succeeded",
+    ] {
+        assert!(
+            outcomes.iter().any(|o| o == expected),
+            "{expected}: {outcomes:?}"
+        );
+    }
+    let pruned = stack.wsctl_ok(&["prune", "--keep", "0", "--json"]);
+    assert!(
+        json_lines(&pruned)
+            .iter()
+            .any(|line| line["event"] == "prune"),
+        "{}",
+        explain(&pruned)
+    );
+    assert!(service_exists(&swarm, &green));
 }
 
 #[tokio::test]

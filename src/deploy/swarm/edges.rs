@@ -11,8 +11,10 @@
 //! fails, every edge it had reached gets its previous upstream back, the
 //! failed one included, and the `edges` event says what each edge did. The
 //! loss of an edge leaves the others serving and following (each follower
-//! needs only its own node); a run needs every edge reachable, and refuses
-//! before anything when one is not.
+//! needs only its own node). `status` reports a lost edge beside the
+//! others; a command that changes the edges (every run, `down`, `tls
+//! reload`) needs every edge, and refuses before anything while one is lost:
+//! an edge that missed a switch would serve a colour that is being drained.
 
 use anyhow::Context;
 use serde::Serialize;
@@ -43,18 +45,65 @@ pub fn edge_config(config: &StackConfig, edge: &Host) -> StackConfig {
     seen
 }
 
-/// Connects to every edge of `config` at once; one that is unreachable or
-/// no manager is named, and nothing is done.
+/// An edge of `swarm.edges` whose engine did not answer (its node lost,
+/// its engine down or unreachable from here).
+pub struct LostEdge {
+    pub name: String,
+    pub public_address: String,
+    pub error: anyhow::Error,
+}
+
+impl LostEdge {
+    /// The refusal of a command that needs every edge.
+    pub fn refusal(&self) -> anyhow::Error {
+        DeployError::Usage(format!(
+            "swarm edge {} is unreachable ({:#}); it must be back, or left out of \
+             swarm.edges, before a command changes the edges",
+            self.name, self.error
+        ))
+        .into()
+    }
+}
+
+/// How long an edge's engine has to answer: a lost node's TCP address
+/// would otherwise hold `status` for the kernel's whole connect timeout.
+const REACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to every edge of `config` at once. An edge whose engine does
+/// not answer is lost (returned beside the others); one that answers but is
+/// no manager is a mistake in wsctl.yaml, and nothing is done.
 pub async fn connect(
     config: &StackConfig,
     template: &str,
     json: bool,
     interrupt: &Interrupt,
-) -> anyhow::Result<Vec<Edge>> {
-    let engines = futures_util::future::try_join_all(config.swarm.edges.iter().map(|edge| async {
-        let docker = docker::connect_to(&docker::Endpoint::of_host(edge))
-            .await
-            .with_context(|| format!("swarm edge {}", edge.name))?;
+) -> anyhow::Result<(Vec<Edge>, Vec<LostEdge>)> {
+    let reached = futures_util::future::join_all(config.swarm.edges.iter().map(|edge| async {
+        let endpoint = docker::Endpoint::of_host(edge);
+        match tokio::time::timeout(REACH_TIMEOUT, docker::connect_to(&endpoint)).await {
+            Ok(reached) => reached,
+            Err(_) => Err(anyhow::anyhow!(
+                "{} did not answer within {} s",
+                edge.docker_host,
+                REACH_TIMEOUT.as_secs()
+            )),
+        }
+    }))
+    .await;
+    let mut edges = Vec::new();
+    let mut lost = Vec::new();
+    for (edge, reached) in config.swarm.edges.iter().zip(reached) {
+        let docker = match reached {
+            Ok(docker) => docker,
+            Err(error) => {
+                lost.push(LostEdge {
+                    name: edge.name.clone(),
+                    public_address: edge.public_address.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
         super::services::ensure_manager(&docker)
             .await
             .map_err(|error| {
@@ -64,15 +113,7 @@ pub async fn connect(
                     edge.name
                 ))
             })?;
-        anyhow::Ok(docker)
-    }))
-    .await?;
-    Ok(config
-        .swarm
-        .edges
-        .iter()
-        .zip(engines)
-        .map(|(edge, docker)| Edge {
+        edges.push(Edge {
             name: edge.name.clone(),
             stack: Stack::new(
                 docker,
@@ -82,8 +123,9 @@ pub async fn connect(
                 Duration::ZERO,
                 interrupt.clone(),
             ),
-        })
-        .collect())
+        });
+    }
+    Ok((edges, lost))
 }
 
 /// The edge's Nginx and follower, created when absent (`create`), started
@@ -141,13 +183,17 @@ pub async fn containers(edge: &Edge) -> anyhow::Result<Vec<String>> {
 pub struct EdgeServing {
     pub name: String,
     pub public_address: String,
+    /// Why the edge could not be asked (its engine did not answer); the
+    /// serving fields are then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
     #[serde(flatten)]
     pub serving: Serving,
 }
 
-/// What each edge serves; one whose Nginx cannot be asked is an error
-/// naming it.
-pub async fn serving(edges: &[Edge]) -> anyhow::Result<Vec<EdgeServing>> {
+/// What each edge serves, the lost ones as unreachable; an edge whose
+/// engine answers but whose Nginx cannot be asked is an error naming it.
+pub async fn serving(edges: &[Edge], lost: &[LostEdge]) -> anyhow::Result<Vec<EdgeServing>> {
     let mut all = Vec::new();
     for edge in edges {
         let serving = nginx::serving(&edge.stack)
@@ -156,7 +202,16 @@ pub async fn serving(edges: &[Edge]) -> anyhow::Result<Vec<EdgeServing>> {
         all.push(EdgeServing {
             name: edge.name.clone(),
             public_address: edge.stack.config.public_address.clone(),
+            unreachable: None,
             serving,
+        });
+    }
+    for edge in lost {
+        all.push(EdgeServing {
+            name: edge.name.clone(),
+            public_address: edge.public_address.clone(),
+            unreachable: Some(format!("{:#}", edge.error)),
+            serving: Serving::default(),
         });
     }
     Ok(all)

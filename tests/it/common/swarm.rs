@@ -58,10 +58,15 @@ impl Swarm {
         );
     }
 
+    /// Node `n`'s name in the swarm (its host name).
+    pub fn node_name(&self, n: usize) -> String {
+        format!("{}n{n}", self.name)
+    }
+
     /// Node `n` becomes a manager too (an edge's follower asks its own
     /// engine where the tasks run), and answers as one.
     pub fn promote(&self, n: usize) {
-        let node = format!("{}n{n}", self.name);
+        let node = self.node_name(n);
         let output = self.docker(&["node", "promote", &node]);
         assert!(
             output.status.success(),
@@ -110,8 +115,19 @@ impl SwarmStack {
         let unique = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let dir = std::env::temp_dir().join(format!("wsctl-swarm-{unique}"));
         std::fs::create_dir_all(&dir).expect("stack dir");
-        let public = format!("{}:18080", swarm.addresses[0]);
-        let prefix = format!("w{unique}_");
+        let stack = SwarmStack {
+            dir,
+            public: format!("{}:18080", swarm.addresses[0]),
+            prefix: format!("w{unique}_"),
+            manager: swarm.manager.clone(),
+        };
+        stack.rewrite_extra(extra);
+        stack
+    }
+
+    /// Writes wsctl.yaml again with other `extra` lines.
+    pub fn rewrite_extra(&self, extra: &str) {
+        let (prefix, public) = (&self.prefix, &self.public);
         let yaml = format!(
             "platform: swarm\nprefix: \"{prefix}\"\npublic_address: \"{public}\"\n\
              images: {{app: \"wsctl:local\", nginx: \"wsctl-nginx:local\", redis: \"wsctl-redis:local\"}}\n\
@@ -119,13 +135,7 @@ impl SwarmStack {
              private_networks: [\"127.0.0.0/8\", \"10.0.0.0/8\", \"172.16.0.0/12\"]\n\
              unlimited_networks: [\"10.0.0.0/8\"]\n{extra}"
         );
-        std::fs::write(dir.join("wsctl.yaml"), yaml).expect("wsctl.yaml");
-        SwarmStack {
-            dir,
-            public,
-            prefix,
-            manager: swarm.manager.clone(),
-        }
+        std::fs::write(self.dir.join("wsctl.yaml"), yaml).expect("wsctl.yaml");
     }
 
     /// The `wsctl` command against this stack, through the manager.
