@@ -47,6 +47,7 @@ pub async fn reload(stack: &mut Stack) -> anyhow::Result<Reloaded> {
             let (changed, material) = reload_one(stack).await?;
             let mut edges = Vec::new();
             for edge in &mut stack.edges {
+                edge.stack.events.begin("preflight", "tls files, nginx");
                 let (changed, material) = reload_one(&mut edge.stack)
                     .await
                     .with_context(|| format!("swarm edge {}", edge.name))?;
