@@ -19,6 +19,10 @@ pub struct ProbeArgs {
     /// `/connections/move`).
     #[arg(long)]
     post: bool,
+    /// Send `Authorization: Bearer` with the value of this environment
+    /// variable (wsctl passes the move token so, not on the command line).
+    #[arg(long, value_name = "NAME")]
+    bearer_env: Option<String>,
     /// Seconds to wait for the answer.
     #[arg(long, default_value = "2", value_parser = crate::shared::input::parse_seconds)]
     timeout: Duration,
@@ -31,12 +35,21 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let bearer = match &args.bearer_env {
+        Some(name) => Some(std::env::var(name).map_err(|_| {
+            crate::shared::input::ConfigError(format!("--bearer-env {name}: it is not set"))
+        })?),
+        None => None,
+    };
     let (status, body) = runtime.block_on(async {
         let client = reqwest::Client::builder().timeout(args.timeout).build()?;
-        let request = match args.post {
+        let mut request = match args.post {
             true => client.post(&url),
             false => client.get(&url),
         };
+        if let Some(token) = &bearer {
+            request = request.bearer_auth(token);
+        }
         let response = request.send().await?;
         let status = response.status();
         reqwest::Result::Ok((status, response.text().await?))

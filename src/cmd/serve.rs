@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Secret that signs access tokens.
     #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Bearer token that lets POST /connections/move come from off this
+    /// host's loopback (wsctl sets it on Swarm).
+    #[arg(long, env = "MOVE_TOKEN", hide_env_values = true)]
+    move_token: Option<String>,
     /// Refuse WebSocket upgrades without a valid `?token=`.
     #[arg(long, env = "REQUIRE_AUTH", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     require_auth: bool,
@@ -131,6 +135,7 @@ impl ServeArgs {
             allowed_origins,
             secret_key: self.secret_key.filter(|key| !key.is_empty()),
             require_auth: self.require_auth,
+            move_token: self.move_token.filter(|token| !token.is_empty()),
             echo_endpoint: self.echo_endpoint,
             broadcast_buffer: self.broadcast_buffer,
             broadcast_rate: self.broadcast_rate,

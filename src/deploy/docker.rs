@@ -579,10 +579,22 @@ pub async fn exec(
     container: &str,
     command: &[&str],
 ) -> anyhow::Result<(i64, String)> {
+    exec_with_env(docker, container, command, Vec::new()).await
+}
+
+/// `exec` with `env` (`NAME=value`) added to the command's environment:
+/// a secret passed so stays off the command line (`docker top`).
+pub async fn exec_with_env(
+    docker: &Docker,
+    container: &str,
+    command: &[&str],
+    env: Vec<String>,
+) -> anyhow::Result<(i64, String)> {
     let config = bollard::models::ExecConfig {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         cmd: Some(command.iter().map(|part| part.to_string()).collect()),
+        env: (!env.is_empty()).then_some(env),
         ..Default::default()
     };
     let created = docker

@@ -8,7 +8,8 @@
 //! colour that keeps serving stay on them. Past wsctl.yaml's bounds
 //! (`nginx.max_old_workers`, `nginx.max_old_memory`) wsctl asks every
 //! running replica of the bundled service to move the connections opened
-//! before the reload (`POST /connections/move`, by exec, loopback only):
+//! before the reload (`POST /connections/move`, by exec on its loopback;
+//! on Swarm from the checker, with the service's move token):
 //! each says `goodbye` and closes with 1001, spread over `DRAIN_WINDOW`, and
 //! its client reconnects through the new workers and resumes.
 //!
@@ -28,6 +29,7 @@ use super::containers;
 use super::events::Emitter;
 use super::journal::Reload;
 use super::nginx::{self, OldWorkers};
+use super::swarm::services;
 use crate::deploy::config::{Color, NginxSettings, StackConfig};
 use crate::deploy::docker;
 use crate::shared::secrets::say;
@@ -96,12 +98,7 @@ pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Re
     let step = step.to_string();
     let at = crate::shared::time::now_rfc3339();
     Reloading::Looking(tokio::spawn(async move {
-        let old = nginx::old_workers(&docker, &config.name("nginx")).await;
-        // Only the bundled service knows how to move its clients.
-        let moved = match past_bounds(&config.nginx, old) {
-            Some(_) if !config.is_external() => move_clients(&docker, &config, reloaded).await > 0,
-            _ => false,
-        };
+        let (old, moved) = bound_old_workers(&docker, &config, reloaded).await;
         let reload = Reload {
             step,
             reason,
@@ -113,6 +110,23 @@ pub fn after(stack: &Stack, step: &str, reason: String, reloaded: Instant) -> Re
         report(&emitter, &reload);
         reload
     }))
+}
+
+/// The old workers the reload that ended at `reloaded` left, and whether
+/// their clients were moved because they are past wsctl.yaml's bounds
+/// (a run's reloads, and the Swarm follower's).
+pub async fn bound_old_workers(
+    docker: &bollard::Docker,
+    config: &StackConfig,
+    reloaded: Instant,
+) -> (OldWorkers, bool) {
+    let old = nginx::old_workers(docker, &config.name("nginx")).await;
+    // Only the bundled service knows how to move its clients.
+    let moved = match past_bounds(&config.nginx, old) {
+        Some(_) if !config.is_external() => move_clients(docker, config, reloaded).await > 0,
+        _ => false,
+    };
+    (old, moved)
 }
 
 /// Why the old workers are too many or too big, if they are.
@@ -143,11 +157,14 @@ pub async fn move_clients(
     reloaded: Instant,
 ) -> usize {
     let older_than = reloaded.elapsed().max(Duration::from_millis(1));
-    let url = format!(
-        "http://127.0.0.1:{}/connections/move?older_than={:.3}",
-        config.app_port,
+    let path = format!(
+        "/connections/move?older_than={:.3}",
         older_than.as_secs_f64()
     );
+    if config.is_swarm() {
+        return move_tasks(docker, config, &path).await;
+    }
+    let url = format!("http://127.0.0.1:{}{path}", config.app_port);
     let mut names = Vec::new();
     for color in Color::ALL {
         names.extend(
@@ -165,6 +182,52 @@ pub async fn move_clients(
     });
     join_all(orders).await.into_iter().filter(|ok| *ok).count()
 }
+
+/// On Swarm: every running task of both colours gets the order from the
+/// checker, over the overlay, with its service's move token (a task on
+/// another node is out of reach of any exec the manager can make).
+async fn move_tasks(docker: &bollard::Docker, config: &StackConfig, path: &str) -> usize {
+    let stack = Stack::new(
+        docker.clone(),
+        config.clone(),
+        super::Events::new(false),
+        String::new(),
+        Duration::ZERO,
+        crate::shared::signal::Interrupt::default(),
+    );
+    let mut orders = Vec::new();
+    for color in Color::ALL {
+        let Ok(Some(token)) = services::move_token(&stack, color).await else {
+            continue;
+        };
+        for address in services::addresses(&stack, color).await.unwrap_or_default() {
+            let url = format!("http://{address}:{}{path}", config.app_port);
+            orders.push((url, token.clone()));
+        }
+    }
+    let checker = super::checks::checker(config);
+    let sent = orders.iter().map(|(url, token)| {
+        let checker = checker.clone();
+        async move {
+            let command = [
+                "/wsctl",
+                "probe",
+                "--post",
+                "--print",
+                "--bearer-env",
+                TOKEN_ENV,
+                url,
+            ];
+            let env = vec![format!("{TOKEN_ENV}={token}")];
+            let sent = docker::exec_with_env(docker, &checker, &command, env).await;
+            matches!(sent, Ok((0, _)))
+        }
+    });
+    join_all(sent).await.into_iter().filter(|ok| *ok).count()
+}
+
+/// Where the move token travels into the checker's `wsctl probe`.
+const TOKEN_ENV: &str = "WSCTL_MOVE_TOKEN";
 
 #[cfg(test)]
 mod tests {

@@ -49,6 +49,10 @@ pub struct ServeConfig {
     pub secret_key: Option<String>,
     /// Refuse upgrades without a valid token.
     pub require_auth: bool,
+    /// A bearer token that lets `POST /connections/move` come from another
+    /// host than this one's loopback: on Swarm, wsctl's checker orders a
+    /// task on another node over the overlay (it cannot exec there).
+    pub move_token: Option<String>,
     /// Serve the conformance echo endpoint `/ws/echo`.
     pub echo_endpoint: bool,
     /// Frames the process-wide broadcast queue keeps for a slow connection
@@ -104,6 +108,7 @@ impl Default for ServeConfig {
             allowed_origins: None,
             secret_key: None,
             require_auth: false,
+            move_token: None,
             echo_endpoint: false,
             broadcast_buffer: 1024,
             broadcast_rate: 1.0,

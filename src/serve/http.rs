@@ -69,15 +69,22 @@ pub fn routes(
         });
 
     // Private: only from this host's loopback (wsctl, by exec in the
-    // container); through a proxy the peer is the proxy, never loopback.
+    // container; through a proxy the peer is the proxy, never loopback), or
+    // with `MOVE_TOKEN` as a bearer token (wsctl's checker on Swarm).
     let move_connections = exactly(&["/connections/move"])
         .and(warp::post())
         .and(warp::ext::optional::<Peer>())
+        .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())
         .and(with_state.clone())
         .map(
-            |peer: Option<Peer>, query: HashMap<String, String>, state: Arc<AppState>| {
-                move_connections(peer, &query, &state)
+            |peer: Option<Peer>,
+             authorization: Option<String>,
+             query: HashMap<String, String>,
+             state: Arc<AppState>| {
+                let allowed = from_loopback(peer)
+                    || bearer_matches(authorization.as_deref(), state.config.move_token.as_deref());
+                move_connections(allowed, &query, &state)
             },
         );
 
@@ -133,13 +140,13 @@ pub struct Peer(pub std::net::SocketAddr);
 
 /// `POST /connections/move?older_than=SECONDS`: every connection opened
 /// more than SECONDS ago says goodbye within `DRAIN_WINDOW` (`moves.rs`).
-fn move_connections(
-    peer: Option<Peer>,
-    query: &HashMap<String, String>,
-    state: &AppState,
-) -> Response {
-    if !from_loopback(peer) {
-        return json_error(StatusCode::FORBIDDEN, "only from this host's loopback");
+/// `allowed`: from loopback, or with the move token.
+fn move_connections(allowed: bool, query: &HashMap<String, String>, state: &AppState) -> Response {
+    if !allowed {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "only from this host's loopback or with the move token",
+        );
     }
     let older_than = query
         .get("older_than")
@@ -160,6 +167,20 @@ fn move_connections(
         "window_seconds": state.config.drain_window.as_secs_f64(),
     }))
     .into_response()
+}
+
+/// `Authorization: Bearer TOKEN` names the configured token (none
+/// configured: nothing matches). The digests are compared, so the time the
+/// comparison takes tells nothing about the token.
+fn bearer_matches(authorization: Option<&str>, token: Option<&str>) -> bool {
+    use sha2::{Digest, Sha256};
+    let (Some(authorization), Some(token)) = (authorization, token) else {
+        return false;
+    };
+    let Some(given) = authorization.strip_prefix("Bearer ") else {
+        return false;
+    };
+    Sha256::digest(given.trim().as_bytes()) == Sha256::digest(token.as_bytes())
 }
 
 /// The request came from this host's loopback (also as an IPv4-mapped
@@ -311,5 +332,16 @@ mod tests {
         assert!(!from_loopback(peer("172.18.0.3:5000")), "a proxy's address");
         assert!(!from_loopback(peer("[::ffff:10.0.0.2]:5000")));
         assert!(!from_loopback(None));
+    }
+
+    #[test]
+    fn the_move_token_is_a_bearer_token_that_must_be_configured() {
+        let token = Some("s3cret");
+        assert!(bearer_matches(Some("Bearer s3cret"), token));
+        assert!(!bearer_matches(Some("Bearer s3cre"), token));
+        assert!(!bearer_matches(Some("s3cret"), token), "no scheme");
+        assert!(!bearer_matches(None, token));
+        assert!(!bearer_matches(Some("Bearer "), None), "none configured");
+        assert!(!bearer_matches(Some("Bearer s3cret"), None));
     }
 }

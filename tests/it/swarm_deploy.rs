@@ -568,7 +568,10 @@ async fn the_lock_and_every_traffic_command_work_in_the_cluster() {
         return;
     };
     let swarm = Swarm::start(2);
-    let stack = SwarmStack::new(&swarm, "");
+    // No old Nginx worker may stay: each reload that leaves one with
+    // clients has them moved, on Swarm by the checker over the overlay.
+    // Two tasks a colour, one on each node.
+    let stack = SwarmStack::new(&swarm, "replicas: 2\nnginx:\n  max_old_workers: 0\n");
     let (blue, green) = (
         format!("{}app_blue", stack.prefix),
         format!("{}app_green", stack.prefix),
@@ -668,11 +671,47 @@ async fn the_lock_and_every_traffic_command_work_in_the_cluster() {
         .iter()
         .any(|sample| sample["percent"] == 100 && sample["verdict"] == "ok");
     assert!(canary_ok && watch_ok, "{samples:?}");
+    // The switch's reload left the clients on old workers: moved.
+    let moved = events(&stdout)
+        .into_iter()
+        .any(|event| event["event"] == "reload" && event["moved"] == true);
+    assert!(moved, "no reload moved the clients: {stdout}");
     all_on("blue").await;
 
     // rollback scales green back up and moves the clients to it.
     stack.wsctl_ok(&["rollback"]);
     all_on("green").await;
+    // A green task dies: the follower's reload leaves the clients of the
+    // other on old workers, and it has them moved too.
+    let task = swarm.docker_on(1, &["ps", "-q", "--filter", &format!("name={green}")]);
+    let (node, id) = match String::from_utf8_lossy(&task.stdout).trim() {
+        "" => {
+            let task = swarm.docker(&["ps", "-q", "--filter", &format!("name={green}")]);
+            (0, String::from_utf8_lossy(&task.stdout).trim().to_string())
+        }
+        id => (1, id.to_string()),
+    };
+    let killed = swarm.docker_on(node, &["kill", &id]);
+    assert!(killed.status.success(), "{}", explain(&killed));
+    let checker = format!("{}checker", stack.prefix);
+    let since = std::time::Instant::now();
+    loop {
+        let logs = swarm.docker(&["logs", &checker]);
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+        let followed = text
+            .lines()
+            .filter(|line| line.contains("the upstream follows the tasks"))
+            .any(|line| line.contains("\"moved\":true"));
+        if followed {
+            println!("the follower moved the clients in {:?}", since.elapsed());
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the follower moved no clients: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let summary = clients.finish().await;
     println!(
         "swarm commands: {} messages, {} reconnects",

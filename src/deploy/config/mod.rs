@@ -182,7 +182,7 @@ pub struct StackConfig {
 /// wsctl asks the app to move their clients with `goodbye`, paced over
 /// `DRAIN_WINDOW` (only the bundled service knows how; other apps' old
 /// workers stay until their clients leave).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NginxSettings {
     /// Old worker processes (shutting down, holding sockets) allowed.

@@ -14,13 +14,13 @@
 //! lost takes its follower with it; every other edge has its own.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::services;
-use crate::deploy::config::{Platform, StackConfig};
-use crate::deploy::{Events, Stack, lock, nginx, upstream};
+use crate::deploy::config::{NginxSettings, Platform, StackConfig};
+use crate::deploy::{Events, Stack, lock, nginx, reloads, upstream};
 use crate::shared::signal::Interrupt;
 
 /// The environment variable that carries the follower's [`Spec`].
@@ -44,6 +44,9 @@ pub struct Spec {
     pub unlimited_networks: Vec<String>,
     pub hsts: bool,
     pub lock_ttl: u64,
+    /// The old-worker bounds after each reload (`nginx:` in wsctl.yaml).
+    #[serde(default)]
+    pub nginx: NginxSettings,
     /// The upstream template's text.
     pub template: String,
 }
@@ -60,6 +63,7 @@ impl Spec {
             unlimited_networks: config.unlimited_networks.clone(),
             hsts: config.tls.as_ref().is_some_and(|tls| tls.hsts),
             lock_ttl: config.lock_ttl,
+            nginx: config.nginx.clone(),
             template: stack.template.clone(),
         }
     }
@@ -74,6 +78,7 @@ impl Spec {
             trusted_proxies: self.trusted_proxies.clone(),
             unlimited_networks: self.unlimited_networks.clone(),
             lock_ttl: self.lock_ttl,
+            nginx: self.nginx.clone(),
             ..StackConfig::default()
         }
     }
@@ -109,6 +114,8 @@ pub async fn run(spec: Spec, interrupt: Interrupt) -> anyhow::Result<()> {
             Ok(Some(change)) => tracing::info!(
                 added = ?change.added,
                 removed = ?change.removed,
+                old_workers = change.old_workers,
+                moved = change.moved,
                 "the upstream follows the tasks"
             ),
             Ok(None) => {}
@@ -126,6 +133,10 @@ pub async fn run(spec: Spec, interrupt: Interrupt) -> anyhow::Result<()> {
 pub struct Change {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Old Nginx workers after the reload, and whether their clients were
+    /// moved (past `nginx.max_old_workers` or `max_old_memory`).
+    pub old_workers: usize,
+    pub moved: bool,
 }
 
 /// The `host` part of each `server host:port ...;` line.
@@ -172,9 +183,13 @@ async fn follow_once(stack: &Stack, hsts: bool) -> anyhow::Result<Option<Change>
     let rewritten = rewrite(stack, &text, live, &wanted, hsts).await;
     held.release(&stack.docker).await?;
     rewritten?;
+    let (old, moved) =
+        reloads::bound_old_workers(&stack.docker, &stack.config, Instant::now()).await;
     Ok(Some(Change {
         added: wanted_set.difference(&listed).cloned().collect(),
         removed: listed.difference(&wanted_set).cloned().collect(),
+        old_workers: old.processes,
+        moved,
     }))
 }
 

@@ -244,6 +244,35 @@ pub async fn presence(stack: &Stack, color: Color) -> anyhow::Result<(Vec<String
     Ok((names, exists, running))
 }
 
+/// The environment variable that carries a bundled service's move token:
+/// the checker orders a task to move its clients (`reloads.rs`) over the
+/// overlay with it, since no exec reaches a task on another node.
+pub const MOVE_TOKEN: &str = "MOVE_TOKEN";
+
+/// A fresh move token: 244 random bits (two v4 UUIDs).
+fn new_move_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The colour's move token, from its service's spec (`None`: no service,
+/// or an app wsctl gave none).
+pub async fn move_token(stack: &Stack, color: Color) -> anyhow::Result<Option<String>> {
+    let env = inspect(stack, color)
+        .await?
+        .and_then(|service| service.spec?.task_template?.container_spec?.env)
+        .unwrap_or_default();
+    let prefix = format!("{MOVE_TOKEN}=");
+    Ok(env
+        .iter()
+        .rev()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(str::to_string))
+}
+
 /// The service spec of `color` running `image` with `count` tasks.
 fn spec(
     config: &StackConfig,
@@ -254,6 +283,12 @@ fn spec(
 ) -> ServiceSpec {
     let resources = &config.resources;
     let network = config.network_name();
+    let mut env = containers::replica_env(config, color, app_env);
+    // The bundled service takes orders to move its clients with it
+    // (unless app_env already names one).
+    if !config.is_external() && !app_env.contains_key(MOVE_TOKEN) {
+        env.push(format!("{MOVE_TOKEN}={}", new_move_token()));
+    }
     ServiceSpec {
         name: Some(service(config, color)),
         labels: Some(HashMap::from([
@@ -264,7 +299,7 @@ fn spec(
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.to_string()),
-                env: Some(containers::replica_env(config, color, app_env)),
+                env: Some(env),
                 labels: Some(HashMap::from([
                     ("wsctl.color".to_string(), color.to_string()),
                     ("wsctl.image".to_string(), image.to_string()),
