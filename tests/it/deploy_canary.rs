@@ -108,17 +108,7 @@ async fn a_canary_is_promoted_on_good_numbers_and_rolled_back_on_bad_ones() {
     let ended = Instant::now();
     assert_eq!(code, Some(10), "{stdout}\n{stderr}");
     let all = events(&stdout);
-    let failed = all
-        .iter()
-        .find(|event| event["event"] == "analysis" && event["verdict"] == "failed")
-        .unwrap_or_else(|| panic!("no failed sample: {stdout}"));
-    assert!(
-        failed["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("rate_limited"),
-        "{failed}"
-    );
+    common::assert_analysis_failed_on(&all, "rate_limited");
     let summary = all
         .iter()
         .find(|event| event["event"] == "deploy")

@@ -253,17 +253,7 @@ async fn a_failing_canary_over_task_addresses_and_a_sigterm_are_undone_on_swarm(
     let all = events(&stdout);
     // It failed on what green does (refusing messages), not on how the
     // analysis found its tasks.
-    let failed = all
-        .iter()
-        .find(|event| event["event"] == "analysis" && event["verdict"] == "failed")
-        .unwrap_or_else(|| panic!("no failed sample: {stdout}\n{stderr}"));
-    assert!(
-        failed["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("rate_limited"),
-        "{failed}"
-    );
+    common::assert_analysis_failed_on(&all, "rate_limited");
     let summary = all
         .iter()
         .find(|event| event["event"] == "deploy")

@@ -365,3 +365,15 @@ pub async fn assert_counted_exactly_once(a: Ws, b: Ws, each: usize) {
     all.sort_unstable();
     assert_eq!(all, (1..=(2 * each) as u64).collect::<Vec<_>>());
 }
+
+/// Asserts that a run's `--json` events hold a failed analysis sample
+/// whose detail names `metric` (what the new colour did wrong, not how
+/// the analysis looked at it).
+pub fn assert_analysis_failed_on(events: &[Value], metric: &str) {
+    let failed = events
+        .iter()
+        .find(|event| event["event"] == "analysis" && event["verdict"] == "failed")
+        .unwrap_or_else(|| panic!("no failed sample: {events:?}"));
+    let detail = failed["detail"].as_str().unwrap_or("");
+    assert!(detail.contains(metric), "not on {metric}: {failed}");
+}
