@@ -224,14 +224,7 @@ async fn swarm_tasks(
     color: crate::deploy::config::Color,
 ) -> anyhow::Result<Vec<String>> {
     crate::deploy::ensure_swarm_manager(docker).await?;
-    let stack = crate::deploy::Stack::new(
-        docker.clone(),
-        config.clone(),
-        crate::deploy::Events::new(false),
-        String::new(),
-        std::time::Duration::ZERO,
-        crate::shared::signal::Interrupt::default(),
-    );
+    let stack = crate::deploy::Stack::for_looks(docker.clone(), config.clone());
     crate::deploy::task_addresses(&stack, color).await
 }
 

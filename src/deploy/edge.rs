@@ -118,13 +118,16 @@ fn last_of(value: &str) -> Option<&str> {
 pub async fn colours_by_address(stack: &Stack) -> HashMap<String, Color> {
     let network = stack.config.network_name();
     let mut colours = HashMap::new();
-    for color in Color::ALL.into_iter().filter(|_| stack.config.is_swarm()) {
-        let addresses = services::addresses(stack, color).await.unwrap_or_default();
-        for address in addresses {
-            colours.insert(format!("{address}:{}", stack.config.app_port), color);
+    if stack.config.is_swarm() {
+        for color in Color::ALL {
+            let addresses = services::addresses(stack, color).await.unwrap_or_default();
+            for address in addresses {
+                colours.insert(format!("{address}:{}", stack.config.app_port), color);
+            }
         }
+        return colours;
     }
-    for color in Color::ALL.into_iter().filter(|_| !stack.config.is_swarm()) {
+    for color in Color::ALL {
         let Ok(replicas) = containers::inspect_all(stack, color).await else {
             continue;
         };

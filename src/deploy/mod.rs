@@ -152,6 +152,19 @@ impl Stack {
         }
     }
 
+    /// The stack for looking at it and ordering its replicas about, with
+    /// nothing of a run's: no events shown, no template, no signals.
+    pub fn for_looks(docker: Docker, config: StackConfig) -> Stack {
+        Stack::new(
+            docker,
+            config,
+            Events::new(false),
+            String::new(),
+            Duration::ZERO,
+            Interrupt::default(),
+        )
+    }
+
     /// Connects to the edges of `swarm.edges` (a swarm stack's other
     /// Nginx); one not a manager is refused in one line, one that does not
     /// answer is kept as lost (`every_edge` refuses then).

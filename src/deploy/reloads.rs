@@ -187,14 +187,7 @@ pub async fn move_clients(
 /// checker, over the overlay, with its service's move token (a task on
 /// another node is out of reach of any exec the manager can make).
 async fn move_tasks(docker: &bollard::Docker, config: &StackConfig, path: &str) -> usize {
-    let stack = Stack::new(
-        docker.clone(),
-        config.clone(),
-        super::Events::new(false),
-        String::new(),
-        Duration::ZERO,
-        crate::shared::signal::Interrupt::default(),
-    );
+    let stack = Stack::for_looks(docker.clone(), config.clone());
     let mut orders = Vec::new();
     for color in Color::ALL {
         let Ok(Some(token)) = services::move_token(&stack, color).await else {
