@@ -1,9 +1,11 @@
 //! The cutover probe: while traffic moves (switch and drain), a few
 //! WebSocket sessions and an HTTP poller keep going through the public
 //! Nginx address, like real clients that follow the contract's closing rule
-//! (reconnect with their `session_uuid`, resend what was not answered). The
-//! Each session is the contract's own client (`session.rs`). The
-//! command then reports continuity: HTTP requests failed out of sent,
+//! (reconnect with their `session_uuid`, resend what was not answered).
+//! Each session is the contract's own client (`session.rs`); the poller
+//! sends a GET again once when its kept-alive connection closed before an
+//! answer, as browsers do. The command then reports continuity: HTTP
+//! requests failed out of sent (and why),
 //! messages lost or duplicated (a count that skips or repeats), reconnects
 //! and their close codes, and the longest time without an answer.
 
@@ -21,6 +23,14 @@ const PACE: Duration = Duration::from_millis(100);
 pub struct Continuity {
     pub http_sent: u64,
     pub http_failed: u64,
+    /// What each failed request got: its status code, or `timeout`,
+    /// `connect` (no connection) or `broken` (the connection ended before
+    /// an answer), so a failure can be traced to Nginx, the network or the
+    /// probe's own rate.
+    pub http_failures: BTreeMap<String, u64>,
+    /// Requests sent again once because their kept-alive connection closed
+    /// before an answer (counted as failed only when the second try fails).
+    pub http_retried: u64,
     pub messages_answered: u64,
     pub messages_lost: u64,
     pub messages_duplicated: u64,
@@ -34,9 +44,11 @@ pub struct Continuity {
 impl Continuity {
     pub fn summary(&self) -> String {
         format!(
-            "HTTP {}/{} failed; WebSocket {} answered, {} lost, {} duplicated, {} reconnects {:?}, {} upgrades refused; longest gap {} ms",
+            "HTTP {}/{} failed {:?} ({} sent again); WebSocket {} answered, {} lost, {} duplicated, {} reconnects {:?}, {} upgrades refused; longest gap {} ms",
             self.http_failed,
             self.http_sent,
+            self.http_failures,
+            self.http_retried,
             self.messages_answered,
             self.messages_lost,
             self.messages_duplicated,
@@ -110,6 +122,10 @@ impl Probe {
             let Ok(part) = task.await else { continue };
             total.http_sent += part.http_sent;
             total.http_failed += part.http_failed;
+            total.http_retried += part.http_retried;
+            for (kind, n) in part.http_failures {
+                *total.http_failures.entry(kind).or_default() += n;
+            }
             total.messages_answered += part.messages_answered;
             total.messages_lost += part.messages_lost;
             total.messages_duplicated += part.messages_duplicated;
@@ -141,14 +157,25 @@ async fn poll(
     let mut last_ok = Instant::now();
     while !stop.is_cancelled() {
         report.http_sent += 1;
-        match client.get(&url).send().await {
-            Ok(response) if response.status().is_success() => {
+        let mut failure = get(&client, &url).await;
+        if failure.as_deref() == Some(BROKEN) {
+            // An idle kept-alive connection that Nginx closed as we sent on
+            // it: an old worker does so after every reload. A client sends
+            // such a GET again (RFC 9112 9.3.1), on a new connection.
+            report.http_retried += 1;
+            failure = get(&client, &url).await;
+        }
+        match failure {
+            None => {
                 report.longest_gap_ms = report
                     .longest_gap_ms
                     .max(last_ok.elapsed().as_millis() as u64);
                 last_ok = Instant::now();
             }
-            _ => report.http_failed += 1,
+            Some(kind) => {
+                report.http_failed += 1;
+                *report.http_failures.entry(kind).or_default() += 1;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PACE) => {}
@@ -156,6 +183,20 @@ async fn poll(
         }
     }
     report
+}
+
+/// What a failed request ended in (a connection closed before an answer).
+const BROKEN: &str = "broken";
+
+/// One GET of the poller: `None` when answered 2xx, else what it got.
+async fn get(client: &reqwest::Client, url: &str) -> Option<String> {
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => None,
+        Ok(response) => Some(response.status().as_u16().to_string()),
+        Err(error) if error.is_timeout() => Some("timeout".to_string()),
+        Err(error) if error.is_connect() => Some("connect".to_string()),
+        Err(_) => Some(BROKEN.to_string()),
+    }
 }
 
 /// One client session (`session.rs`): a message every 100 ms, each resent
@@ -239,4 +280,99 @@ async fn held_socket(
         down_since = Some(Instant::now());
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Reads one request head (the poller's GETs have no body).
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> bool {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match socket.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+
+    /// A server whose first connection answers one GET and then closes on
+    /// the next one without an answer, as an Nginx worker that shuts down
+    /// between the two; every later connection answers. The poller sends
+    /// that GET again and counts no failure.
+    #[tokio::test]
+    async fn a_get_whose_kept_alive_connection_closes_unanswered_is_sent_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let closes_on_second = std::mem::take(&mut first);
+                tokio::spawn(async move {
+                    let mut answered = 0;
+                    while read_request(&mut socket).await {
+                        if closes_on_second && answered == 1 {
+                            return;
+                        }
+                        if socket.write_all(OK).await.is_err() {
+                            return;
+                        }
+                        answered += 1;
+                    }
+                });
+            }
+        });
+        let stop = CancellationToken::new();
+        let polling = tokio::spawn(poll(
+            format!("http://{address}/healthz"),
+            stop.clone(),
+            None,
+        ));
+        tokio::time::sleep(PACE * 4).await;
+        stop.cancel();
+        let report = polling.await.expect("poller");
+        assert!(report.http_sent >= 3, "{}", report.summary());
+        assert_eq!(report.http_failed, 0, "{}", report.summary());
+        assert_eq!(report.http_retried, 1, "{}", report.summary());
+    }
+
+    /// A status that is not 2xx is a failure named by its code, not sent
+    /// again.
+    #[tokio::test]
+    async fn a_refused_get_is_a_failure_named_by_its_status() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    while read_request(&mut socket).await {
+                        let busy = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n";
+                        if socket.write_all(busy).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let stop = CancellationToken::new();
+        let polling = tokio::spawn(poll(
+            format!("http://{address}/healthz"),
+            stop.clone(),
+            None,
+        ));
+        tokio::time::sleep(PACE * 2).await;
+        stop.cancel();
+        let report = polling.await.expect("poller");
+        assert!(report.http_failed >= 1, "{}", report.summary());
+        assert_eq!(report.http_failed, report.http_sent, "{}", report.summary());
+        assert_eq!(report.http_failures.get("429"), Some(&report.http_failed));
+        assert_eq!(report.http_retried, 0, "{}", report.summary());
+    }
 }

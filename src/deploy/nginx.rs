@@ -464,7 +464,7 @@ pub async fn install_tls(stack: &Stack, container: &str) -> anyhow::Result<Optio
         .await?
         .is_some_and(|info| info.running);
     if synced == tls::Synced::Uploaded && running {
-        let (_, dump) = docker::exec(&stack.docker, container, &[NGINX, "-T"]).await?;
+        let dump = config_dump(&stack.docker, container).await?;
         if !dump.contains(tls::INCLUDED) {
             return Err(DeployError::Usage(format!(
                 "the Nginx image {} does not include conf.d/tls*.conf in its nginx.conf, so it \
@@ -476,6 +476,32 @@ pub async fn install_tls(stack: &Stack, container: &str) -> anyhow::Result<Optio
         }
     }
     Ok(Some(synced))
+}
+
+/// What `nginx -T` prints in `container`: every configuration file Nginx
+/// reads, each under a `# configuration file PATH:` line. A configuration
+/// that does not test is an error in Nginx's words, not a missing file.
+/// An answer with no output at all is asked again: the engine can lose a
+/// quick exec's output (moby/moby#27289), and a dump is never empty.
+pub async fn config_dump(docker: &bollard::Docker, container: &str) -> anyhow::Result<String> {
+    const ASKS: usize = 3;
+    for _ in 0..ASKS {
+        let (code, dump) = docker::exec(docker, container, &[NGINX, "-T"]).await?;
+        if code != 0 {
+            return Err(DeployError::Switch(format!(
+                "nginx -T in {container} failed: {}",
+                dump.trim()
+            ))
+            .into());
+        }
+        if !dump.trim().is_empty() {
+            return Ok(dump);
+        }
+    }
+    Err(DeployError::Switch(format!(
+        "nginx -T in {container} printed nothing, {ASKS} times"
+    ))
+    .into())
 }
 
 async fn nginx_command(stack: &Stack, args: &[&str]) -> anyhow::Result<()> {

@@ -278,10 +278,7 @@ pub async fn check_listener(stack: &Stack, container: &str) -> anyhow::Result<()
         let log = docker::logs_tail(&stack.docker, container, 5).await;
         anyhow::anyhow!("{container} exited: {}", log.trim())
     };
-    let (_, dump) = match docker::exec(&stack.docker, container, &[nginx::NGINX, "-T"]).await {
-        Ok(done) => done,
-        Err(_) => return Err(exited().await),
-    };
+    let dumped = nginx::config_dump(&stack.docker, container).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     if !docker::inspect(&stack.docker, container)
         .await?
@@ -289,7 +286,7 @@ pub async fn check_listener(stack: &Stack, container: &str) -> anyhow::Result<()
     {
         return Err(exited().await);
     }
-    if dump.contains("conf.d/listen.conf") {
+    if dumped?.contains("conf.d/listen.conf") {
         return Ok(());
     }
     Err(DeployError::Usage(format!(
