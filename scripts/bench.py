@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 WSCTL = os.environ.get("WSCTL", "target/release/wsctl")
-BARE = os.environ.get("BARE", "target/release/examples/bare_server")
+BARE = os.environ.get("BARE", "target/release/bare_server")
 # BENCH_SHORT=1: every row, with a hundredth of the connections and runs of
 # a second; nothing is written (CI runs it so that a script that breaks is
 # caught; no figure is kept).
@@ -190,7 +190,7 @@ def write_markdown(r, write=True):
         "Written by `bash scripts/bench.sh` (raw reports: `docs/benchmarks.json`).",
         f"Machine: {cores} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}; "
         "load generator, server and Redis on the same machine, over loopback.",
-        "The yardstick is `examples/bare_server.rs`: tokio-tungstenite with the same 4 KiB read "
+        "The yardstick is `examples/bare_server/src/main.rs`: tokio-tungstenite with the same 4 KiB read "
         "buffer and counter/echo work, and nothing else (no metrics, sessions, heartbeats, limits).",
         "Each row is a single run. On this shared 2-core machine, where the load generator competes "
         "with the server for the same cores, tail latencies and throughput move by a third or more "

@@ -46,7 +46,7 @@ fn the_service_benchmarks_run_short() {
     let bare = wsctl
         .parent()
         .expect("the release directory")
-        .join("examples/bare_server");
+        .join("bare_server");
     assert!(
         bare.exists(),
         "{} is missing: scripts/test.sh builds it",

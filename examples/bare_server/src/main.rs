@@ -2,7 +2,7 @@
 //! the same counter work as `wsctl serve` with tuned buffers and nothing else
 //! (no metrics, sessions, heartbeats, rate limits or HTTP routes).
 //!
-//! cargo run --release --example bare_server -- 127.0.0.1:9000
+//! cargo run --release -p bare_server -- 127.0.0.1:9000
 //!
 //! Each connection gets a `connection_established` greeting, and each
 //! `{"type":"message","message":...}` a `message_response` with the
