@@ -6,6 +6,7 @@
 #   scripts/swarm.sh start NAME [NODES]  # NODES in 2..5 (default 3): node 0 manages
 #   scripts/swarm.sh stop NAME           # removes everything `start` made
 #   scripts/swarm.sh kill NAME N         # node N dies as a machine does
+#   scripts/swarm.sh revive NAME N       # a killed node N boots again
 #
 # NAME is 1-6 lower-case letters or digits: it names the namespaces
 # (NAMEn0, NAMEn1, ...), the bridge (NAMEbr) and the root /tmp/wsw-NAME, so
@@ -29,10 +30,10 @@ set -euo pipefail
 # shellcheck source=lib/dockerd.sh
 source "$(dirname "$0")/lib/dockerd.sh"
 
-action=${1:?usage: swarm.sh start|stop|kill NAME [NODES|N]}
-name=${2:?usage: swarm.sh start|stop|kill NAME [NODES|N]}
+action=${1:?usage: swarm.sh start|stop|kill|revive NAME [NODES|N]}
+name=${2:?usage: swarm.sh start|stop|kill|revive NAME [NODES|N]}
 nodes=${3:-3}
-[[ $action == kill ]] && nodes=3
+[[ $action == kill || $action == revive ]] && nodes=3
 if ! [[ $name =~ ^[a-z0-9]{1,6}$ ]]; then
     echo "swarm.sh: NAME must be 1-6 of a-z0-9, not '$name'" >&2
     exit 2
@@ -52,6 +53,36 @@ net=
 images=${SWARM_IMAGES:-"wsctl:local wsctl-nginx:local wsctl-redis:local"}
 
 node_socket() { echo "$root/$1/docker.sock"; }
+
+# Starts node N's engine in its namespace, on its own data and exec roots
+# (a second start, after a kill, finds its swarm state there).
+start_engine() {
+    local i=$1 ns=${name}n$1
+    local driver=()
+    if docker info --format '{{.Driver}}' 2>/dev/null | grep -q fuse-overlayfs; then
+        driver=(--storage-driver fuse-overlayfs)
+    fi
+    # A host name of its own too (a UTS namespace): Swarm names nodes by
+    # it, and `docker node ls` should tell them apart.
+    nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$ns" \
+        dockerd --config-file "$root/empty.json" \
+        --data-root "$root/$i/data" --exec-root "$root/$i/exec" \
+        --pidfile "$root/$i/dockerd.pid" -H "unix://$(node_socket "$i")" \
+        "${driver[@]}" >>"$root/$i/dockerd.log" 2>&1 &
+}
+
+# Waits up to 30 s for node N's engine to answer.
+wait_engine() {
+    local socket
+    socket="unix://$(node_socket "$1")"
+    for _ in $(seq 1 300); do
+        docker -H "$socket" version >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "swarm.sh: node $1 did not start; its log:" >&2
+    tail -20 "$root/$1/dockerd.log" >&2
+    exit 1
+}
 
 stop() {
     local i
@@ -103,10 +134,6 @@ start() {
     ip link set "$bridge" up
     # The host forwards bridged traffic through iptables (DROP policy).
     iptables -I FORWARD -i "$bridge" -o "$bridge" -j ACCEPT
-    local driver=()
-    if docker info --format '{{.Driver}}' 2>/dev/null | grep -q fuse-overlayfs; then
-        driver=(--storage-driver fuse-overlayfs)
-    fi
     local i ns sockets=() addresses=()
     for ((i = 0; i < nodes; i++)); do
         ns=${name}n$i
@@ -117,26 +144,12 @@ start() {
         ip -n "$ns" link set eth0 up
         ip -n "$ns" link set lo up
         mkdir -p "$root/$i"
-        # A host name of its own too (a UTS namespace): Swarm names nodes
-        # by it, and `docker node ls` should tell them apart.
-        nsenter --net="/run/netns/$ns" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$ns" \
-            dockerd --config-file "$root/empty.json" \
-            --data-root "$root/$i/data" --exec-root "$root/$i/exec" \
-            --pidfile "$root/$i/dockerd.pid" -H "unix://$(node_socket "$i")" \
-            "${driver[@]}" >"$root/$i/dockerd.log" 2>&1 &
+        start_engine "$i"
         sockets+=("unix://$(node_socket "$i")")
         addresses+=("$net.$((i + 1))")
     done
     for ((i = 0; i < nodes; i++)); do
-        for _ in $(seq 1 300); do
-            docker -H "${sockets[$i]}" version >/dev/null 2>&1 && break
-            sleep 0.1
-        done
-        if ! docker -H "${sockets[$i]}" version >/dev/null 2>&1; then
-            echo "swarm.sh: node $i did not start; its log:" >&2
-            tail -20 "$root/$i/dockerd.log" >&2
-            exit 1
-        fi
+        wait_engine "$i"
     done
     docker -H "${sockets[0]}" swarm init --advertise-addr "$net.1" \
         --default-addr-pool 10.217.0.0/16 >/dev/null
@@ -188,12 +201,24 @@ kill_node() {
     done
 }
 
+# revive N: a killed node N boots again: its link comes up and its engine
+# starts on the data root it had, so it rejoins the swarm as the node it
+# was, and its containers with a restart policy start again, with the
+# files they had (as after a power cut).
+revive_node() {
+    local n=${1:?usage: swarm.sh revive NAME N}
+    ip link set "${name}v$n" up
+    start_engine "$n"
+    wait_engine "$n"
+}
+
 case $action in
 start) start ;;
 stop) stop ;;
 kill) kill_node "${3:-}" ;;
+revive) revive_node "${3:-}" ;;
 *)
-    echo "swarm.sh: unknown action '$action' (start, stop or kill)" >&2
+    echo "swarm.sh: unknown action '$action' (start, stop, kill or revive)" >&2
     exit 2
     ;;
 esac

@@ -491,6 +491,22 @@ pub fn paused(runs: &[Run]) -> Option<&Run> {
         .filter(|run| run.outcome == Outcome::Paused)
 }
 
+/// Where traffic is, by the journal: the newest run's `traffic`, when that
+/// run has ended. `None` when there is no run yet, or when the newest one
+/// is in progress or needs `wsctl recover` (a run that died: its lock and
+/// `recover` decide, not a reader of the journal). Refusals are passed
+/// over: they changed nothing.
+pub fn traffic(runs: &[Run]) -> Option<Color> {
+    let newest = runs
+        .iter()
+        .rev()
+        .find(|run| run.outcome != Outcome::Refused)?;
+    match newest.outcome {
+        Outcome::InProgress | Outcome::NeedsRecover => None,
+        _ => newest.traffic,
+    }
+}
+
 /// The colour to roll back to: where the last run that moved traffic took
 /// it from, if that run also took it to `live`.
 pub fn rollback_target(runs: &[Run], live: Option<Color>) -> Option<(Color, String)> {
@@ -536,6 +552,34 @@ mod tests {
         );
         // Nothing to go back to after the first deploy.
         assert_eq!(rollback_target(&runs[..1], Some(Color::Blue)), None);
+    }
+
+    #[test]
+    fn traffic_is_where_the_newest_ended_run_left_it() {
+        let mut failed = Run::new(Action::Deploy, Some(Color::Green), Color::Blue, "v3");
+        failed.outcome = Outcome::Failed;
+        failed.traffic = Some(Color::Green);
+        let refused = Run::refused(Action::Rollback, Some(Color::Blue), "no");
+        let mut running = Run::new(Action::Deploy, Some(Color::Green), Color::Blue, "v4");
+        running.traffic = None;
+        let moved_to_green = moved(Some(Color::Blue), Color::Green, "v2");
+        assert_eq!(traffic(&[]), None);
+        assert_eq!(
+            traffic(&[moved(None, Color::Blue, "v1"), moved_to_green.clone()]),
+            Some(Color::Green)
+        );
+        // A failed switch says where traffic ended up: back on green.
+        assert_eq!(
+            traffic(&[moved_to_green.clone(), failed.clone()]),
+            Some(Color::Green)
+        );
+        // A refusal changed nothing, whatever it saw.
+        assert_eq!(
+            traffic(&[moved_to_green.clone(), refused]),
+            Some(Color::Green)
+        );
+        // A run in progress (or dead before its end) has no word yet.
+        assert_eq!(traffic(&[moved_to_green, running]), None);
     }
 
     #[test]

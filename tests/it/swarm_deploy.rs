@@ -512,22 +512,57 @@ async fn edges_switch_together_send_back_on_a_failed_switch_and_survive_a_lost_e
             summary.messages, summary.reconnects
         );
     }
-    // Left out of swarm.edges, and its node removed from the swarm (its
-    // tasks hold the overlay until then), the lost edge no longer holds
-    // the stack: `down` takes edge two's Nginx and follower too.
+    // Left out of swarm.edges, the lost edge no longer stops a run: a
+    // rollback takes the other edges to blue, and green is drained.
     stack.rewrite_extra(&edges_yaml(&[("two", 1)]));
-    let dead = swarm.node_name(2);
-    for args in [
-        &["node", "demote", &dead][..],
-        &["node", "rm", "--force", &dead][..],
-    ] {
-        let done = swarm.docker(args);
-        assert!(done.status.success(), "{}", explain(&done));
+    stack.wsctl_ok(&["rollback"]);
+    for url in [&one_url, &two_url] {
+        let colours = greeting_colours(url, 10).await;
+        assert!(
+            !colours.is_empty() && colours.iter().all(|c| c == "blue"),
+            "{url}: {colours:?}"
+        );
     }
+    // Edge three's node boots again, its Nginx with the green upstream it
+    // had. Its follower reads the live colour from the cluster's journal
+    // and switches its edge to blue's tasks, with no command run.
+    swarm.revive_node(2);
+    let since = std::time::Instant::now();
+    loop {
+        let colours = greeting_colours(&three_url, 3).await;
+        if colours.len() == 3 && colours.iter().all(|c| c == "blue") {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(90),
+            "the revived edge did not follow the journal to blue: {colours:?}\n{}",
+            String::from_utf8_lossy(
+                &swarm
+                    .docker_on(
+                        2,
+                        &["logs", "--tail", "20", &format!("{}checker", stack.prefix)]
+                    )
+                    .stderr
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "edge three's node booted again: its edge served blue, the live colour, {:?} after its engine answered",
+        since.elapsed()
+    );
+    // Back in swarm.edges, every edge agrees, and `down` takes all three.
+    stack.rewrite_extra(&edges_yaml(&[("two", 1), ("three", 2)]));
+    let status = stack.status_json();
+    assert_eq!(status["live"], "blue", "{status}");
+    assert!(status["disagreement"].is_null(), "{status}");
+    assert_eq!(edge(&status, 1)["loaded"], "blue", "{status}");
     stack.wsctl_ok(&["down", "--yes"]);
-    for name in [nginx, format!("{}checker", stack.prefix)] {
-        let left = swarm.docker_on(1, &["inspect", &name]);
-        assert!(!left.status.success(), "{name} left on edge two");
+    for node in [1, 2] {
+        for name in [nginx.clone(), format!("{}checker", stack.prefix)] {
+            let left = swarm.docker_on(node, &["inspect", &name]);
+            assert!(!left.status.success(), "{name} left on node {node}");
+        }
     }
 }
 

@@ -8,6 +8,16 @@
 //! renders the upstream as a switch would and reloads Nginx (`nginx -t`
 //! first). It reaches the manager's engine through its socket, mounted in.
 //!
+//! It follows the colour too. The live colour is the journal's (the newest
+//! ended run's `traffic`, read from the cluster), not only the one its own
+//! file names: an edge whose node was down while a deploy or a rollback
+//! ran comes back with the upstream it had, and without this it would
+//! serve a colour that has been drained, until someone ran `wsctl
+//! recover`. When the two differ, the follower switches its edge as a
+//! switch would. With no ended run in the journal (none yet, or one in
+//! progress or dead: its lock and `recover` decide), its file's colour is
+//! the live one.
+//!
 //! It leaves alone what a run is doing: while the lock is held (a deploy,
 //! a canary's analysis) it waits, and it never touches a weighted upstream
 //! (a canary; `wsctl recover` repairs one a dead run left). An edge that is
@@ -19,8 +29,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::services;
-use crate::deploy::config::{NginxSettings, Platform, StackConfig};
-use crate::deploy::{Events, Stack, lock, nginx, reloads, upstream};
+use crate::deploy::config::{Color, NginxSettings, Platform, StackConfig};
+use crate::deploy::{Events, Stack, journal, lock, nginx, reloads, upstream};
 use crate::shared::signal::Interrupt;
 
 /// The environment variable that carries the follower's [`Spec`].
@@ -112,6 +122,7 @@ pub async fn run(spec: Spec, interrupt: Interrupt) -> anyhow::Result<()> {
     loop {
         match follow_once(&stack, hsts).await {
             Ok(Some(change)) => tracing::info!(
+                switched = ?change.switched,
                 added = ?change.added,
                 removed = ?change.removed,
                 old_workers = change.old_workers,
@@ -131,6 +142,8 @@ pub async fn run(spec: Spec, interrupt: Interrupt) -> anyhow::Result<()> {
 /// What one rewrite changed.
 #[derive(Debug)]
 pub struct Change {
+    /// The colour the edge served and the journal's, when they differed.
+    pub switched: Option<(Color, Color)>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
     /// Old Nginx workers after the reload, and whether their clients were
@@ -150,23 +163,31 @@ fn listed_servers(upstream: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// One look, and a rewrite when the live colour's tasks moved.
+/// The live colour: the journal's, else the one the edge's file names.
+async fn live_colour(stack: &Stack, on_file: Color) -> anyhow::Result<Color> {
+    let runs = stack.journal.runs(&stack.docker).await?;
+    Ok(journal::traffic(&runs).unwrap_or(on_file))
+}
+
+/// One look, and a rewrite when the live colour's tasks moved or the edge
+/// serves another colour than the journal's.
 async fn follow_once(stack: &Stack, hsts: bool) -> anyhow::Result<Option<Change>> {
     let Some(text) = nginx::upstream_on_disk(stack).await? else {
         return Ok(None);
     };
-    let Some(live) = upstream::live_color(&text) else {
+    let Some(on_file) = upstream::live_color(&text) else {
         return Ok(None);
     };
     if text.contains(" weight=") {
         return Ok(None);
     }
+    let live = live_colour(stack, on_file).await?;
     let listed = listed_servers(&text);
     let wanted: Vec<String> = services::addresses(stack, live).await?;
     let wanted_set: BTreeSet<String> = wanted.iter().cloned().collect();
     // No running task at all: nothing better to route to; the next deploy
     // or recover decides.
-    if wanted.is_empty() || wanted_set == listed {
+    if wanted.is_empty() || (live == on_file && wanted_set == listed) {
         return Ok(None);
     }
     let request = lock::Request {
@@ -180,12 +201,15 @@ async fn follow_once(stack: &Stack, hsts: bool) -> anyhow::Result<Option<Change>
     else {
         return Ok(None);
     };
-    let rewritten = rewrite(stack, &text, live, &wanted, hsts).await;
+    let rewritten = rewrite(stack, &text, on_file, live, &wanted, hsts).await;
     held.release(&stack.docker).await?;
-    rewritten?;
+    if !rewritten? {
+        return Ok(None);
+    }
     let (old, moved) =
         reloads::bound_old_workers(&stack.docker, &stack.config, Instant::now()).await;
     Ok(Some(Change {
+        switched: (live != on_file).then_some((on_file, live)),
         added: wanted_set.difference(&listed).cloned().collect(),
         removed: listed.difference(&wanted_set).cloned().collect(),
         old_workers: old.processes,
@@ -193,21 +217,24 @@ async fn follow_once(stack: &Stack, hsts: bool) -> anyhow::Result<Option<Change>
     }))
 }
 
-/// Under the lock: the upstream is still the one looked at (no run
-/// switched meanwhile), so it is rendered for `wanted` and applied.
+/// Under the lock: the upstream is still the one looked at and the
+/// journal still names `live` (no run switched or ended meanwhile), so the
+/// upstream is rendered for `wanted` and applied. Returns whether it was.
 async fn rewrite(
     stack: &Stack,
     looked_at: &str,
-    live: crate::deploy::config::Color,
+    on_file: Color,
+    live: Color,
     wanted: &[String],
     hsts: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let now = nginx::upstream_on_disk(stack).await?;
-    if now.as_deref() != Some(looked_at) {
-        return Ok(());
+    if now.as_deref() != Some(looked_at) || live_colour(stack, on_file).await? != live {
+        return Ok(false);
     }
     let rendered = nginx::render_for(stack, live, wanted, hsts)?;
-    nginx::apply(stack, &rendered).await
+    nginx::apply(stack, &rendered).await?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -58,6 +58,17 @@ impl Swarm {
         );
     }
 
+    /// A killed node `n` boots again (`swarm.sh revive`): its engine starts
+    /// on the data it had, rejoins the swarm and restarts its containers.
+    pub fn revive_node(&self, n: usize) {
+        let output = script(&["revive", &self.name, &n.to_string()]);
+        assert!(
+            output.status.success(),
+            "swarm.sh revive: {}",
+            explain(&output)
+        );
+    }
+
     /// Node `n`'s name in the swarm (its host name).
     pub fn node_name(&self, n: usize) -> String {
         format!("{}n{n}", self.name)
