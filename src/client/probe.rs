@@ -303,6 +303,19 @@ mod tests {
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
 
+    /// The poller against `address` for `paces` of its pace, then stopped.
+    async fn poll_for(address: std::net::SocketAddr, paces: u32) -> Continuity {
+        let stop = CancellationToken::new();
+        let polling = tokio::spawn(poll(
+            format!("http://{address}/healthz"),
+            stop.clone(),
+            None,
+        ));
+        tokio::time::sleep(PACE * paces).await;
+        stop.cancel();
+        polling.await.expect("poller")
+    }
+
     /// A server whose first connection answers one GET and then closes on
     /// the next one without an answer, as an Nginx worker that shuts down
     /// between the two; every later connection answers. The poller sends
@@ -329,15 +342,7 @@ mod tests {
                 });
             }
         });
-        let stop = CancellationToken::new();
-        let polling = tokio::spawn(poll(
-            format!("http://{address}/healthz"),
-            stop.clone(),
-            None,
-        ));
-        tokio::time::sleep(PACE * 4).await;
-        stop.cancel();
-        let report = polling.await.expect("poller");
+        let report = poll_for(address, 4).await;
         assert!(report.http_sent >= 3, "{}", report.summary());
         assert_eq!(report.http_failed, 0, "{}", report.summary());
         assert_eq!(report.http_retried, 1, "{}", report.summary());
@@ -361,15 +366,7 @@ mod tests {
                 });
             }
         });
-        let stop = CancellationToken::new();
-        let polling = tokio::spawn(poll(
-            format!("http://{address}/healthz"),
-            stop.clone(),
-            None,
-        ));
-        tokio::time::sleep(PACE * 2).await;
-        stop.cancel();
-        let report = polling.await.expect("poller");
+        let report = poll_for(address, 2).await;
         assert!(report.http_failed >= 1, "{}", report.summary());
         assert_eq!(report.http_failed, report.http_sent, "{}", report.summary());
         assert_eq!(report.http_failures.get("429"), Some(&report.http_failed));

@@ -403,19 +403,42 @@ impl Engine for Stack {
         analysis::run_step(self, new, old, percent, until, last).await
     }
 
+    // With `swarm.edges`, `deploy --proxy` replaces the Nginx of every
+    // edge, the manager's first; each old Nginx stays until all serve from
+    // their new one, so a failure on any edge puts every edge back.
+
     async fn create_next_edge(&self, upstream: Option<&str>) -> anyhow::Result<()> {
-        proxy::create_next(self, upstream).await
+        for (name, stack) in self.edge_stacks() {
+            proxy::create_next(stack, upstream)
+                .await
+                .map_err(|error| self.on_edge(name, error))?;
+        }
+        Ok(())
     }
 
     async fn replace_edge(&self, live: Option<Color>) -> anyhow::Result<()> {
-        proxy::replace_with_next(self, live).await
+        for (name, stack) in self.edge_stacks() {
+            proxy::replace_with_next(stack, live)
+                .await
+                .map_err(|error| self.on_edge(name, error))?;
+        }
+        for (_, stack) in self.edge_stacks() {
+            proxy::remove_old(stack).await?;
+        }
+        Ok(())
     }
 
     async fn remove_next_edge(&self) -> anyhow::Result<()> {
-        docker::remove(&self.docker, &self.config.name("nginx_next")).await
+        for (_, stack) in self.edge_stacks() {
+            docker::remove(&stack.docker, &stack.config.name("nginx_next")).await?;
+        }
+        Ok(())
     }
 
     async fn put_back_edge(&self) -> anyhow::Result<()> {
-        proxy::put_back(self).await
+        for (_, stack) in self.edge_stacks() {
+            proxy::put_back(stack).await?;
+        }
+        Ok(())
     }
 }

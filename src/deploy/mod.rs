@@ -179,6 +179,20 @@ impl Stack {
         Ok(())
     }
 
+    /// Every edge's stack by name, the manager's (this one) first; only
+    /// this one without `swarm.edges`.
+    pub fn edge_stacks(&self) -> Vec<(&str, &Stack)> {
+        swarm::edges::all(self, &self.edges)
+    }
+
+    /// `error` of the edge `name`, saying which edge when there are several.
+    pub fn on_edge(&self, name: &str, error: anyhow::Error) -> anyhow::Error {
+        match self.edges.is_empty() {
+            true => error,
+            false => swarm::edges::on_edge(name, error),
+        }
+    }
+
     /// Refuses, naming the edge, while an edge of `swarm.edges` is lost:
     /// what changes the edges must reach every one.
     pub fn every_edge(&self) -> anyhow::Result<()> {

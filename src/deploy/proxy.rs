@@ -316,8 +316,9 @@ pub async fn create_next(stack: &Stack, upstream: Option<&str>) -> anyhow::Resul
 
 /// `deploy --proxy`, its second step: the old Nginx stopped and kept as
 /// `nginx_old`, the new one started under the stack's name and verified
-/// to serve `live` (or to answer, when nothing is live); then the old one
-/// goes. The step's undo is `put_back`.
+/// to serve `live` (or to answer, when nothing is live). The old one stays
+/// until every edge serves from its new Nginx (`remove_old`): the step's
+/// undo, `put_back`, needs it.
 pub async fn replace_with_next(stack: &Stack, live: Option<Color>) -> anyhow::Result<()> {
     let name = stack.config.name("nginx");
     let next = stack.config.name("nginx_next");
@@ -339,7 +340,12 @@ pub async fn replace_with_next(stack: &Stack, live: Option<Color>) -> anyhow::Re
     if let Err(error) = replaced {
         return Err(DeployError::Switch(format!("the new Nginx did not serve ({error:#})")).into());
     }
-    docker::remove(&stack.docker, &old).await
+    Ok(())
+}
+
+/// The old Nginx a replacement kept, removed once every edge is replaced.
+pub async fn remove_old(stack: &Stack) -> anyhow::Result<()> {
+    docker::remove(&stack.docker, &stack.config.name("nginx_old")).await
 }
 
 /// Before the old Nginx goes, its clients leave with the contract's

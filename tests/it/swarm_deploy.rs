@@ -343,6 +343,38 @@ async fn edges_switch_together_send_back_on_a_failed_switch_and_survive_a_lost_e
     let clients_one = LiveClients::start(&one_url, 10);
     let clients_two = LiveClients::start(&two_url, 10);
 
+    // `deploy --proxy` replaces every edge's Nginx (a new container on each
+    // node), the manager's first, each serving blue again before the old
+    // ones go; the clients of two edges ride it.
+    let nginx_ids = || -> Vec<String> {
+        (0..3)
+            .map(|node| {
+                let id = swarm.docker_on(node, &["inspect", "-f", "{{.Id}}", &nginx]);
+                assert!(id.status.success(), "node {node}: {}", explain(&id));
+                String::from_utf8_lossy(&id.stdout).trim().to_string()
+            })
+            .collect()
+    };
+    let before = nginx_ids();
+    let output = stack.wsctl_while_live(&["deploy", "--proxy"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", explain(&output));
+    let after = nginx_ids();
+    for node in 0..3 {
+        assert_ne!(
+            before[node], after[node],
+            "node {node}'s Nginx was not replaced"
+        );
+        let left = swarm.docker_on(node, &["inspect", &format!("{}nginx_old", stack.prefix)]);
+        assert!(!left.status.success(), "node {node} kept its old Nginx");
+    }
+    for url in [&one_url, &two_url, &three_url] {
+        let colours = greeting_colours(url, 10).await;
+        assert!(
+            !colours.is_empty() && colours.iter().all(|c| c == "blue"),
+            "{url}: {colours:?}"
+        );
+    }
+
     // A deploy switches every edge.
     let output = stack.wsctl_while_live(&["deploy"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", explain(&output));

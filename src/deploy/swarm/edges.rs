@@ -233,15 +233,26 @@ struct EdgeOutcome {
 /// given. On the first failure, every edge reached so far gets the upstream
 /// it had back, an `edges` event reports each edge, and the error names
 /// the edge that failed.
+/// The manager's edge and every other, by name, in the order a switch
+/// takes them.
+pub fn all<'a>(manager: &'a Stack, edges: &'a [Edge]) -> Vec<(&'a str, &'a Stack)> {
+    std::iter::once((MANAGER_EDGE, manager))
+        .chain(edges.iter().map(|edge| (edge.name.as_str(), &edge.stack)))
+        .collect()
+}
+
+/// `error` of the edge `name`, saying so.
+pub fn on_edge(name: &str, error: anyhow::Error) -> anyhow::Error {
+    error.context(format!("swarm edge {name}"))
+}
+
 pub async fn apply_everywhere(
     manager: &Stack,
     edges: &[Edge],
     text: &str,
     verify: Option<(Color, Duration)>,
 ) -> anyhow::Result<()> {
-    let all: Vec<(&str, &Stack)> = std::iter::once((MANAGER_EDGE, manager))
-        .chain(edges.iter().map(|edge| (edge.name.as_str(), &edge.stack)))
-        .collect();
+    let all = all(manager, edges);
     let mut previous: Vec<Option<String>> = Vec::new();
     for (index, (name, stack)) in all.iter().enumerate() {
         let step = async {

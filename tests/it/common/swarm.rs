@@ -50,21 +50,21 @@ impl Swarm {
     /// Node `n` dies as a machine does (`swarm.sh kill`): its link down,
     /// its containers and its engine SIGKILLed.
     pub fn kill_node(&self, n: usize) {
-        let output = script(&["kill", &self.name, &n.to_string()]);
-        assert!(
-            output.status.success(),
-            "swarm.sh kill: {}",
-            explain(&output)
-        );
+        self.on_node("kill", n);
     }
 
     /// A killed node `n` boots again (`swarm.sh revive`): its engine starts
     /// on the data it had, rejoins the swarm and restarts its containers.
     pub fn revive_node(&self, n: usize) {
-        let output = script(&["revive", &self.name, &n.to_string()]);
+        self.on_node("revive", n);
+    }
+
+    /// `swarm.sh ACTION NAME N`, which must succeed.
+    fn on_node(&self, action: &str, n: usize) {
+        let output = script(&[action, &self.name, &n.to_string()]);
         assert!(
             output.status.success(),
-            "swarm.sh revive: {}",
+            "swarm.sh {action}: {}",
             explain(&output)
         );
     }
