@@ -418,9 +418,12 @@ async fn colour(stack: &Stack, color: Color) -> anyhow::Result<Colour> {
 }
 
 /// One task of a colour on `platform: swarm`: its health from the
-/// checker, its connections from the service's `/status`.
+/// checker, its connections and version from the service's `/status` (the
+/// image's version label is on the task's node, which wsctl may not reach;
+/// the bundled service reports the same version; an external app has no
+/// `/status`, so none).
 async fn task_row(stack: &Stack, task: services::TaskView) -> Container {
-    let (health, connections) = match (&task.address, task.running) {
+    let (health, service_status) = match (&task.address, task.running) {
         (Some(address), true) => {
             let health = match checks::ready(&stack.docker, &stack.config, address).await {
                 super::wait::Check::Ready(()) => "healthy",
@@ -428,11 +431,18 @@ async fn task_row(stack: &Stack, task: services::TaskView) -> Container {
             };
             (
                 health.to_string(),
-                containers::connections(stack, address).await,
+                checks::service_status(&stack.docker, &stack.config, address).await,
             )
         }
         _ => ("-".to_string(), None),
     };
+    let connections = service_status
+        .as_ref()
+        .and_then(|status| status["connections_active"].as_i64());
+    let version = service_status
+        .as_ref()
+        .and_then(|status| status["version"].as_str())
+        .map(str::to_string);
     let uptime = task
         .since
         .as_deref()
@@ -452,7 +462,7 @@ async fn task_row(stack: &Stack, task: services::TaskView) -> Container {
         details: Some(Details {
             health,
             image: task.image,
-            version: None,
+            version,
             uptime_seconds: uptime,
             connections,
         }),

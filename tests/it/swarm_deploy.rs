@@ -55,6 +55,21 @@ async fn fifty_clients_ride_a_deploy_a_rollback_and_a_dead_worker_on_a_three_nod
         nodes.iter().all(|node| !node.ends_with("n0")),
         "a task on the manager: {nodes:?}"
     );
+    // Each running task's version, from its own /status.
+    let versions: Vec<&serde_json::Value> = status["colors"]["blue"]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|task| task["state"] == "running")
+        .map(|task| &task["version"])
+        .collect();
+    assert_eq!(versions.len(), 2, "{status}");
+    assert!(
+        versions
+            .iter()
+            .all(|version| *version == env!("CARGO_PKG_VERSION")),
+        "{status}"
+    );
     assert_eq!(
         status["nodes"].as_array().map(Vec::len),
         Some(3),
