@@ -227,9 +227,9 @@ pub struct Sample {
 async fn read(stack: &Stack, color: Color) -> anyhow::Result<(Totals, Vec<String>)> {
     let mut totals = Totals::default();
     let mut problems = Vec::new();
-    for (target, problem) in containers::looked_at(stack, color).await? {
-        problems.extend(problem);
-        let Some(target) = target else {
+    for replica in containers::looked_at(stack, color).await? {
+        problems.extend(replica.problem);
+        let Some(target) = replica.target else {
             continue;
         };
         if let Some(text) = checks::metrics(&stack.docker, &stack.config, &target).await {

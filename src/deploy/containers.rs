@@ -84,23 +84,27 @@ pub async fn inspect_all(
     Ok(names.into_iter().zip(infos).collect())
 }
 
-/// Each replica of the colour as a canary's analysis looks at it: where
-/// its checks reach it (a container name, or on Swarm a task's address)
-/// and what is wrong with it (stopped, unhealthy, gone; on Swarm a task
-/// Swarm wants running that is not).
-pub async fn looked_at(
-    stack: &Stack,
-    color: Color,
-) -> anyhow::Result<Vec<(Option<String>, Option<String>)>> {
+/// One replica of a colour as a canary's analysis looks at it.
+pub struct LookedAt {
+    /// Where its checks reach it: a container name, or on Swarm a running
+    /// task's address; none when nothing runs to look at.
+    pub target: Option<String>,
+    /// What is wrong with it (stopped, unhealthy, gone; on Swarm a task
+    /// Swarm wants running that is not).
+    pub problem: Option<String>,
+}
+
+/// Each replica of the colour as a canary's analysis looks at it.
+pub async fn looked_at(stack: &Stack, color: Color) -> anyhow::Result<Vec<LookedAt>> {
     if stack.config.is_swarm() {
         let tasks = services::tasks(stack, color).await?;
         return Ok(tasks
             .into_iter()
             .filter(|task| task.wanted)
-            .map(|task| {
-                let problem = (!task.running)
-                    .then(|| format!("task {} on {} is {}", task.name, task.node, task.state));
-                (task.address.filter(|_| task.running), problem)
+            .map(|task| LookedAt {
+                problem: (!task.running)
+                    .then(|| format!("task {} on {} is {}", task.name, task.node, task.state)),
+                target: task.address.filter(|_| task.running),
             })
             .collect());
     }
@@ -113,7 +117,10 @@ pub async fn looked_at(
                 Some(info) => Some(format!("{name} is {} ({})", info.state, info.health)),
                 None => Some(format!("{name} is gone")),
             };
-            (Some(name), problem)
+            LookedAt {
+                target: Some(name),
+                problem,
+            }
         })
         .collect())
 }
