@@ -11,28 +11,12 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::certs::Certs;
+use common::certs::{Certs, served_serial};
 use common::docker::{TestStack, docker_or_skip, explain};
 use common::live::LiveClients;
 use common::second_engine::free_port;
 
 const CLIENTS: usize = 30;
-
-/// The serial of the certificate a new TLS connection to `address` sees.
-fn served_serial(address: &str) -> String {
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect {address} -servername localhost </dev/null 2>/dev/null \
-             | openssl x509 -noout -serial"
-        ))
-        .output()
-        .expect("openssl s_client");
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_string()
-}
 
 /// Each container of the stack and its state, to show nothing changed.
 fn containers(stack: &TestStack) -> String {

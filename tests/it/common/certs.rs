@@ -132,3 +132,19 @@ impl Drop for Certs {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The serial of the certificate a new TLS connection to `address` sees.
+pub fn served_serial(address: &str) -> String {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {address} -servername localhost </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial"
+        ))
+        .output()
+        .expect("openssl s_client");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string()
+}
