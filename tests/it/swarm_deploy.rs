@@ -26,6 +26,20 @@ fn task_nodes(status: &serde_json::Value, color: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `address:8000` of each running task of `color` in `status`, sorted
+/// (as an upstream lists its servers).
+fn task_addresses(status: &serde_json::Value, color: &str) -> Vec<String> {
+    let mut addresses: Vec<String> = status["colors"][color]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|task| task["state"] == "running")
+        .filter_map(|task| Some(format!("{}:8000", task["address"].as_str()?)))
+        .collect();
+    addresses.sort();
+    addresses
+}
+
 /// The names of the manager's Swarm configs that start with `prefix`.
 fn configs(swarm: &Swarm, prefix: &str) -> Vec<String> {
     let output = swarm.docker(&["config", "ls", "--format", "{{.Name}}"]);
@@ -109,14 +123,7 @@ async fn fifty_clients_ride_a_deploy_a_rollback_and_a_dead_worker_on_a_three_nod
         let status = stack.status_json();
         let nodes = task_nodes(&status, "blue");
         let servers = upstream_servers();
-        let mut addresses: Vec<String> = status["colors"]["blue"]["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|task| task["state"] == "running")
-            .filter_map(|task| Some(format!("{}:8000", task["address"].as_str()?)))
-            .collect();
-        addresses.sort();
+        let addresses = task_addresses(&status, "blue");
         if nodes.len() == 2 && nodes.iter().all(|node| node.ends_with("n1")) && servers == addresses
         {
             break (killed.elapsed(), status);
@@ -593,21 +600,10 @@ async fn edges_switch_together_send_back_on_a_failed_switch_and_survive_a_lost_e
     }
     let restarted = booted.elapsed();
     // The follower's part: its edge's upstream is blue's running tasks.
-    let blue_tasks = || -> Vec<String> {
-        let status = stack.status_json();
-        let mut addresses: Vec<String> = status["colors"]["blue"]["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|task| task["state"] == "running")
-            .filter_map(|task| Some(format!("{}:8000", task["address"].as_str()?)))
-            .collect();
-        addresses.sort();
-        addresses
-    };
     let since = std::time::Instant::now();
     loop {
-        let (wanted, listed) = (blue_tasks(), upstream_servers_on(&swarm, &stack, 2));
+        let wanted = task_addresses(&stack.status_json(), "blue");
+        let listed = upstream_servers_on(&swarm, &stack, 2);
         if !wanted.is_empty() && listed == wanted {
             break;
         }
