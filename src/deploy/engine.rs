@@ -429,16 +429,36 @@ impl Engine for Stack {
     }
 
     async fn remove_next_edge(&self) -> anyhow::Result<()> {
-        for (_, stack) in self.edge_stacks() {
-            docker::remove(&stack.docker, &stack.config.name("nginx_next")).await?;
+        let mut failed = Vec::new();
+        for (name, stack) in self.edge_stacks() {
+            let next = stack.config.name("nginx_next");
+            if let Err(error) = docker::remove(&stack.docker, &next).await {
+                failed.push(self.on_edge(name, error));
+            }
         }
-        Ok(())
+        every_edge_tried(failed)
     }
 
     async fn put_back_edge(&self) -> anyhow::Result<()> {
-        for (_, stack) in self.edge_stacks() {
-            proxy::put_back(stack).await?;
+        let mut failed = Vec::new();
+        for (name, stack) in self.edge_stacks() {
+            if let Err(error) = proxy::put_back(stack).await {
+                failed.push(self.on_edge(name, error));
+            }
         }
-        Ok(())
+        every_edge_tried(failed)
+    }
+}
+
+/// An undo tries every edge, so that one edge's failure does not leave the
+/// edges after it undone; one error is returned as it is, several together.
+fn every_edge_tried(mut failed: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        _ => {
+            let all: Vec<String> = failed.iter().map(|error| format!("{error:#}")).collect();
+            Err(anyhow::anyhow!(all.join("; ")))
+        }
     }
 }
